@@ -1,0 +1,1 @@
+"""Synthetic G-banded chromosomes drawn from the hg19 band table."""

@@ -1,0 +1,225 @@
+"""The one image-preprocessing path, shared by training and serving.
+
+Training imports this module too, so a model never sees pixels prepared differently from the way
+the scanner PC prepares them. Every parameter lives in :class:`PreprocessSpec`, which is stored
+in the bundle manifest: code constants here are only defaults for new models.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+# OpenCV reads its decoder pixel limit once, from the environment; set ours before it loads so a
+# decompression bomb is refused by the decoder itself instead of allocating gigabytes.
+DEFAULT_MAX_PIXELS = 40_000_000
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(DEFAULT_MAX_PIXELS))
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def _quiet_opencv() -> None:
+    """Scanner TIFFs carry vendor tags that make libtiff warn on every file; keep the log clean."""
+    try:
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    except AttributeError:  # very old builds
+        pass
+
+
+_quiet_opencv()
+
+IMAGE_SUFFIXES: frozenset[str] = frozenset({".png", ".tif", ".tiff", ".bmp", ".jpg", ".jpeg"})
+MAX_FILE_BYTES = 64 * 1024 * 1024
+
+
+class ImageError(ValueError):
+    """An input that cannot become a model tensor; the message is meant for the user."""
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    """How a crop becomes a model input. Serialized into the bundle manifest.
+
+    `invert` maps dark bands on a light background to bright-on-black, so zero padding and the
+    background agree. `focus_main_object` blanks everything except the largest object, for crops
+    cut as bounding boxes where neighbouring chromosomes reach in.
+    """
+
+    size: int = 64
+    invert: bool = True
+    mean: float = 0.0
+    std: float = 1.0
+    focus_main_object: bool = False
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"version": 1, "pipeline": "gray-pad-square-area-resize", **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "PreprocessSpec":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (self.size, self.size, 1)
+
+
+def read_bytes(path: str | Path) -> bytes:
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise ImageError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if size == 0:
+        raise ImageError(f"{path}: empty file")
+    if size > MAX_FILE_BYTES:
+        raise ImageError(f"{path}: file is {size} bytes, over the {MAX_FILE_BYTES} byte limit")
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ImageError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def decode_gray(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode PNG/TIFF/BMP/JPEG bytes (8/16-bit, gray/RGB/RGBA) to float32 gray in [0, 255]."""
+    if len(data) == 0:
+        raise ImageError("empty file")
+    buffer = np.frombuffer(data, dtype=np.uint8)
+    try:
+        image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
+    except cv2.error as exc:
+        raise ImageError(f"cannot decode image ({_first_line(str(exc))})") from None
+    if image is None:
+        raise ImageError("not a readable PNG/TIFF/BMP/JPEG image (corrupt, truncated or over the pixel limit)")
+    return to_gray(image, max_pixels=max_pixels)
+
+
+def to_gray(image: np.ndarray, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Any decoded array (HxW, HxWx1/3/4; uint8/uint16/float) to float32 gray in [0, 255]."""
+    image = np.asarray(image)
+    if image.ndim not in (2, 3) or image.size == 0 or min(image.shape[:2]) == 0:
+        raise ImageError(f"zero-size or malformed image, shape {tuple(image.shape)}")
+    if image.shape[0] * image.shape[1] > max_pixels:
+        raise ImageError(f"image is {image.shape[1]}x{image.shape[0]} px, over the {max_pixels} pixel limit")
+    if image.dtype == np.uint8:
+        scaled = image.astype(np.float32)
+    elif image.dtype == np.uint16:
+        scaled = image.astype(np.float32) * (255.0 / 65535.0)
+    elif image.dtype.kind == "f":
+        scaled = image.astype(np.float32)
+        if not np.all(np.isfinite(scaled)):
+            raise ImageError("image holds NaN or infinite values")
+        if scaled.size and float(scaled.max()) <= 1.0:
+            scaled = scaled * 255.0
+    elif image.dtype.kind in "iub":
+        info = np.iinfo(image.dtype) if image.dtype.kind in "iu" else None
+        top = float(info.max) if info is not None else 1.0
+        scaled = image.astype(np.float32) * (255.0 / top)
+    else:
+        raise ImageError(f"unsupported pixel type {image.dtype}")
+    if scaled.ndim == 3:
+        channels = scaled.shape[2]
+        if channels == 1:
+            scaled = scaled[:, :, 0]
+        elif channels in (3, 4):
+            rgb = scaled[:, :, :3]
+            gray = rgb[:, :, 0] * 0.114 + rgb[:, :, 1] * 0.587 + rgb[:, :, 2] * 0.299  # OpenCV order: BGR
+            if channels == 4:  # transparent pixels are background (white paper)
+                alpha = scaled[:, :, 3] / 255.0
+                gray = gray * alpha + 255.0 * (1.0 - alpha)
+            scaled = gray
+        else:
+            raise ImageError(f"unsupported channel count {channels}")
+    return np.clip(scaled, 0.0, 255.0).astype(np.float32, copy=False)
+
+
+def background_level(gray: np.ndarray) -> float:
+    """The paper/background gray level, read off the crop's border (crops are cut around a chromosome)."""
+    border = np.concatenate([gray[0, :], gray[-1, :], gray[:, 0], gray[:, -1]])
+    return float(np.median(border))
+
+
+def focus_main_object(gray: np.ndarray, background: float) -> np.ndarray:
+    """Blank every object except the largest, so a bounding-box crop shows one chromosome.
+
+    Objects are found by Otsu on the distance from the background level; the largest component
+    (slightly dilated, to keep its soft edge) survives. Clean crops hold one object: untouched.
+    """
+    distance = np.abs(gray - background)
+    if float(distance.max()) < 8.0:
+        return gray
+    scaled = np.clip(distance * (255.0 / max(float(distance.max()), 1e-6)), 0, 255).astype(np.uint8)
+    _, mask = cv2.threshold(scaled, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    if count <= 2:
+        return gray
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    keep = 1 + int(np.argmax(areas))
+    main = (labels == keep).astype(np.uint8)
+    main = cv2.dilate(main, np.ones((3, 3), np.uint8), iterations=2)
+    return np.where(main > 0, gray, np.float32(background)).astype(np.float32)
+
+
+def pad_to_square(gray: np.ndarray, value: float) -> np.ndarray:
+    height, width = gray.shape
+    side = max(height, width)
+    top = (side - height) // 2
+    left = (side - width) // 2
+    return cv2.copyMakeBorder(
+        gray, top, side - height - top, left, side - width - left, cv2.BORDER_CONSTANT, value=float(value)
+    )
+
+
+def preprocess_gray(gray: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """float32 gray [0, 255] (any size) -> float32 HxWx1 model input."""
+    if gray.ndim != 2 or min(gray.shape) == 0:
+        raise ImageError(f"zero-size or malformed image, shape {tuple(gray.shape)}")
+    background = background_level(gray)
+    if spec.focus_main_object:
+        gray = focus_main_object(gray, background)
+    square = pad_to_square(gray, background)
+    side = square.shape[0]
+    interpolation = cv2.INTER_AREA if side >= spec.size else cv2.INTER_LINEAR
+    resized = cv2.resize(square, (spec.size, spec.size), interpolation=interpolation)
+    scaled = resized * np.float32(1.0 / 255.0)
+    if spec.invert:
+        scaled = np.float32(1.0) - scaled
+    normalized = (scaled - np.float32(spec.mean)) / np.float32(spec.std)
+    return normalized.astype(np.float32, copy=False)[:, :, None]
+
+
+def preprocess_array(image: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """A decoded image array (any supported dtype/channels) -> HxWx1 model input."""
+    return preprocess_gray(to_gray(image, spec.max_pixels), spec)
+
+
+def preprocess_bytes(data: bytes, spec: PreprocessSpec) -> np.ndarray:
+    return preprocess_gray(decode_gray(data, spec.max_pixels), spec)
+
+
+def preprocess_path(path: str | Path, spec: PreprocessSpec) -> np.ndarray:
+    """A file -> HxWx1 model input; raises ImageError naming the file on any bad input."""
+    try:
+        return preprocess_bytes(read_bytes(path), spec)
+    except ImageError as exc:
+        message = str(exc)
+        prefix = str(path)
+        raise ImageError(message if message.startswith(prefix) else f"{prefix}: {message}") from None
+
+
+def load_gray(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode a file to float32 gray [0, 255] (for drawing karyograms and for augmentation)."""
+    try:
+        return decode_gray(read_bytes(path), max_pixels)
+    except ImageError as exc:
+        message = str(exc)
+        raise ImageError(message if message.startswith(str(path)) else f"{path}: {message}") from None
+
+
+def _first_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "decoder error"
