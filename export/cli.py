@@ -13,6 +13,11 @@ app = typer.Typer(
 )
 
 # --- command registrations (one line each; keep this block at the end) ---
+from .synth_cli import synth_command as _synth; app.command("synth")(_synth)  # noqa: E402, E702
+from .train_cli import train_command as _train; app.command("train")(_train)  # noqa: E402, E702
+from .train_cli import convert_command as _convert; app.command("convert")(_convert)  # noqa: E402, E702
+from .train_cli import demo_command as _demo; app.command("demo")(_demo)  # noqa: E402, E702
+from .quantize_cli import quantize_command as _quantize; app.command("quantize")(_quantize)  # noqa: E402, E702
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Iterator
 
 from .labels import LabelScheme
@@ -78,11 +78,16 @@ class Manifest:
             precisions = dict(data["precisions"])
             inputs, outputs = data["input"], data["output"]
             files = dict(data.get("files", {}))
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise BundleError(f"{MANIFEST}: malformed ({exc})") from None
         for name, entry in precisions.items():
-            if name not in PRECISIONS or not isinstance(entry, dict) or "file" not in entry:
+            if name not in PRECISIONS or not isinstance(entry, dict) or not isinstance(entry.get("file"), str):
                 raise BundleError(f"{MANIFEST}: bad precision entry {name!r}")
+        for relative in [entry["file"] for entry in precisions.values()] + list(files):
+            if not _is_inside(relative):  # a bundle off a USB stick must not point at files elsewhere
+                raise BundleError(f"{MANIFEST}: file path {relative!r} leaves the bundle folder")
+        if not isinstance(inputs, dict) or not isinstance(outputs, dict):
+            raise BundleError(f"{MANIFEST}: malformed input/output description")
         if inputs.get("layout") != "NHWC" or inputs.get("dtype") != "float32":
             raise BundleError(f"{MANIFEST}: unsupported input {inputs}")
         return cls(
@@ -94,6 +99,11 @@ class Manifest:
             input_name=str(inputs.get("name", "image")),
             output_name=str(outputs.get("name", "probabilities")),
         )
+
+
+def _is_inside(relative: str) -> bool:
+    path = PurePosixPath(str(relative).replace("\\", "/"))
+    return bool(relative) and not path.is_absolute() and ".." not in path.parts and ":" not in str(relative)
 
 
 @dataclass
@@ -200,7 +210,12 @@ def staged_folder(target: str | Path, start_from_existing: bool = False) -> Iter
         if target.exists():
             backup = target.parent / f".{target.name}.old.{os.getpid()}"
             os.replace(target, backup)
-        os.replace(stage, target)
+        try:
+            os.replace(stage, target)
+        except BaseException:
+            if backup is not None:  # put the old bundle back rather than leave nothing
+                os.replace(backup, target)
+            raise
         if backup is not None:
             shutil.rmtree(backup, ignore_errors=True)
     except BaseException:

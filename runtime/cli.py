@@ -13,6 +13,11 @@ app = typer.Typer(
 )
 
 # --- command registrations (one line each; keep this block at the end) ---
+from .cli_classify import classify as _classify; app.command("classify")(_classify)  # noqa: E402, E702
+from .cli_evaluate import evaluate as _evaluate; app.command("evaluate")(_evaluate)  # noqa: E402, E702
+from .cli_info import info as _info; app.command("info")(_info)  # noqa: E402, E702
+from .cli_bench import bench as _bench; app.command("bench")(_bench)  # noqa: E402, E702
+from .cli_karyotype import karyotype as _karyotype; app.command("karyotype")(_karyotype)  # noqa: E402, E702
 
 
 def main() -> None:

@@ -112,6 +112,8 @@ class LabelScheme:
         names = data.get("names")
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
             raise ValueError("labels.names must be a list of strings")
+        if len(names) < 2 or len(set(names)) != len(names):
+            raise ValueError("labels.names must hold at least two distinct labels")
         return cls(str(data.get("scheme", "custom")), tuple(names))
 
 

@@ -7,6 +7,7 @@ in the bundle manifest: code constants here are only defaults for new models.
 
 from __future__ import annotations
 
+import numbers
 import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -55,6 +56,24 @@ class PreprocessSpec:
     focus_main_object: bool = False
     max_pixels: int = DEFAULT_MAX_PIXELS
 
+    def __post_init__(self) -> None:
+        # A hand-edited manifest must fail at load time with a message, not deep inside OpenCV.
+        if not isinstance(self.size, numbers.Integral) or isinstance(self.size, bool) or not 1 <= self.size <= 4096:
+            raise ValueError(f"preprocess size must be an integer in 1..4096, got {self.size!r}")
+        for name in ("mean", "std"):
+            value = getattr(self, name)
+            if not isinstance(value, numbers.Real) or isinstance(value, bool) or not np.isfinite(value):
+                raise ValueError(f"preprocess {name} must be a finite number, got {value!r}")
+        if self.std == 0:
+            raise ValueError("preprocess std must not be 0")
+        if not isinstance(self.max_pixels, numbers.Integral) or self.max_pixels < 1:
+            raise ValueError(f"preprocess max_pixels must be a positive integer, got {self.max_pixels!r}")
+        # numpy scalars from training code would make the manifest JSON unwritable: store plain types
+        for name, kind in (("size", int), ("mean", float), ("std", float), ("max_pixels", int)):
+            object.__setattr__(self, name, kind(getattr(self, name)))
+        object.__setattr__(self, "invert", bool(self.invert))
+        object.__setattr__(self, "focus_main_object", bool(self.focus_main_object))
+
     def to_dict(self) -> dict[str, Any]:
         return {"version": 1, "pipeline": "gray-pad-square-area-resize", **asdict(self)}
 
@@ -73,7 +92,7 @@ def read_bytes(path: str | Path) -> bytes:
     try:
         size = path.stat().st_size
     except OSError as exc:
-        raise ImageError(f"cannot read {path}: {exc.strerror or exc}") from None
+        raise ImageError(f"{path}: cannot read ({exc.strerror or exc})") from None
     if size == 0:
         raise ImageError(f"{path}: empty file")
     if size > MAX_FILE_BYTES:
@@ -81,7 +100,7 @@ def read_bytes(path: str | Path) -> bytes:
     try:
         return path.read_bytes()
     except OSError as exc:
-        raise ImageError(f"cannot read {path}: {exc.strerror or exc}") from None
+        raise ImageError(f"{path}: cannot read ({exc.strerror or exc})") from None
 
 
 def decode_gray(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
@@ -178,6 +197,12 @@ def preprocess_gray(gray: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     """float32 gray [0, 255] (any size) -> float32 HxWx1 model input."""
     if gray.ndim != 2 or min(gray.shape) == 0:
         raise ImageError(f"zero-size or malformed image, shape {tuple(gray.shape)}")
+    side = max(gray.shape)
+    if side * side > spec.max_pixels:  # a 1 x 30,000,000 strip would pad to a 30M x 30M square
+        raise ImageError(
+            f"image is {gray.shape[1]}x{gray.shape[0]} px; padded to a square it would exceed "
+            f"the {spec.max_pixels} pixel limit (not a chromosome crop?)"
+        )
     background = background_level(gray)
     if spec.focus_main_object:
         gray = focus_main_object(gray, background)

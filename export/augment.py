@@ -1,0 +1,112 @@
+"""Augmentation for preprocessed chromosome crops, in numpy/OpenCV so it runs fast on two cores.
+
+What varies between labs and metaphases, and what the model should not care about: a few degrees
+of tilt, chromosome length (condensation), a gentle bend, staining contrast, focus and noise,
+and the left-right mirror image (a chromosome seen from the other side). What it should care
+about: which end is up. Straightened crops put the p arm on top, and the short arm is a cue for
+the class, so vertical flips are off by default; turn them on (`vflip`) for labs whose crops
+come in any orientation.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+
+from karyo.runtime.preprocess import PreprocessSpec
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    rotation_deg: float = 8.0
+    scale: float = 0.08  # relative size change, +-
+    shift: float = 0.04  # fraction of the side, +-
+    bend: float = 0.04  # bow of the long axis, fraction of the side, +-
+    contrast: float = 0.15  # multiplicative, +-
+    brightness: float = 0.04  # additive on the [0, 1] scale, +-
+    blur_probability: float = 0.2
+    noise_std: float = 0.02
+    hflip: bool = True
+    vflip: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "AugmentConfig":
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+class Augmenter:
+    """Random geometric and photometric changes applied to a batch of HxWx1 tensors.
+
+    Works on the unit scale (`scaled` before mean/std normalization) so the background value is
+    known: 0 for inverted crops, 1 otherwise; warps fill with it, like the runtime's padding.
+    """
+
+    def __init__(self, spec: PreprocessSpec, config: AugmentConfig | None = None, seed: int = 0) -> None:
+        self.spec = spec
+        self.config = config or AugmentConfig()
+        self.rng = np.random.default_rng(seed)
+        side = spec.size
+        grid_y, grid_x = np.mgrid[0:side, 0:side].astype(np.float32)
+        self._grid = np.stack([grid_x, grid_y, np.ones_like(grid_x)], axis=-1)  # side x side x 3
+        self._bow = 1.0 - ((2.0 * grid_y / max(side - 1, 1)) - 1.0) ** 2  # 0 at the ends, 1 in the middle
+        self.background = 0.0 if spec.invert else 1.0
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        out = np.empty(batch.shape, dtype=np.float32)
+        for i in range(len(batch)):
+            out[i, :, :, 0] = self.one(batch[i, :, :, 0].astype(np.float32))
+        return out
+
+    def one(self, image: np.ndarray) -> np.ndarray:
+        c, rng, spec = self.config, self.rng, self.spec
+        unit = image * np.float32(spec.std) + np.float32(spec.mean)
+        unit = self._warp(unit)
+        if c.hflip and rng.random() < 0.5:
+            unit = unit[:, ::-1]
+        if c.vflip and rng.random() < 0.5:
+            unit = unit[::-1, :]
+        foreground = unit - self.background
+        foreground *= np.float32(1.0 + rng.uniform(-c.contrast, c.contrast))
+        unit = foreground + np.float32(self.background + rng.uniform(-c.brightness, c.brightness))
+        if rng.random() < c.blur_probability:
+            unit = cv2.GaussianBlur(unit, (0, 0), sigmaX=float(rng.uniform(0.4, 1.0)))
+        if c.noise_std > 0:
+            unit = unit + rng.normal(0.0, c.noise_std, unit.shape).astype(np.float32)
+        unit = np.clip(unit, -0.1, 1.1)
+        return ((unit - np.float32(spec.mean)) / np.float32(spec.std)).astype(np.float32)
+
+    def _warp(self, unit: np.ndarray) -> np.ndarray:
+        """Rotation, scale, shift and a bow along the vertical axis, as one remap."""
+        c, rng = self.config, self.rng
+        side = unit.shape[0]
+        centre = (side - 1) / 2.0
+        angle = math.radians(rng.uniform(-c.rotation_deg, c.rotation_deg))
+        scale = 1.0 + rng.uniform(-c.scale, c.scale)
+        tx, ty = rng.uniform(-c.shift, c.shift, 2) * side
+        # inverse map: output pixel -> source pixel
+        cos, sin = math.cos(angle) / scale, math.sin(angle) / scale
+        inverse = np.array(
+            [
+                [cos, sin, centre - cos * (centre + tx) - sin * (centre + ty)],
+                [-sin, cos, centre + sin * (centre + tx) - cos * (centre + ty)],
+            ],
+            dtype=np.float32,
+        )
+        coords = self._grid @ inverse.T  # side x side x 2
+        map_x = coords[..., 0] + np.float32(rng.uniform(-c.bend, c.bend) * side) * self._bow
+        map_y = coords[..., 1]
+        return cv2.remap(
+            unit,
+            map_x.astype(np.float32),
+            map_y.astype(np.float32),
+            interpolation=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=float(self.background),
+        )

@@ -1,0 +1,112 @@
+"""`karyo-export train | convert | demo`: thin typer wrappers; the work lives in train.py, convert.py, demo.py."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable, List, Optional, TypeVar
+
+import typer
+
+from karyo.runtime.labels import SCHEME_NAMES
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _user_errors(command: F) -> F:
+    """Errors a user can act on (bad folder, bad option, failed parity) -> `error: ...` and exit 2."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from karyo.runtime.bundle import BundleError
+
+        from .onnx_export import ExportError
+
+        try:
+            return command(*args, **kwargs)
+        except (BundleError, ExportError, ValueError, OSError) as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted", err=True)
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@_user_errors
+def train_command(
+    data: List[Path] = typer.Argument(..., help="Labeled folders (class sub-folders like 1, 01, chr_01, clase1, X, or manifest.csv)."),
+    out: Path = typer.Option(..., "--out", help="Model folder to write (model.keras, train_config.json, report.json, confusion.png, split.json)."),
+    arch: str = typer.Option("edge", "--arch", help="edge (compact, INT8-friendly) or seed-dcnn (the reference study's network)."),
+    scheme: str = typer.Option("normal24", "--scheme", help=f"Label scheme: {', '.join(SCHEME_NAMES)}."),
+    epochs: int = typer.Option(30, "--epochs", min=1, help="Maximum epochs (early stopping on held-out cases)."),
+    image_size: Optional[int] = typer.Option(None, "--image-size", min=16, help="Input size in px (default: 64 for edge, 300 for seed-dcnn)."),
+    folds: int = typer.Option(0, "--folds", min=0, help="Case-wise k-fold cross-validation (0: one train/val/test split)."),
+    seed: int = typer.Option(0, "--seed", help="Seed for splits, augmentation and weights."),
+    batch_size: int = typer.Option(64, "--batch-size", min=1),
+    learning_rate: float = typer.Option(2e-3, "--learning-rate", min=0.0),
+    label_smoothing: float = typer.Option(0.05, "--label-smoothing", min=0.0, max=0.5),
+    vflip: bool = typer.Option(False, "--vflip", help="Also flip crops upside down (for labs whose crops are not p-arm up)."),
+    no_augment: bool = typer.Option(False, "--no-augment", help="Train on the crops as they are."),
+) -> None:
+    """Train a chromosome classifier; the split is by case (patient), never by image."""
+    from .augment import AugmentConfig
+    from .train import train_model
+
+    augment = None if no_augment else AugmentConfig(vflip=vflip)
+    out_dir = train_model(
+        data, out, arch=arch, scheme=scheme, epochs=epochs, image_size=image_size, folds=folds, seed=seed,
+        batch_size=batch_size, learning_rate=learning_rate, label_smoothing=label_smoothing, augment=augment,
+    )
+    report = json.loads((out_dir / "report.json").read_text(encoding="utf-8"))
+    if report.get("cross_validation"):
+        cv = report["cross_validation"]
+        typer.echo(f"{cv['k']}-fold by case: accuracy {cv['accuracy_mean']:.4f} +- {cv['accuracy_std']:.4f}")
+    if report.get("test"):
+        typer.echo(f"held-out test accuracy {report['test']['accuracy']:.4f} on {report['test']['n']} crops")
+    typer.echo(f"model folder: {out_dir}")
+
+
+@_user_errors
+def convert_command(
+    model_dir: Path = typer.Argument(..., help="Model folder written by `karyo-export train`."),
+    out: Path = typer.Option(..., "--out", help="Bundle folder to write (replaced atomically)."),
+    precisions: str = typer.Option("fp32,fp16,int8", "--precisions", help="Comma-separated: fp32,fp16,int8 (fp32 is always made)."),
+    calibration_data: Optional[List[Path]] = typer.Option(None, "--calibration-data", help="Labeled folder for INT8 calibration (default: the training crops)."),
+    eval_data: Optional[List[Path]] = typer.Option(None, "--eval-data", help="Labeled folder for parity and accuracy (default: the held-out test split)."),
+) -> None:
+    """Export to ONNX, check FP32 parity with Keras, add FP16/INT8 with measured drift; write a verified bundle."""
+    from .convert import convert_model
+
+    chosen = [p.strip().lower() for p in precisions.split(",") if p.strip()]
+    if "fp32" not in chosen:
+        chosen.insert(0, "fp32")
+    bundle = convert_model(model_dir, out, precisions=chosen, calibration_data=calibration_data or None, eval_data=eval_data or None)
+    from karyo.runtime.bundle import load_bundle
+
+    loaded = load_bundle(bundle)
+    for precision in loaded.available_precisions:
+        metrics = loaded.metrics(precision)
+        size = loaded.model_path(precision).stat().st_size / 1e6
+        typer.echo(f"{precision:<5} {size:6.2f} MB  accuracy {metrics.get('accuracy', float('nan')):.4f}")
+    missing = [p for p in chosen if p not in loaded.available_precisions]
+    if missing:
+        typer.echo(f"not in the bundle: {', '.join(missing)} (see the messages above)", err=True)
+    typer.echo(f"bundle: {bundle}")
+
+
+@_user_errors
+def demo_command(
+    out: Path = typer.Option(..., "--out", help="Folder for data/, model/ and bundle/."),
+    fast: bool = typer.Option(False, "--fast", help="Toy scale (under a minute); accuracy is not meaningful."),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Synthesize chromosomes, train `edge`, export FP32/FP16/INT8, classify one synthetic cell; prints timings."""
+    from .demo import format_summary, run_demo
+
+    result = run_demo(out, fast=fast, seed=seed, progress=True)
+    sys.stderr.flush()
+    typer.echo(format_summary(result))

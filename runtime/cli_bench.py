@@ -1,0 +1,73 @@
+"""`karyo bench`: how fast a bundle runs on this machine, per precision and batch size."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+
+def _parse_batch_sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(part) for part in text.replace(" ", "").split(",") if part]
+    except ValueError:
+        raise typer.BadParameter(f"expected comma-separated integers like 1,8,46,64, got {text!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise typer.BadParameter("batch sizes must be positive integers")
+    return sizes
+
+
+def bench(
+    bundle: Path = typer.Argument(..., help="Bundle folder (with manifest.json)."),
+    batch_sizes: str = typer.Option("1,8,46,64", "--batch-sizes", help="Comma-separated batch sizes (46 = one cell)."),
+    precision: Optional[List[str]] = typer.Option(
+        None, "--precision", "-p", help="fp32, fp16 or int8; repeat for several (default: all in the bundle)."
+    ),
+    provider: str = typer.Option("auto", "--provider", help="auto, cpu or cuda."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Intra-op threads (default: ONNX Runtime's)."),
+    iterations: int = typer.Option(20, "--iterations", min=1, help="Timed calls per batch size (after warm-up)."),
+    max_seconds: float = typer.Option(20.0, "--max-seconds", help="Stop timing a batch size after this long (min 3 calls)."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Time real crops from this folder instead of random tensors."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document instead of a table."),
+) -> None:
+    """Session load time, warm-up, p50/p90/p99 latency, per-image time, throughput and peak memory."""
+    from .bench import benchmark_bundle, format_table
+    from .bundle import BundleError
+    from .preprocess import ImageError
+
+    sizes = _parse_batch_sizes(batch_sizes)
+    if provider not in ("auto", "cpu", "cuda"):
+        raise typer.BadParameter(f"--provider must be auto, cpu or cuda, got {provider!r}")
+    progress = None if as_json else (lambda text: print(f"  {text}", file=sys.stderr, flush=True))
+    try:
+        result = benchmark_bundle(
+            bundle,
+            batch_sizes=sizes,
+            precisions=precision or None,
+            provider=provider,
+            threads=threads,
+            iterations=iterations,
+            max_seconds=max_seconds,
+            data_dir=data,
+            progress=progress,
+        )
+    except (BundleError, ImageError, ValueError, OSError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    except RuntimeError as exc:  # ProviderError: --provider cuda without a usable GPU
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    machine = result["machine"]
+    info = result["bundle"]
+    typer.echo(
+        f"{info['path']}: {info['labels']} ({info['classes']} classes), input {info['input_size']} px, "
+        f"inputs {result['settings']['inputs']}"
+    )
+    typer.echo(f"machine: {machine['cpu']}, {machine['cores']} cores; onnxruntime {result['versions'].get('onnxruntime')}")
+    typer.echo(format_table(result["records"]))

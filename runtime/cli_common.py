@@ -1,0 +1,71 @@
+"""What every `karyo` command shares: user errors as one line and exit code 2, option choices, progress."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from enum import Enum
+from typing import Any, Callable, TypeVar
+
+import typer
+
+EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class ProviderChoice(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class PrecisionChoice(str, Enum):
+    auto = "auto"
+    fp32 = "fp32"
+    fp16 = "fp16"
+    int8 = "int8"
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def user_errors(command: F) -> F:
+    """Turn the errors a user can act on (bad bundle, no GPU, bad folder) into `error: ...` + exit 2."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from .bundle import BundleError
+        from .session import InferenceError, ProviderError
+
+        try:
+            return command(*args, **kwargs)
+        except (BundleError, ProviderError, InferenceError, ValueError, OSError) as exc:
+            raise fail(str(exc) or type(exc).__name__) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted", err=True)
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def stderr_progress(what: str) -> Callable[[int, int], None] | None:
+    """A `done/total` counter on stderr, only when a person is watching (not in pipes or tests)."""
+    if not sys.stderr.isatty():
+        return None
+
+    def report(done: int, total: int) -> None:
+        end = "\n" if done >= total else ""
+        print(f"\r{what}: {done}/{total}", end=end, file=sys.stderr, flush=True)
+
+    return report
+
+
+def short_float(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)

@@ -1,0 +1,102 @@
+"""`karyo evaluate`: re-measure a bundle's accuracy and FP16/INT8 drift on a labeled folder."""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from .cli_common import EXIT_OK, EXIT_SOME_FAILED, ProviderChoice, fail, short_float, stderr_progress, user_errors
+
+
+class EvalPrecision(str, Enum):
+    all = "all"
+    auto = "auto"
+    fp32 = "fp32"
+    fp16 = "fp16"
+    int8 = "int8"
+
+
+def format_report(result: Any) -> str:
+    """Per-precision summary (with the manifest's stored figures beside ours), then per-class recall."""
+    data = result.to_dict()
+    lines = [
+        f"bundle: {data['bundle']}  provider: {data['provider']}  crops: {data['n']}",
+        "",
+        f"{'precision':<10}{'accuracy':>10}{'agree_fp32':>12}{'kl_to_fp32':>12}{'max_diff':>10}   manifest accuracy / agreement",
+    ]
+    for name, figures in data["precisions"].items():
+        stored = figures.get("manifest", {})
+        lines.append(
+            f"{name:<10}{short_float(figures['accuracy']):>10}{short_float(figures.get('agreement_with_fp32')):>12}"
+            f"{short_float(figures.get('kl_to_fp32'), 5):>12}{short_float(figures.get('max_prob_diff')):>10}   "
+            f"{short_float(stored.get('accuracy'))} / {short_float(stored.get('agreement_with_fp32'))}"
+        )
+    if "cells" in data:
+        c = data["cells"]
+        lines += [
+            "",
+            f"cells ({data['precision']}): {c['cells']}; crop accuracy {short_float(c['crop_accuracy_top1'])} top-1 -> "
+            f"{short_float(c['crop_accuracy_assembled'])} after assembly; exact karyotype "
+            f"{c['complete_exact']}/{c['complete_cells']} complete cells ({short_float(c['complete_exact_rate'])})",
+        ]
+        for error in c["errors"][:10]:
+            lines.append(f"  {error['cell']}: called {error['called']}, truth {error['truth']}")
+        if len(c["errors"]) > 10:
+            lines.append(f"  ... {len(c['errors']) - 10} more in --json")
+    lines += ["", f"per-class recall ({data['precision']}):"]
+    cells = [
+        f"{label:>15} {short_float(v['recall'], 3):>6} (n={v['support']})"
+        for label, v in data["per_class"].items()
+        if v["support"]
+    ]
+    for start in range(0, len(cells), 3):
+        lines.append("  ".join(cells[start : start + 3]))
+    skipped = data["skipped"]["labels_not_in_scheme"]
+    if skipped:
+        text = ", ".join(f"{label}: {count}" for label, count in skipped.items())
+        lines += ["", f"skipped (labels not in this bundle's scheme): {sum(skipped.values())} ({text})"]
+    if data["skipped"]["unreadable"]:
+        lines.append(f"unreadable crops: {len(data['skipped']['unreadable'])} (listed on stderr)")
+    return "\n".join(lines)
+
+
+@user_errors
+def evaluate(
+    bundle: Path = typer.Argument(..., metavar="BUNDLE", help="Bundle folder (with manifest.json)."),
+    data: Path = typer.Argument(..., metavar="DATA", help="Labeled folder: class sub-folders (1..22, X, Y, chr_01, clase1, ...) or manifest.csv."),
+    precision: EvalPrecision = typer.Option(EvalPrecision.all, "--precision", help="all precisions in the bundle, or one."),
+    provider: ProviderChoice = typer.Option(ProviderChoice.cpu, "--provider", help="cpu reproduces the manifest's figures."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads per inference (default: KARYO_THREADS, else all cores)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+    confusion: Optional[Path] = typer.Option(None, "--confusion", help="Also draw the confusion matrix to this PNG."),
+) -> None:
+    """Accuracy per precision, agreement/KL vs FP32, per-class recall. Exit 1 if some crops were unreadable."""
+    from .evaluate import evaluate_bundle
+
+    result = evaluate_bundle(
+        bundle, data, precision=precision.value, provider=provider.value, threads=threads,
+        progress=stderr_progress("evaluating"),
+    )
+    if not result.samples:
+        skipped = sum(result.skipped_labels.values())
+        raise fail(f"{data}: no readable crops with labels of this bundle ({result.labels.name}); {skipped} skipped")
+    for path, message in result.unreadable:
+        typer.echo(f"error: {message}", err=True)
+    if confusion is not None:
+        from .plots import confusion_matrix_png
+
+        report = result.reports[result.primary]
+        title = f"{Path(bundle).name} {result.primary}: accuracy {report['accuracy']:.1%} (n={report['n']})"
+        confusion_matrix_png(report["confusion_matrix"], report["labels"], confusion, title=title)
+    if as_json:
+        sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")
+    else:
+        typer.echo(format_report(result))
+        if confusion is not None:
+            typer.echo(f"confusion matrix: {confusion}")
+    raise typer.Exit(EXIT_SOME_FAILED if result.unreadable else EXIT_OK)

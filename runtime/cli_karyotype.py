@@ -1,0 +1,192 @@
+"""`karyo karyotype`: classify one or more cells' crops, assemble each cell and call its karyotype.
+
+A CELL is a folder with one metaphase's crops (images at any depth; class folders, if any, are
+ignored for prediction). With `--by-cell DATA`, cells come from a labeled tree grouped by
+case+cell (its manifest, or folders), and the true karyotype is shown next to the call.
+A crop that cannot be read is reported and left out of its cell; the exit code is 1 then.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, List, Optional
+
+import numpy as np
+import typer
+
+from .bundle import BundleError
+from .dataset import iter_images, read_labeled_folder
+from .karyotype import AssemblyPriors, KaryotypeCall, call_karyotype, check_scheme, karyotype_cell
+from .preprocess import ImageError
+
+
+@dataclass
+class CellInput:
+    name: str
+    paths: list[Path]
+    truth: list[str] | None = None
+    slug: str = ""  # file name stem for its karyogram
+
+
+def load_classifier(bundle: Path, precision: str, provider: str) -> Any:
+    """The one place the CLI opens a model (tests replace it with a fake)."""
+    from .classifier import Classifier
+
+    return Classifier(bundle, precision=precision, provider=provider)
+
+
+def _cells_from_folders(folders: list[Path]) -> list[CellInput]:
+    cells = []
+    for folder in folders:
+        if not folder.is_dir():
+            raise ValueError(f"{folder}: not a folder (a CELL is a folder of one cell's crops)")
+        paths = list(iter_images(folder))
+        if not paths:
+            raise ValueError(f"{folder}: no images (.png, .tif, .tiff, .bmp, .jpg)")
+        cells.append(CellInput(str(folder), paths, slug=folder.resolve().name))
+    return cells
+
+
+def _cells_from_tree(data: Path, wanted: list[str]) -> list[CellInput]:
+    grouped: dict[str, list] = defaultdict(list)
+    for sample in read_labeled_folder(data):
+        grouped[sample.cell_key].append(sample)
+    keys = wanted or list(grouped)
+    unknown = [k for k in keys if k not in grouped]
+    if unknown:
+        raise ValueError(f"{data}: no cell {', '.join(unknown)} (cells are named case/cell, e.g. {next(iter(grouped))})")
+    return [CellInput(k, [s.path for s in grouped[k]], [s.label for s in grouped[k]], slug=k) for k in keys]
+
+
+def _safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "cell"
+
+
+def _karyogram_targets(target: Path, cells: list[CellInput]) -> list[Path]:
+    if len(cells) == 1 and target.suffix.lower() == ".png":
+        return [target]
+    if target.suffix.lower() == ".png":
+        raise ValueError(f"--karyogram {target}: several cells need a folder (one PNG per cell)")
+    names: list[str] = []
+    for cell in cells:
+        base = _safe_name(cell.slug or cell.name)
+        name, k = base, 2
+        while name in names:
+            name, k = f"{base}_{k}", k + 1
+        names.append(name)
+    return [target / f"{name}.png" for name in names]
+
+
+def _plain_line(cell: CellInput, call: KaryotypeCall, truth: KaryotypeCall | None, failed: int) -> str:
+    reviews = sum(a.review for a in call.assignments)
+    parts = [f"{call.count} crops"] + ([f"{reviews} to review"] if reviews else []) + (
+        [f"{failed} unreadable"] if failed else [])
+    line = f"{cell.name}: {call.karyotype}  ({', '.join(parts)})"
+    if call.findings:
+        line += "  " + "; ".join(call.findings)
+    if truth is not None:
+        line += f"  [truth {truth.karyotype}{'' if truth.karyotype == call.karyotype else ' MISMATCH'}]"
+    return line
+
+
+def karyotype(
+    bundle: Path = typer.Argument(..., help="Bundle folder (normal24 or seed32 labels)."),
+    cells: Optional[List[Path]] = typer.Argument(None, help="Folders, one per cell; with --by-cell: case/cell keys (default all)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+    karyogram: Optional[Path] = typer.Option(None, "--karyogram", help="PNG for one cell, or a folder (one PNG per cell)."),
+    by_cell: Optional[Path] = typer.Option(None, "--by-cell", help="Take cells from this labeled tree (case+cell)."),
+    precision: str = typer.Option("auto", "--precision", help="auto, fp32, fp16 or int8."),
+    provider: str = typer.Option("auto", "--provider", help="auto, cpu or cuda."),
+    review_margin: float = typer.Option(0.2, "--review-margin", min=0.0, max=1.0,
+                                        help="Flag crops whose top-1 leads the runner-up by less than this."),
+) -> None:
+    """Karyotype call per cell (e.g. 46,XY / 47,XX,+21 / 45,X), with optional karyogram PNGs."""
+    try:
+        if by_cell is not None:
+            inputs = _cells_from_tree(by_cell, [str(c) for c in cells or []])
+        elif not cells:
+            raise ValueError("give one or more CELL folders, or --by-cell DATA")
+        else:
+            inputs = _cells_from_folders(list(cells))
+        targets = _karyogram_targets(karyogram, inputs) if karyogram is not None else []
+        classifier = load_classifier(bundle, precision, provider)
+        check_scheme(classifier.labels)  # a binary bundle has no karyotype to assemble: say so before classifying
+    except (BundleError, ValueError, OSError, RuntimeError) as exc:  # RuntimeError: ProviderError
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+    all_paths = [p for cell in inputs for p in cell.paths]
+    show_progress = not as_json and sys.stderr.isatty()
+    progress = (lambda done, total: print(f"\r  classified {done}/{total}", end="", file=sys.stderr, flush=True)) \
+        if show_progress else None
+    predictions = classifier.predict_paths(all_paths, progress=progress) if progress else \
+        classifier.predict_paths(all_paths)
+    if show_progress:
+        print(file=sys.stderr)
+    priors = AssemblyPriors(review_margin=review_margin)
+    exit_code = 0
+    results: list[dict[str, Any]] = []
+    start = 0
+    for number, cell in enumerate(inputs):
+        cell_predictions = predictions[start : start + len(cell.paths)]
+        start += len(cell.paths)
+        good = [p for p in cell_predictions if p.error is None and p.probs is not None]
+        errors = [{"path": str(p.path), "error": _error_text(p)} for p in cell_predictions
+                  if p.error is not None or p.probs is None]
+        for error in errors:
+            typer.echo(f"error: {error['error']}", err=True)
+        if errors:
+            exit_code = 1
+        if not good:
+            typer.echo(f"error: {cell.name}: no readable crops", err=True)
+            results.append({"cell": cell.name, "karyotype": None, "count": 0, "assignments": [], "findings": [],
+                            "errors": errors})
+            continue
+        call = karyotype_cell(np.stack([p.probs for p in good]), classifier.labels, priors,
+                              paths=[str(p.path) for p in good])
+        truth = call_karyotype(cell.truth) if cell.truth is not None else None
+        entry: dict[str, Any] = {
+            "cell": cell.name, "karyotype": call.karyotype, "count": call.count, "complete": call.complete,
+            "assignments": [{"path": a.path, "label": a.label, "probability": a.probability, "review": a.review}
+                            for a in call.assignments],
+            "findings": call.findings, "errors": errors,
+        }
+        if truth is not None:
+            entry["truth"] = truth.karyotype
+        if targets:
+            try:
+                entry["karyogram"] = str(_write_karyogram(targets[number], good, call))
+            except (OSError, ValueError) as exc:
+                typer.echo(f"error: karyogram {targets[number]}: {exc}", err=True)
+                exit_code = 1
+        results.append(entry)
+        if not as_json:
+            typer.echo(_plain_line(cell, call, truth, len(errors)))
+    if as_json:
+        typer.echo(json.dumps({"cells": results}, indent=2))
+    if exit_code:
+        raise typer.Exit(exit_code)
+
+
+def _error_text(prediction: Any) -> str:
+    message = str(prediction.error or "no probabilities returned")
+    return message if str(prediction.path) in message else f"{prediction.path}: {message}"
+
+
+def _write_karyogram(target: Path, good: list, call: KaryotypeCall) -> Path:
+    from .karyogram import draw_karyogram
+    from .preprocess import load_gray
+
+    crops = []
+    for prediction in good:
+        try:
+            crops.append(load_gray(prediction.path))
+        except ImageError:  # classified a moment ago, so only a file changed underneath us lands here
+            crops.append(None)
+    keep = [i for i, crop in enumerate(crops) if crop is not None]
+    return draw_karyogram([crops[i] for i in keep], [call.assignments[i] for i in keep], target, call.karyotype)

@@ -1,0 +1,184 @@
+"""Karyogram PNG: one cell's crops in the standard clinical arrangement, drawn with OpenCV.
+
+Rows 1-5, 6-12, 13-18 and 19-22 + X, Y; each chromosome's copies side by side (pairs first,
+extra copies after, variants after the normal copies) standing on a common baseline with the
+chromosome number under them. All crops share one scale, so a small 21 stays small next to a
+large 1, which is part of what a cytogeneticist checks. Crops the assembly overrode or was
+unsure about (``review``) get a red box; the karyotype call is the title.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from .assembly import CropAssignment
+from .labels import STRUCTURAL, chromosome_of
+
+ROWS: tuple[tuple[str, ...], ...] = (
+    ("1", "2", "3", "4", "5"),
+    ("6", "7", "8", "9", "10", "11", "12"),
+    ("13", "14", "15", "16", "17", "18"),
+    ("19", "20", "21", "22", "X", "Y"),
+)
+REVIEW_COLOR = (0, 0, 255)  # BGR red
+TEXT_COLOR = (40, 40, 40)
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+MARGIN = 20
+TITLE_HEIGHT = 50
+LABEL_HEIGHT = 26
+VARIANT_HEIGHT = 16
+LEGEND_HEIGHT = 26
+CROP_GAP = 8
+GROUP_GAP = 28
+
+
+@dataclass(frozen=True)
+class KaryogramLayout:
+    """Where everything goes: canvas size, scale, and each crop's box (x, y, w, h) in input order."""
+
+    width: int
+    height: int
+    scale: float
+    boxes: list[tuple[int, int, int, int]]
+    group_centers: dict[str, tuple[int, int]]  # chromosome -> (x of label centre, y of baseline)
+
+
+def _display_gray(crop: np.ndarray) -> np.ndarray:
+    """uint8 gray, dark chromosome on white: crops that come light-on-dark are inverted for display."""
+    gray = np.asarray(crop, dtype=np.float32)
+    if gray.ndim == 3:
+        gray = gray[..., :3].mean(axis=2)
+    if gray.size and gray.max() <= 1.0:
+        gray = gray * 255.0
+    gray = np.clip(gray, 0, 255).astype(np.uint8)
+    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    return 255 - gray if float(np.median(border)) < 128 else gray
+
+
+def _order_key(assignment: CropAssignment, position: int) -> tuple[int, str, int]:
+    return (1 if assignment.label in STRUCTURAL else 0, assignment.label, position)
+
+
+def layout_karyogram(
+    sizes: Sequence[tuple[int, int]],
+    assignments: Sequence[CropAssignment],
+    tile_height: int = 120,
+    title: str = "",
+) -> KaryogramLayout:
+    """Place crops of the given (height, width) sizes; pure geometry, so tests can check positions."""
+    if len(sizes) != len(assignments):
+        raise ValueError(f"{len(sizes)} crops for {len(assignments)} assignments")
+    tallest = max((h for h, _ in sizes), default=1)
+    scale = tile_height / max(tallest, 1)
+    scaled = [(max(1, round(h * scale)), max(1, round(w * scale))) for h, w in sizes]
+    typical_width = int(np.median([w for _, w in scaled])) if scaled else tile_height // 3
+    members: dict[str, list[int]] = {c: [] for row in ROWS for c in row}
+    for position, assignment in enumerate(assignments):
+        members[chromosome_of(assignment.label)].append(position)
+    for chromosome in members:
+        members[chromosome].sort(key=lambda p: _order_key(assignments[p], p))
+    has_variants = any(a.label in STRUCTURAL for a in assignments)
+
+    def group_width(chromosome: str) -> int:
+        widths = [scaled[p][1] for p in members[chromosome]]
+        content = sum(widths) + CROP_GAP * max(0, len(widths) - 1)
+        return max(content, 2 * typical_width + CROP_GAP, 30)
+
+    row_widths = [sum(group_width(c) for c in row) + GROUP_GAP * (len(row) - 1) for row in ROWS]
+    title_width = cv2.getTextSize(title, FONT, 0.8, 2)[0][0] if title else 0
+    width = max(max(row_widths), title_width) + 2 * MARGIN
+    boxes: list[tuple[int, int, int, int]] = [(0, 0, 0, 0)] * len(sizes)
+    centers: dict[str, tuple[int, int]] = {}
+    y = TITLE_HEIGHT
+    for row, row_width in zip(ROWS, row_widths):
+        row_height = max([scaled[p][0] for c in row for p in members[c]] or [tile_height // 2])
+        baseline = y + row_height
+        spare = (width - 2 * MARGIN - row_width) / max(1, len(row) - 1) if len(row) > 1 else 0
+        x = float(MARGIN)
+        for chromosome in row:
+            gw = group_width(chromosome)
+            widths = [scaled[p][1] for p in members[chromosome]]
+            content = sum(widths) + CROP_GAP * max(0, len(widths) - 1)
+            cx = int(round(x + (gw - content) / 2))
+            for p in members[chromosome]:
+                h, w = scaled[p]
+                boxes[p] = (cx, baseline - h, w, h)
+                cx += w + CROP_GAP
+            centers[chromosome] = (int(round(x + gw / 2)), baseline)
+            x += gw + GROUP_GAP + spare
+        y = baseline + LABEL_HEIGHT + (VARIANT_HEIGHT if has_variants else 0) + 12
+    height = y + LEGEND_HEIGHT
+    return KaryogramLayout(int(width), int(height), scale, boxes, centers)
+
+
+def _put_centered(image: np.ndarray, text: str, center_x: int, top: int, size: float, thickness: int,
+                  color: tuple[int, int, int] = TEXT_COLOR) -> None:
+    (tw, th), _ = cv2.getTextSize(text, FONT, size, thickness)
+    cv2.putText(image, text, (int(center_x - tw / 2), int(top + th)), FONT, size, color, thickness, cv2.LINE_AA)
+
+
+def render_karyogram(
+    crops: Sequence[np.ndarray],
+    assignments: Sequence[CropAssignment],
+    title: str = "",
+    tile_height: int = 120,
+) -> tuple[np.ndarray, KaryogramLayout]:
+    """The karyogram as a BGR uint8 image, plus the layout it was drawn with."""
+    grays = [_display_gray(c) for c in crops]
+    layout = layout_karyogram([g.shape[:2] for g in grays], assignments, tile_height, title)
+    image = np.full((layout.height, layout.width, 3), 255, dtype=np.uint8)
+    if title:
+        _put_centered(image, title, layout.width // 2, 12, 0.8, 2)
+    for gray, (x, y, w, h) in zip(grays, layout.boxes):
+        interpolation = cv2.INTER_AREA if h < gray.shape[0] else cv2.INTER_LINEAR
+        tile = cv2.resize(gray, (w, h), interpolation=interpolation)
+        image[y : y + h, x : x + w] = tile[:, :, None]
+    for chromosome, (cx, baseline) in layout.group_centers.items():
+        cv2.line(image, (cx - 24, baseline + 3), (cx + 24, baseline + 3), TEXT_COLOR, 1)
+        _put_centered(image, chromosome, cx, baseline + 7, 0.5, 1)
+    for assignment, (x, y, w, h) in zip(assignments, layout.boxes):
+        if assignment.label in STRUCTURAL:
+            _put_centered(image, assignment.label, x + w // 2, y + h + LABEL_HEIGHT, 0.35, 1, (150, 60, 0))
+    reviews = [box for a, box in zip(assignments, layout.boxes) if a.review]
+    for x, y, w, h in reviews:
+        cv2.rectangle(image, (x - 2, y - 2), (x + w + 1, y + h + 1), REVIEW_COLOR, 2)
+    if reviews:
+        note = f"red box: {len(reviews)} crop(s) to review (assembly changed top-1 or close call)"
+        cv2.putText(image, note, (MARGIN, layout.height - 9), FONT, 0.45, REVIEW_COLOR, 1, cv2.LINE_AA)
+    return image, layout
+
+
+def write_png_atomic(path: Path, image: np.ndarray) -> None:
+    ok, encoded = cv2.imencode(".png", image)
+    if not ok:
+        raise ValueError(f"cannot encode PNG for {path}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(encoded.tobytes())
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def draw_karyogram(
+    crops: Sequence[np.ndarray],
+    assignments: Sequence[CropAssignment],
+    path: str | Path,
+    title: str = "",
+    tile_height: int = 120,
+) -> Path:
+    """Write the karyogram PNG of one cell (crops and assignments in the same order) atomically."""
+    image, _ = render_karyogram(crops, assignments, title, tile_height)
+    path = Path(path)
+    write_png_atomic(path, image)
+    return path

@@ -1,0 +1,198 @@
+"""Karyotype call: from one cell's (assembled) labels to an ISCN string and plain-language findings.
+
+The call only counts labels, so the same function turns the *true* labels of a cell into its true
+karyotype; that is what :func:`evaluate_cells` compares against.
+
+Incomplete cells. Real metaphases lose chromosomes in spreading and cutting (the study data has
+cells of 37-46 crops), and a cell missing seven chromosomes is not seven monosomies. The rule:
+count the copies missing against a normal cell, over the assembled counts (which already weigh
+each crop's evidence, see ``karyo.runtime.assembly``):
+
+    missing = sum over autosomes of max(0, 2 - copies) + max(0, 2 - (X copies + Y copies))
+
+A cell with at most ``max_losses`` (default 1) missing copies is *complete* and every deviation
+is called (``45,X``, ``45,XY,-21``, ``47,XY,+21``). With more, the cell is *incomplete*:
+two or more simultaneous monosomies are not a viable constitutional karyotype and random loss
+explains them far better. An incomplete call keeps what loss cannot explain (gains, structural
+variants) and ends in ISCN's ``inc``: ``40,XY,+21,inc``; its losses are not reported as
+monosomies. The crop count and the missing copies are in the findings.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .assembly import (  # re-exported: karyo.runtime.karyotype is the public face of assembly too
+    SEX_COMPLEMENTS,
+    VIABLE_TRISOMIES,
+    Assembly,
+    AssemblyPriors,
+    CropAssignment,
+    assemble_cell,
+    check_scheme,
+)
+from .dataset import Sample
+from .labels import AUTOSOMES, STRUCTURAL, LabelScheme, chromosome_of
+
+FULL_CELL = 46
+_COPY_WORDS = {0: "nullisomy", 1: "monosomy", 3: "trisomy", 4: "tetrasomy", 5: "pentasomy"}
+_SEX_FINDINGS = {(1, 0): "monosomy X", (2, 1): "XXY (Klinefelter)", (1, 2): "XYY", (3, 0): "trisomy X"}
+
+
+@dataclass
+class KaryotypeCall:
+    karyotype: str
+    count: int
+    complete: bool
+    findings: list[str]
+    assignments: list[CropAssignment] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**{k: v for k, v in asdict(self).items() if k != "assignments"},
+                "assignments": [a.to_dict() for a in self.assignments]}
+
+
+def _variant_order(label: str) -> int:
+    return list(STRUCTURAL).index(label)
+
+
+def _chromosome_tokens(chromosome: str, normal: int, variants: list[str], expected: int, complete: bool) -> list[str]:
+    """ISCN items for one autosome: losses, then extra copies; a variant filling an expected slot is listed plain."""
+    variants = sorted(variants, key=_variant_order)
+    copies = normal + len(variants)
+    tokens: list[str] = []
+    if copies < expected and complete:
+        tokens += [f"-{chromosome}"] * (expected - copies)
+    plain_variants = max(0, min(len(variants), expected - normal))
+    tokens += [f"+{chromosome}"] * max(0, normal - expected)
+    tokens += variants[:plain_variants] + [f"+{v}" for v in variants[plain_variants:]]
+    return tokens
+
+
+def call_karyotype(
+    labels: list[str],
+    assignments: list[CropAssignment] | None = None,
+    full_cell: int = FULL_CELL,
+    max_losses: int = 1,
+) -> KaryotypeCall:
+    """ISCN call for one cell from its crop labels (assembled or true). See the module docstring.
+
+    `full_cell` only words the incomplete-cell finding; completeness is decided by `max_losses`.
+    """
+    normal: Counter[str] = Counter()
+    variants: dict[str, list[str]] = defaultdict(list)
+    for label in labels:
+        parent = chromosome_of(label)
+        if label in STRUCTURAL:
+            variants[parent].append(label)
+        else:
+            normal[parent] += 1
+    copies = {c: normal[c] + len(variants[c]) for c in AUTOSOMES + ("X", "Y")}
+    n_sex = copies["X"] + copies["Y"]
+    missing = sum(max(0, 2 - copies[c]) for c in AUTOSOMES) + max(0, 2 - n_sex)
+    count = len(labels)
+    complete = count > 0 and missing <= max_losses
+
+    tokens: list[str] = ["X" * normal["X"] + "Y" * normal["Y"]] if normal["X"] + normal["Y"] else []
+    tokens += sorted(variants["X"], key=_variant_order)
+    findings: list[str] = []
+    if not complete:
+        findings.append(f"incomplete cell: {count} of {full_cell} crops")
+    sex_key = (copies["X"], copies["Y"])
+    if sex_key not in ((2, 0), (1, 1)):
+        if complete:
+            findings.append(_SEX_FINDINGS.get(sex_key, f"sex chromosomes: {sex_key[0]} X, {sex_key[1]} Y"))
+        elif n_sex > 2 and sex_key in _SEX_FINDINGS:
+            findings.append(_SEX_FINDINGS[sex_key])
+        else:
+            findings.append(f"sex chromosomes uncertain (incomplete cell): {sex_key[0]} X, {sex_key[1]} Y seen")
+    for chromosome in AUTOSOMES:
+        n = copies[chromosome]
+        tokens += _chromosome_tokens(chromosome, normal[chromosome], variants[chromosome], 2, complete)
+        if n > 2 or (n < 2 and complete):
+            findings.append(f"{_COPY_WORDS.get(n, f'{n} copies of')} {chromosome}")
+    findings += [f"structural: {v}" for c in ("X",) + AUTOSOMES for v in sorted(variants[c], key=_variant_order)]
+    if not complete:
+        tokens.append("inc")
+    karyotype = ",".join([str(count)] + tokens)
+    return KaryotypeCall(karyotype, count, complete, findings, list(assignments or []))
+
+
+def karyotype_cell(
+    probs: np.ndarray,
+    labels: LabelScheme,
+    priors: AssemblyPriors | None = None,
+    paths: list[str] | None = None,
+    full_cell: int = FULL_CELL,
+    max_losses: int = 1,
+) -> KaryotypeCall:
+    """Assemble one cell (`probs`: N crops x classes) and call it; `paths` are carried into the assignments."""
+    assembly = assemble_cell(probs, labels, priors)
+    assignments = assembly.assignments
+    if paths is not None:
+        if len(paths) != len(assignments):
+            raise ValueError(f"{len(paths)} paths for {len(assignments)} crops")
+        assignments = [CropAssignment(**{**asdict(a), "path": str(p)}) for a, p in zip(assignments, paths)]
+    return call_karyotype([a.label for a in assignments], assignments, full_cell=full_cell, max_losses=max_losses)
+
+
+def evaluate_cells(
+    samples: list[Sample],
+    probs: np.ndarray,
+    labels: LabelScheme,
+    priors: AssemblyPriors | None = None,
+    max_losses: int = 1,
+) -> dict[str, Any]:
+    """Cell-level quality: crop accuracy before/after assembly and exact karyotype calls per cell.
+
+    Truth is the karyotype string the same caller builds from the true labels; "complete" counts
+    the cells whose truth is complete, and `complete_exact_rate` is the share of those called
+    exactly right. `errors` lists every cell whose call differs from its truth.
+    """
+    probs = np.asarray(probs)
+    if probs.shape != (len(samples), len(labels)):
+        raise ValueError(f"probabilities must be {len(samples)} x {len(labels)}, got {probs.shape}")
+    by_cell: dict[str, list[int]] = defaultdict(list)
+    for index, sample in enumerate(samples):
+        by_cell[sample.cell_key].append(index)
+    right_top1 = right_assembled = complete = complete_exact = agree_complete = 0
+    errors: list[dict[str, Any]] = []
+    for key, rows in by_cell.items():
+        truth_labels = [samples[i].label for i in rows]
+        truth = call_karyotype(truth_labels, max_losses=max_losses)
+        called = karyotype_cell(probs[rows], labels, priors, max_losses=max_losses)
+        top1 = [labels.labels[int(i)] for i in probs[rows].argmax(axis=1)]
+        assembled = [a.label for a in called.assignments]
+        wrong_top1 = sum(t != p for t, p in zip(truth_labels, top1))
+        wrong_assembled = sum(t != p for t, p in zip(truth_labels, assembled))
+        right_top1 += len(rows) - wrong_top1
+        right_assembled += len(rows) - wrong_assembled
+        agree_complete += truth.complete == called.complete
+        if truth.complete:
+            complete += 1
+            complete_exact += truth.karyotype == called.karyotype
+        if truth.karyotype != called.karyotype:
+            errors.append({"cell": key, "truth": truth.karyotype, "called": called.karyotype, "crops": len(rows),
+                           "wrong_top1": wrong_top1, "wrong_assembled": wrong_assembled})
+    n = len(samples)
+    return {
+        "cells": len(by_cell),
+        "crops": n,
+        "crop_accuracy_top1": right_top1 / n if n else 0.0,
+        "crop_accuracy_assembled": right_assembled / n if n else 0.0,
+        "complete_cells": complete,
+        "complete_exact": complete_exact,
+        "complete_exact_rate": complete_exact / complete if complete else 0.0,
+        "completeness_agreement": agree_complete / len(by_cell) if by_cell else 0.0,
+        "errors": errors,
+    }
+
+
+__all__ = [
+    "AssemblyPriors", "Assembly", "CropAssignment", "KaryotypeCall", "SEX_COMPLEMENTS", "VIABLE_TRISOMIES",
+    "assemble_cell", "call_karyotype", "check_scheme", "evaluate_cells", "karyotype_cell", "FULL_CELL",
+]

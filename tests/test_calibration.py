@@ -1,0 +1,297 @@
+"""karyo.calibration end to end: a small trained Keras CNN, exported to ONNX, quantized behind the gate.
+
+The model is trained once per module on generated crops whose class is visible (band positions on
+a rod), then every test builds its own bundle from the exported FP32 file, so tests do not depend
+on each other or on their order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+cv2 = pytest.importorskip("cv2")
+pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime.quantization")
+
+from karyo.calibration import (  # noqa: E402
+    GateConfig,
+    GateFailedError,
+    QuantizationConfig,
+    add_low_precisions,
+    format_drift_table,
+    paths_sha256,
+    quantize_bundle,
+    select_stratified,
+)
+from karyo.calibration.data import TensorDataReader, load_tensors  # noqa: E402
+from karyo.runtime.bundle import Manifest, load_bundle, write_manifest  # noqa: E402
+from karyo.runtime.dataset import Sample, read_labeled_folder  # noqa: E402
+from karyo.runtime.labels import LabelScheme  # noqa: E402
+from karyo.runtime.metrics import drift  # noqa: E402
+from karyo.runtime.preprocess import PreprocessSpec  # noqa: E402
+from karyo.runtime.session import create_session, run_probabilities  # noqa: E402
+
+LABELS = LabelScheme("test4", ("1", "2", "3", "4"))
+SPEC = PreprocessSpec(size=32)
+# band rows (top, bottom) per class on a 44-px rod: the class is visible to a person and a small CNN
+BANDS = {"1": [(8, 13)], "2": [(28, 33)], "3": [(8, 13), (28, 33)], "4": [(12, 15), (19, 22), (26, 29)]}
+
+
+def draw_crop(label: str, rng: np.random.Generator) -> np.ndarray:
+    """A rod with dark bands on white paper, jittered in position, contrast and noise."""
+    image = np.full((48, 22), 245.0)
+    shift = int(rng.integers(-3, 4))
+    left = 6 + int(rng.integers(-1, 2))
+    body = 185.0 + rng.normal(0, 10)
+    image[3 + shift : 44 + shift, left : left + 10] = body
+    for top, bottom in BANDS[label]:
+        image[top + shift : bottom + shift, left : left + 10] = 70.0 + rng.normal(0, 15)
+    image += rng.normal(0, 6, image.shape)
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def write_crops(root: Path, cases: list[str], per_class: int, seed: int, blank: bool = False) -> list[Sample]:
+    """root/<case>/<label>/<i>.png, the folder-per-class layout labs use; blank=True writes empty paper."""
+    rng = np.random.default_rng(seed)
+    for case in cases:
+        for label in LABELS.labels:
+            folder = root / case / label
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                crop = np.full((48, 22), 245, np.uint8) if blank else draw_crop(label, rng)
+                cv2.imwrite(str(folder / f"{i}.png"), crop)
+    return read_labeled_folder(root)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Sample]]:
+    base = tmp_path_factory.mktemp("crops")
+    return {
+        "train": write_crops(base / "train", ["t1", "t2", "t3"], 30, seed=1),
+        "calibration": write_crops(base / "calib", ["c1", "c2"], 20, seed=2),
+        "evaluation": write_crops(base / "eval", ["e1", "e2"], 25, seed=3),
+        "blank": write_crops(base / "blank", ["b1"], 10, seed=4, blank=True),
+    }
+
+
+@pytest.fixture(scope="module")
+def fp32_model(tmp_path_factory: pytest.TempPathFactory, data: dict[str, list[Sample]]) -> Path:
+    """Train the tiny CNN once and export it with tf2onnx (from_function: from_keras fails on Keras 3)."""
+    tf = pytest.importorskip("tensorflow")
+    keras = pytest.importorskip("keras")
+    tf2onnx = pytest.importorskip("tf2onnx")
+    keras.utils.set_random_seed(0)
+    train = load_tensors(data["train"], SPEC, LABELS)
+    inputs = keras.Input(SPEC.input_shape, name="image")
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)
+    x = keras.layers.MaxPooling2D()(x)
+    x = keras.layers.Conv2D(16, 3, padding="same", activation="relu")(x)
+    x = keras.layers.MaxPooling2D()(x)
+    x = keras.layers.Conv2D(16, 3, padding="same", activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(len(LABELS), activation="softmax", name="probabilities")(x)
+    model = keras.Model(inputs, outputs)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(train.tensors, train.y_true, epochs=12, batch_size=16, verbose=0, shuffle=True)
+
+    @tf.function
+    def serve(image):
+        return {"probabilities": model(image, training=False)}
+
+    path = tmp_path_factory.mktemp("model") / "model.fp32.onnx"
+    signature = [tf.TensorSpec((None, *SPEC.input_shape), tf.float32, name="image")]
+    tf2onnx.convert.from_function(serve, input_signature=signature, opset=17, output_path=str(path))
+    return path
+
+
+def make_stage(folder: Path, fp32_model: Path) -> tuple[Path, Manifest]:
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(fp32_model, folder / "model.fp32.onnx")
+    manifest = Manifest(LABELS, SPEC, {"fp32": {"file": "model.fp32.onnx", "metrics": {}}}, {"model": "test"})
+    return folder, manifest
+
+
+def fast_config(**overrides) -> QuantizationConfig:
+    return QuantizationConfig(measure_latency=False, **overrides)
+
+
+def test_config_round_trips_through_json() -> None:
+    config = QuantizationConfig(method="entropy", activation_type="QInt8", excluded_nodes=["Conv_3"],
+                                gate=GateConfig(min_agreement=0.95, max_accuracy_drop=0.02))
+    again = QuantizationConfig.from_json(config.to_json())
+    assert again == config
+    assert again.activation_type == "qint8"
+    assert json.loads(config.to_json())["gate"] == {"min_agreement": 0.95, "max_accuracy_drop": 0.02}
+    with pytest.raises(ValueError, match="method"):
+        QuantizationConfig(method="kmeans")
+    with pytest.raises(ValueError, match="min_agreement"):
+        GateConfig(min_agreement=1.5)
+
+
+def test_gate_check_names_each_failure() -> None:
+    gate = GateConfig(min_agreement=0.99, max_accuracy_drop=0.005)
+    assert gate.check({"agreement_with_fp32": 0.995, "accuracy": 0.90, "accuracy_fp32": 0.903}) == (True, [])
+    passed, reasons = gate.check({"agreement_with_fp32": 0.98, "accuracy": 0.89, "accuracy_fp32": 0.90})
+    assert not passed and len(reasons) == 2
+    assert "0.9800" in reasons[0] and "1.00 points" in reasons[1]
+
+
+def test_stratified_selection_spreads_over_classes_and_cases() -> None:
+    samples = [Sample(Path(f"/d/{case}/{label}/{i}.png"), label, case, "c")
+               for label in ("1", "2", "3") for case in ("a", "b", "c", "d") for i in range(10)]
+    samples += [Sample(Path(f"/d/a/4/{i}.png"), "4", "a", "c") for i in range(2)]  # a rare class
+    chosen = select_stratified(samples, 26, seed=0)
+    assert len(chosen) == 26 and len(set(chosen)) == 26
+    per_class = {label: sum(s.label == label for s in chosen) for label in ("1", "2", "3", "4")}
+    assert per_class["4"] == 2  # the rare class is all in, the rest split evenly
+    assert sorted(per_class[label] for label in ("1", "2", "3")) == [8, 8, 8]
+    for label in ("1", "2", "3"):
+        cases = [s.case for s in chosen if s.label == label]
+        assert max(cases.count(c) for c in set(cases)) == 2  # 8 crops over 4 cases, 2 each
+    assert select_stratified(samples, 26, seed=0) == chosen
+    assert select_stratified(samples, 1000, seed=0).__len__() == len(samples)
+    assert paths_sha256(chosen) == paths_sha256(list(reversed(chosen)))
+
+
+def test_data_reader_batches_and_rewinds() -> None:
+    reader = TensorDataReader(np.zeros((70, 4, 4, 1), np.float32), "image", batch_size=32)
+    sizes = [len(batch["image"]) for batch in iter(reader.get_next, None)]
+    assert sizes == [32, 32, 6]
+    reader.rewind()
+    assert reader.get_next()["image"].shape == (32, 4, 4, 1)
+
+
+def test_int8_and_fp16_pass_the_gate_with_recorded_drift(tmp_path, fp32_model, data) -> None:
+    stage, manifest = make_stage(tmp_path / "bundle", fp32_model)
+    result = add_low_precisions(stage, manifest, data["calibration"], data["evaluation"],
+                                config=QuantizationConfig(), progress=False)
+    assert (stage / "model.int8.onnx").is_file() and (stage / "model.fp16.onnx").is_file()
+    fp32 = manifest.precisions["fp32"]["metrics"]
+    assert fp32["accuracy"] >= 0.9, "the test model did not learn its visible classes"
+    int8 = manifest.precisions["int8"]
+    assert int8["metrics"]["agreement_with_fp32"] >= 0.99
+    assert int8["metrics"]["accuracy_fp32"] - int8["metrics"]["accuracy"] <= 0.005
+    assert int8["gate"]["status"] == "passed"
+    assert int8["quantization"]["method"] == "minmax" and int8["quantization"]["per_channel"] is True
+    assert int8["latency"]["batch1_ms"] > 0 and manifest.precisions["fp16"]["latency"]["batch1_ms"] > 0
+    assert manifest.precisions["fp16"]["metrics"]["max_prob_diff"] < 0.01  # fp16 drift is tiny
+    assert 0 < int8["metrics"]["max_prob_diff"] < 0.5  # int8 really differs, but little
+    calibration = manifest.provenance["calibration"]
+    assert calibration["count"] == min(200, len(data["calibration"]))
+    assert calibration["sha256"] == paths_sha256(data["calibration"])
+    assert manifest.provenance["evaluation"]["count"] == len(data["evaluation"])
+    assert result["remedy"] == "as configured" and len(result["attempts"]) == 1
+    table = result["table"]
+    assert table.splitlines()[0].startswith("precision") and "int8" in table and "fp16" in table
+    assert format_drift_table(manifest.precisions) == table
+    # The QDQ model really holds integer weights.
+    onnx = pytest.importorskip("onnx")
+    graph = onnx.load(str(stage / "model.int8.onnx")).graph
+    assert {"QuantizeLinear", "DequantizeLinear"} <= {node.op_type for node in graph.node}
+    producer = {out: node.op_type for node in graph.node for out in node.output}
+    assert producer["probabilities"] == "Softmax"  # probabilities stay float, not rounded to 1/255
+
+
+def test_manifest_drift_equals_a_recomputation_by_the_runtime(tmp_path, fp32_model, data) -> None:
+    stage, manifest = make_stage(tmp_path / "bundle", fp32_model)
+    add_low_precisions(stage, manifest, data["calibration"], data["evaluation"], config=fast_config(), progress=False)
+    write_manifest(stage, manifest)
+    bundle = load_bundle(stage)
+    evaluation = load_tensors(data["evaluation"], bundle.spec, bundle.labels)
+    probs = {p: run_probabilities(create_session(bundle.model_path(p), "cpu")[0], evaluation.tensors, batch_size=64)
+             for p in ("fp32", "fp16", "int8")}
+    for precision in ("fp16", "int8"):
+        recomputed = drift(probs[precision], probs["fp32"], evaluation.y_true, list(bundle.labels.labels))
+        assert bundle.metrics(precision) == json.loads(json.dumps(recomputed))
+    from karyo.runtime.evaluate import evaluate_bundle
+
+    evaluated = evaluate_bundle(bundle, data["evaluation"], provider="cpu")
+    for precision in ("fp16", "int8"):
+        assert json.loads(json.dumps(evaluated.drift[precision])) == bundle.metrics(precision)
+    assert evaluated.reports["fp32"]["accuracy"] == bundle.metrics("fp32")["accuracy"]
+
+
+def test_blank_calibration_fails_the_gate_and_writes_no_int8(tmp_path, fp32_model, data) -> None:
+    stage, manifest = make_stage(tmp_path / "bundle", fp32_model)
+    config = fast_config()
+    with pytest.raises(GateFailedError, match="agreement") as failure:
+        add_low_precisions(stage, manifest, data["blank"], data["evaluation"], config=config, progress=False)
+    assert not (stage / "model.int8.onnx").exists()
+    assert "int8" not in manifest.precisions
+    attempts = failure.value.report["attempts"]
+    remedies = [a["remedy"] for a in attempts]
+    assert remedies[0] == "as configured"
+    assert {a["method"] for a in attempts} == {"minmax", "entropy", "percentile"}
+    kept = [a for a in attempts if a["remedy"].startswith("kept ")]
+    budget = manifest.provenance["calibration"]["exclusion_budget"]
+    assert kept and budget == {"compute_nodes": 1, "of": 4}  # 3 convolutions + 1 dense layer
+    assert all("1 of them conv/matmul" in a["remedy"] for a in kept)
+    assert all(not a["passed"] and a["agreement_with_fp32"] < 0.99 for a in attempts)
+    assert manifest.provenance["calibration"]["gate"]["status"] == "failed"
+    assert manifest.provenance["calibration"]["sensitive_tensors"][0]["nodes"]
+    # Why it fails: blank paper becomes a near-constant input (1 - 245/255 = 0.039 after inversion), so
+    # the input range and every layer's range are calibrated far too narrow and real crops saturate.
+    assert "calibration crops span 0.000 of input range" in str(failure.value)
+
+
+def test_requantize_keeps_bundle_verified_and_a_failure_leaves_it_intact(tmp_path, fp32_model, data) -> None:
+    stage, manifest = make_stage(tmp_path / "bundle", fp32_model)
+    write_manifest(stage, manifest)
+    quantize_bundle(stage, data["calibration"], data["evaluation"], fast_config(), progress=False)
+    bundle = load_bundle(stage)
+    assert bundle.available_precisions == ["fp32", "fp16", "int8"]
+    before = {p.name: p.read_bytes() for p in stage.iterdir()}
+    with pytest.raises(GateFailedError):
+        quantize_bundle(stage, data["blank"], data["evaluation"], fast_config(remedies=False), progress=False)
+    assert {p.name: p.read_bytes() for p in stage.iterdir()} == before
+    assert load_bundle(stage).available_precisions == ["fp32", "fp16", "int8"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "staging folder left behind"
+    # a second good run with another method replaces the INT8 model and stays verified
+    result = quantize_bundle(stage, data["calibration"], data["evaluation"], fast_config(method="percentile"), progress=False)
+    assert load_bundle(stage).manifest.precisions["int8"]["quantization"]["method"] == result["attempts"][-1]["method"]
+
+
+def test_quantize_command_updates_a_bundle_and_exits_2_on_gate_failure(tmp_path, fp32_model, data) -> None:
+    typer_testing = pytest.importorskip("typer.testing")
+    from karyo.export.cli import app
+
+    stage, manifest = make_stage(tmp_path / "bundle", fp32_model)
+    write_manifest(stage, manifest)
+    quantize_bundle(stage, data["calibration"], data["evaluation"], fast_config(), progress=False)
+    calibration_root = data["calibration"][0].path.parents[2]
+    runner = typer_testing.CliRunner()
+    # no --eval-data: the evaluation folder recorded in the manifest is read again
+    ok = runner.invoke(app, ["quantize", str(stage), "--calibration-data", str(calibration_root), "--method", "percentile"])
+    assert ok.exit_code == 0, ok.output
+    assert "int8" in ok.output and "agree" in ok.output
+    assert load_bundle(stage).manifest.provenance["calibration"]["config"]["method"] == "percentile"
+    before = (stage / "manifest.json").read_bytes()
+    blank_root = data["blank"][0].path.parents[2]
+    failed = runner.invoke(app, ["quantize", str(stage), "--calibration-data", str(blank_root), "--max-accuracy-drop", "0.01"])
+    assert failed.exit_code == 2
+    assert "INT8 failed the gate" in failed.output and "bundle left unchanged" in failed.output
+    assert (stage / "manifest.json").read_bytes() == before
+    bad = runner.invoke(app, ["quantize", str(tmp_path / "nowhere")])
+    assert bad.exit_code == 2 and "not a bundle folder" in bad.output
+
+
+def test_a_failing_method_is_remedied_by_the_next_and_reported(tmp_path, fp32_model, data) -> None:
+    """Percentile 60 clips 40% of every activation's range: the gate rejects it and MinMax takes over."""
+    stage, manifest = make_stage(tmp_path / "bundle", fp32_model)
+    config = fast_config(method="percentile", percentile=60.0)
+    result = add_low_precisions(stage, manifest, data["calibration"], data["evaluation"], ("int8",), config, progress=False)
+    first, last = result["attempts"][0], result["attempts"][-1]
+    assert first["method"] == "percentile" and not first["passed"] and first["agreement_with_fp32"] < 0.99
+    assert last["passed"] and last["remedy"] == "other calibration method: minmax"
+    assert manifest.precisions["int8"]["quantization"]["method"] == "minmax"
+    assert manifest.precisions["int8"]["gate"]["remedy"] == "other calibration method: minmax"
+    assert manifest.provenance["calibration"]["attempts"] == result["attempts"]
+    assert "fp16" not in manifest.precisions and (stage / "model.int8.onnx").is_file()

@@ -1,0 +1,119 @@
+"""Keras -> ONNX bundle: parity on real inputs, contract names, verified bundle, failure modes."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from test_models_train import make_tiny_dataset  # noqa: E402
+
+from karyo.runtime.bundle import BundleError, load_bundle  # noqa: E402
+from karyo.runtime.dataset import read_labeled_folders  # noqa: E402
+from karyo.runtime.preprocess import preprocess_path  # noqa: E402
+
+
+def test_parity_figures_and_failure():
+    from karyo.export.onnx_export import ExportError, check_parity, parity
+
+    keras_probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]], np.float64)
+    good = parity(keras_probs, keras_probs + 1e-6)
+    assert good["top1_agreement"] == 1.0 and good["max_abs_diff"] == pytest.approx(1e-6, rel=1e-2)
+    check_parity(good)
+    swapped = keras_probs[:, ::-1].copy()
+    bad = parity(keras_probs, swapped)
+    assert bad["top1_agreement"] == 0.0 and bad["decisive_disagreements"] == 2
+    with pytest.raises(ExportError, match="does not match Keras"):
+        check_parity(bad)
+    with pytest.raises(ExportError, match="at least one"):
+        check_parity(parity(keras_probs[:0], keras_probs[:0]))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from karyo.export.train import train_model
+
+    root = tmp_path_factory.mktemp("convert")
+    data = make_tiny_dataset(root / "data", cases=5, per_class=3)
+    model_dir = train_model([data], root / "model", epochs=2, image_size=32, batch_size=16, progress=False)
+    return root, data, model_dir
+
+
+@pytest.mark.slow
+def test_convert_writes_verified_bundle_with_parity(trained):
+    import keras
+    import onnx
+
+    from karyo.export.convert import convert_model
+    from karyo.export.onnx_export import onnx_probabilities
+
+    root, data, model_dir = trained
+    bundle_path = convert_model(model_dir, root / "bundle", precisions=("fp32",), progress=False)
+    bundle = load_bundle(bundle_path)  # verifies every file's sha256
+    assert bundle.available_precisions == ["fp32"]
+    assert bundle.spec.size == 32 and list(bundle.labels.labels[:3]) == ["1", "2", "3"]
+    graph = onnx.load(str(bundle.model_path("fp32"))).graph
+    assert [i.name for i in graph.input] == ["image"] and [o.name for o in graph.output] == ["probabilities"]
+    dims = graph.input[0].type.tensor_type.shape.dim
+    assert not dims[0].HasField("dim_value") and [d.dim_value for d in dims[1:]] == [32, 32, 1]
+
+    parity = bundle.metrics("fp32")["parity"]
+    split = json.loads((model_dir / "split.json").read_text())
+    assert parity["n"] == len(split["test"]) and parity["max_abs_diff"] <= 1e-4 and parity["top1_agreement"] == 1.0
+    # independent re-check on every crop (not only the held-out ones), at a batch size not used before
+    samples = read_labeled_folders([data])
+    x = np.stack([preprocess_path(s.path, bundle.spec) for s in samples])
+    model = keras.models.load_model(model_dir / "model.keras", compile=False)
+    expected = model.predict(x, batch_size=7, verbose=0)
+    got = onnx_probabilities(bundle.model_path("fp32"), x, batch_size=5)
+    assert np.max(np.abs(expected - got)) < 1e-4
+    assert (expected.argmax(1) == got.argmax(1)).all()
+    provenance = bundle.manifest.provenance
+    assert provenance["arch"] == "edge" and provenance["parameters"] == model.count_params()
+    assert {"tensorflow", "tf2onnx", "onnx"} <= set(provenance["versions"])
+    assert provenance["training"]["data_roots"] == [str(data.resolve())]
+
+
+@pytest.mark.slow
+def test_convert_all_precisions_with_explicit_eval_data(trained):
+    from karyo.export.convert import convert_model
+
+    root, data, model_dir = trained
+    bundle_path = convert_model(model_dir, root / "bundle_all", eval_data=data, calibration_data=data, progress=False)
+    bundle = load_bundle(bundle_path)
+    assert bundle.available_precisions[0] == "fp32" and "fp16" in bundle.available_precisions
+    n_all = len(read_labeled_folders([data]))
+    assert bundle.metrics("fp32")["n"] == n_all
+    if "int8" not in bundle.available_precisions:  # the gate may refuse a 2-epoch model; it must say so
+        assert "int8_rejected" in bundle.manifest.provenance
+    (bundle_path / "model.fp32.onnx").write_bytes(b"tampered")
+    with pytest.raises(BundleError, match="sha256"):
+        load_bundle(bundle_path)
+
+
+@pytest.mark.slow
+def test_convert_refuses_a_folder_without_model(tmp_path):
+    from karyo.export.convert import ConvertError, convert_model
+
+    with pytest.raises(ConvertError, match="not a model folder"):
+        convert_model(tmp_path, tmp_path / "bundle", progress=False)
+    assert not (tmp_path / "bundle").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch,size", [("seed-dcnn", 40), ("edge", 48)])
+def test_both_architectures_convert_with_parity(tmp_path, arch, size):
+    from karyo.export.models import build_model
+    from karyo.export.onnx_export import check_parity, keras_to_onnx, onnx_probabilities, parity
+
+    model = build_model(arch, 24, size)
+    path = keras_to_onnx(model, tmp_path / "model.onnx")
+    x = np.random.default_rng(3).random((9, size, size, 1), dtype=np.float32)
+    result = parity(model.predict(x, verbose=0), onnx_probabilities(path, x))
+    check_parity(result)
+    assert result["n"] == 9 and result["max_abs_diff"] < 1e-5

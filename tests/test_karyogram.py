@@ -1,0 +1,114 @@
+"""Karyogram PNG: geometry of the standard arrangement, pixels in the tiles, review marking."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from karyo.runtime.karyogram import (
+    CROP_GAP,
+    ROWS,
+    TITLE_HEIGHT,
+    draw_karyogram,
+    layout_karyogram,
+    render_karyogram,
+)
+from karyo.runtime.karyotype import CropAssignment
+from karyo.runtime.labels import AUTOSOMES
+
+MALE = [c for c in AUTOSOMES for _ in range(2)] + ["X", "Y"]
+
+
+def crop_for(label: str, copy: int) -> np.ndarray:
+    """White crop with a dark body; height falls with the chromosome number like real ones."""
+    order = 23 if label == "X" else 24 if label == "Y" else int(label)
+    height, width = 80 - 2 * order, 20 + copy
+    crop = np.full((height, width), 255, np.uint8)
+    crop[3:-3, 4:-4] = 30 + order
+    return crop
+
+
+def make_cell(labels: list[str], review: set[int] = frozenset()):
+    crops = [crop_for(label, labels[:i].count(label)) for i, label in enumerate(labels)]
+    assignments = [CropAssignment(i, label, 0.9, label, 0.9, i in review) for i, label in enumerate(labels)]
+    return crops, assignments
+
+
+def is_red(pixels: np.ndarray) -> np.ndarray:
+    return (pixels[..., 2] > 200) & (pixels[..., 1] < 80) & (pixels[..., 0] < 80)
+
+
+def test_layout_follows_the_standard_rows_with_one_scale():
+    crops, assignments = make_cell(MALE + ["21"])
+    layout = layout_karyogram([c.shape for c in crops], assignments, tile_height=120)
+    assert layout.scale == pytest.approx(120 / 78)  # the tallest crop (chromosome 1) is 120 px
+    for crop, (x, y, w, h) in zip(crops, layout.boxes):
+        assert h == round(crop.shape[0] * layout.scale) and w == round(crop.shape[1] * layout.scale)
+        assert 0 <= x and x + w <= layout.width and y >= TITLE_HEIGHT and y + h <= layout.height
+
+    def boxes(label):
+        return [layout.boxes[i] for i, a in enumerate(assignments) if a.label == label]
+
+    # rows top to bottom, groups left to right
+    for row_number, row in enumerate(ROWS):
+        baselines = {y + h for c in row for (x, y, w, h) in boxes(c)}
+        assert len(baselines) == 1  # all copies stand on one baseline
+        lefts = [min(x for x, *_ in boxes(c)) for c in row]
+        assert lefts == sorted(lefts)
+        if row_number:
+            previous = {y + h for c in ROWS[row_number - 1] for (x, y, w, h) in boxes(c)}
+            assert min(baselines) > max(previous)
+    # pairs side by side, the extra 21 right after the pair
+    first, second, third = boxes("21")
+    assert second[0] == first[0] + first[2] + CROP_GAP and third[0] == second[0] + second[2] + CROP_GAP
+
+
+def test_png_has_tiles_where_the_layout_says(tmp_path):
+    labels = MALE
+    crops, assignments = make_cell(labels, review={5, 40})
+    path = draw_karyogram(crops, assignments, tmp_path / "cell.png", title="46,XY")
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    _, layout = render_karyogram(crops, assignments, title="46,XY")
+    assert image.shape == (layout.height, layout.width, 3)
+    assert [p.name for p in tmp_path.iterdir()] == ["cell.png"]  # atomic: no temp file left
+    for crop, (x, y, w, h) in zip(crops, layout.boxes):
+        tile = image[y : y + h, x : x + w, 1]
+        body = tile[h // 4 : 3 * h // 4, w // 3 : 2 * w // 3]
+        assert abs(float(body.mean()) - float(crop[3:-3, 4:-4].mean())) < 4  # the crop's own gray level
+        assert tile[0].min() > 200  # white border of the crop at the top of the tile
+    # the gap between the 1 pair and the 2 pair is background
+    right_of_1 = max(x + w for (x, y, w, h), a in zip(layout.boxes, assignments) if a.label == "1")
+    left_of_2 = min(x for (x, y, w, h), a in zip(layout.boxes, assignments) if a.label == "2")
+    y, h = layout.boxes[0][1], layout.boxes[0][3]
+    assert image[y : y + h, right_of_1 + 4 : left_of_2 - 4].min() > 240
+    # title band carries text
+    assert image[:TITLE_HEIGHT].min() < 100
+
+
+def test_review_crops_get_a_red_box_and_others_do_not():
+    crops, assignments = make_cell(MALE, review={5, 40})
+    image, layout = render_karyogram(crops, assignments, title="46,XY")
+    for index, (x, y, w, h) in enumerate(layout.boxes):
+        ring = np.concatenate([image[y - 2, x - 2 : x + w + 2], image[y + h + 1, x - 2 : x + w + 2],
+                               image[y - 2 : y + h + 2, x - 2], image[y - 2 : y + h + 2, x + w + 1]])
+        assert is_red(ring).mean() > 0.9 if index in (5, 40) else not is_red(ring).any()
+    plain, _ = render_karyogram(crops, make_cell(MALE)[1], title="46,XY")
+    assert not is_red(plain).any()
+
+
+def test_empty_group_leaves_room_and_light_on_dark_crops_are_inverted():
+    crops, assignments = make_cell(MALE[:-1] + ["X"])  # 46,XX: no Y
+    crops[0] = 255 - crops[0]  # one crop arrives light-on-dark
+    image, layout = render_karyogram(crops, assignments, title="46,XX")
+    x, y, w, h = layout.boxes[0]
+    assert image[y, x : x + w].min() > 200  # displayed dark-on-white like the others
+    y_group_x, y_group_baseline = layout.group_centers["Y"]
+    x_group_x, x_group_baseline = layout.group_centers["X"]
+    assert y_group_x > x_group_x + 40 and y_group_baseline == x_group_baseline  # Y keeps its place
+
+
+def test_mismatched_inputs_are_refused():
+    crops, assignments = make_cell(MALE)
+    with pytest.raises(ValueError, match="46 crops for 45 assignments"):
+        render_karyogram(crops, assignments[:-1])

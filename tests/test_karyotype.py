@@ -1,0 +1,494 @@
+"""Karyotype assembly and call on constructed probability matrices with known answers."""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import json
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from karyo.runtime.assignment import AssignmentError, solve_assignment
+from karyo.runtime.dataset import Sample
+from karyo.runtime.karyotype import (
+    AssemblyPriors,
+    assemble_cell,
+    call_karyotype,
+    evaluate_cells,
+    karyotype_cell,
+)
+from karyo.runtime.labels import AUTOSOMES, NORMAL24, scheme
+
+NORMAL = scheme("normal24")
+SEED32 = scheme("seed32")
+AUTOSOME_PAIRS = [c for c in AUTOSOMES for _ in range(2)]
+MALE = AUTOSOME_PAIRS + ["X", "Y"]
+FEMALE = AUTOSOME_PAIRS + ["X", "X"]
+
+
+def confident(labels: list[str], labelset=NORMAL, p: float = 0.9) -> np.ndarray:
+    """Each crop gives its true label p and spreads the rest evenly."""
+    probs = np.full((len(labels), len(labelset)), (1.0 - p) / (len(labelset) - 1))
+    for row, label in enumerate(labels):
+        probs[row, labelset.index(label)] = p
+    return probs
+
+
+def set_probs(probs: np.ndarray, row: int, labelset, **named: float) -> None:
+    """Give crop `row` the named probabilities (keys like c21, cX) and spread the rest evenly."""
+    wanted = {labelset.index(k[1:]): v for k, v in named.items()}
+    rest = (1.0 - sum(wanted.values())) / (len(labelset) - len(wanted))
+    probs[row] = rest
+    for index, value in wanted.items():
+        probs[row, index] = value
+
+
+@pytest.mark.parametrize(
+    "labels, expected, findings",
+    [
+        (MALE, "46,XY", []),
+        (FEMALE, "46,XX", []),
+        (MALE + ["21"], "47,XY,+21", ["trisomy 21"]),
+        (FEMALE + ["18"], "47,XX,+18", ["trisomy 18"]),
+        (AUTOSOME_PAIRS + ["X"], "45,X", ["monosomy X"]),
+        (MALE + ["X"], "47,XXY", ["XXY (Klinefelter)"]),
+        (MALE + ["Y"], "47,XYY", ["XYY"]),
+        (FEMALE + ["X"], "47,XXX", ["trisomy X"]),
+        ([c for c in MALE if c != "21"] + ["21"], "45,XY,-21", ["monosomy 21"]),
+    ],
+)
+def test_numerical_calls(labels, expected, findings):
+    call = karyotype_cell(confident(labels), NORMAL)
+    assert call.karyotype == expected
+    assert call.findings == findings
+    assert call.complete and call.count == len(labels)
+    assert [a.label for a in call.assignments] == labels
+    assert not any(a.review for a in call.assignments)
+    assert all(a.probability == pytest.approx(0.9) for a in call.assignments)
+
+
+def test_swapped_pair_is_fixed_only_by_assembly():
+    probs = confident(MALE)
+    moved = MALE.index("22")
+    set_probs(probs, moved, NORMAL, c21=0.6, c22=0.3)  # top-1 says 21, 22 is left with one crop
+    top1 = [NORMAL.labels[i] for i in probs.argmax(axis=1)]
+    assert call_karyotype(top1).karyotype == "46,XY,+21,-22"
+    call = karyotype_cell(probs, NORMAL)
+    assert call.karyotype == "46,XY"
+    crop = call.assignments[moved]
+    assert (crop.label, crop.top_label, crop.review) == ("22", "21", True)
+    assert crop.probability == pytest.approx(0.3)
+    assert sum(a.review for a in call.assignments) == 1
+
+
+def test_assembly_keeps_a_confident_trisomy():
+    probs = confident(MALE + ["21"], p=0.99)
+    # the extra 21 has a little 22 mass, but the 22 pair is complete: nothing to fill
+    set_probs(probs, len(MALE), NORMAL, c21=0.9, c22=0.09)
+    assert karyotype_cell(probs, NORMAL).karyotype == "47,XY,+21"
+
+
+def test_sex_chromosomes_are_called_jointly():
+    # a cell with X, X, Y where one X looks a little like 7: the joint XXY explanation must beat
+    # 46,XY plus a stray trisomy 7 only when the X evidence is strong enough
+    labels = MALE + ["X"]
+    probs = confident(labels)
+    set_probs(probs, len(MALE), NORMAL, cX=0.5, c7=0.45)
+    assert karyotype_cell(probs, NORMAL).karyotype == "47,XXY"
+    set_probs(probs, len(MALE), NORMAL, cX=0.002, c7=0.99)
+    assert karyotype_cell(probs, NORMAL).karyotype == "47,XY,+7"
+
+
+def test_incomplete_cell_is_not_a_set_of_monosomies():
+    dropped = ["1", "4", "7", "9", "13", "16", "20"]
+    labels = list(MALE)
+    for label in dropped:
+        labels.remove(label)
+    call = karyotype_cell(confident(labels), NORMAL)
+    assert call.karyotype == "39,XY,inc"
+    assert not call.complete
+    assert call.findings == ["incomplete cell: 39 of 46 crops"]
+    assert [a.label for a in call.assignments] == labels  # no crop moved to fill a gap
+
+
+def test_incomplete_cell_keeps_gains_and_flags_uncertain_sex():
+    labels = [c for c in MALE if c not in ("3", "Y")] + ["21"]  # 44 crops: -3,-3,-Y,+21
+    # a 21 crop is moved into the empty 3 pair only if its 3-probability is above ~e^-7 of its
+    # 21-probability (trisomy 4 + loss 3 nats): at p=0.9 with 0.4 % spread on each other class
+    # that happens, at p=0.99 it must not
+    assert karyotype_cell(confident(labels, p=0.9), NORMAL).karyotype == "44,X,inc"
+    call = karyotype_cell(confident(labels, p=0.99), NORMAL)
+    assert call.karyotype == "44,X,+21,inc"
+    assert "trisomy 21" in call.findings
+    assert any("sex chromosomes uncertain" in f for f in call.findings)
+    assert not any("monosomy" in f for f in call.findings)
+
+
+def test_max_losses_decides_completeness():
+    labels = [c for c in FEMALE if c != "20"] + ["20"]
+    assert call_karyotype(labels).karyotype == "45,XX,-20"
+    assert call_karyotype(labels, max_losses=0).karyotype == "45,XX,inc"
+
+
+def test_structural_variant_counts_as_a_copy_of_its_parent():
+    labels = list(FEMALE)
+    labels[labels.index("5")] = "del(5)(p14)"
+    probs = confident(labels, SEED32)
+    call = karyotype_cell(probs, SEED32)
+    assert call.karyotype == "46,XX,del(5)(p14)"
+    assert call.findings == ["structural: del(5)(p14)"]
+    assert call.complete
+
+
+def test_structural_assembly_and_ordering():
+    labels = list(FEMALE) + ["21"]
+    labels[labels.index("X")] = "i(X)(q10)"
+    labels[labels.index("18")] = "i(18)(q10)"
+    probs = confident(labels, SEED32)
+    # the isochromosome 18 crop is ambiguous between 18 and i(18): either way it is an 18 copy,
+    # so it must neither be moved elsewhere nor turn into a trisomy
+    set_probs(probs, labels.index("i(18)(q10)"), SEED32, **{"ci(18)(q10)": 0.45, "c18": 0.40, "c17": 0.1})
+    call = karyotype_cell(probs, SEED32)
+    assert call.karyotype == "47,X,i(X)(q10),i(18)(q10),+21"
+    assert call.assignments[labels.index("i(18)(q10)")].review  # close call inside the pair
+
+
+def test_extra_structural_copy_is_a_gain():
+    labels = MALE + ["i(18)(q10)"]
+    assert call_karyotype(labels).karyotype == "47,XY,+i(18)(q10)"
+    assert "trisomy 18" in call_karyotype(labels).findings
+
+
+def test_review_margin_is_configurable():
+    probs = confident(FEMALE)
+    set_probs(probs, 0, NORMAL, c1=0.5, c2=0.35)
+    assert karyotype_cell(probs, NORMAL).assignments[0].review  # margin 0.15 < 0.2
+    relaxed = karyotype_cell(probs, NORMAL, AssemblyPriors(review_margin=0.1))
+    assert not relaxed.assignments[0].review
+    assert relaxed.assignments[0].label == "1"
+
+
+def test_binary_scheme_is_refused():
+    labels = scheme("binary:del(5)(p14)")
+    with pytest.raises(ValueError, match="all 24 chromosomes"):
+        assemble_cell(np.full((3, 2), 0.5), labels)
+
+
+# --- exactness ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_solver_matches_brute_force_6_by_3_classes(seed):
+    """6 crops x 3 classes with 2 slots each (distinct slot costs): every permutation checked."""
+    rng = np.random.default_rng(seed)
+    crop_cost = -np.log(rng.dirichlet(np.ones(3), size=6))
+    slot_cost = np.array([0.0, 0.5, -1.0, 2.0, 1.0, 1.5])  # class k owns columns 2k, 2k+1
+    cost = crop_cost[:, np.repeat(np.arange(3), 2)] + slot_cost
+    if seed % 2:
+        cost = np.round(cost)  # ties
+    columns = solve_assignment(cost)
+    assert sorted(columns.tolist()) == list(range(6))
+    best = min(sum(cost[i, p[i]] for i in range(6)) for p in itertools.permutations(range(6)))
+    assert cost[np.arange(6), columns].sum() == pytest.approx(best, abs=1e-9)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_warm_start_gives_the_same_optimum(seed):
+    from karyo.runtime.assignment import solve_assignment_state
+
+    rng = np.random.default_rng(seed)
+    cost = rng.normal(size=(5, 8))
+    first = solve_assignment_state(cost)
+    if seed % 2:  # some columns dearer by the same amount for every row: the intended use
+        changed = cost + np.where(rng.random(8) < 0.4, rng.uniform(0, 3, 8), 0.0)[None, :]
+    else:  # an arbitrary change: must fall back and still be exact
+        changed = cost + rng.normal(size=cost.shape)
+    warm = solve_assignment_state(changed, warm=first).col4row
+    best = min(sum(changed[i, p[i]] for i in range(5)) for p in itertools.permutations(range(8), 5))
+    assert sorted(set(warm.tolist())) == sorted(warm.tolist())
+    assert changed[np.arange(5), warm].sum() == pytest.approx(best, abs=1e-9)
+
+
+def test_solver_rectangular_and_errors():
+    cost = np.array([[4.0, 1.0, 3.0, 2.0], [2.0, 0.0, 5.0, 3.0]])
+    assert solve_assignment(cost).tolist() == [3, 1]
+    with pytest.raises(AssignmentError):
+        solve_assignment(np.zeros((3, 2)))
+    with pytest.raises(AssignmentError):
+        solve_assignment(np.array([[np.nan]]))
+
+
+def _counts(labels_idx: np.ndarray) -> np.ndarray:
+    counts = np.zeros((len(labels_idx), 24), dtype=np.int64)
+    for column in labels_idx.T:
+        counts[np.arange(len(labels_idx)), column] += 1
+    return counts
+
+
+@functools.lru_cache(maxsize=1)
+def _all_labelings(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every labeling of n crops over 24 classes, and its count-prior total (default priors)."""
+    labelings = np.indices((24,) * n).reshape(n, -1).T
+    return labelings, _prior_total(_counts(labelings), AssemblyPriors())
+
+
+def _reference_total(labels_idx: np.ndarray, probs: np.ndarray, priors: AssemblyPriors,
+                     prior_total: np.ndarray | None = None) -> np.ndarray:
+    """The objective written out from the documented priors, for many labelings at once."""
+    rows = np.arange(probs.shape[0])
+    crop = -np.log(np.clip(probs, priors.prob_floor, 1.0))[rows, labels_idx].sum(axis=1)
+    return crop + (_prior_total(_counts(labels_idx), priors) if prior_total is None else prior_total)
+
+
+def _prior_total(counts: np.ndarray, priors: AssemblyPriors) -> np.ndarray:
+    """Count priors per labeling (rows of per-chromosome counts), straight from the documented model."""
+
+    def autosome_prior(k: np.ndarray, trisomy: float) -> np.ndarray:
+        extra = np.maximum(k - 2, 0)  # copies beyond two: trisomy + E*(j-1) for the j-th of them
+        return np.where(k < 2, (2 - k) * priors.loss_cost,
+                        extra * trisomy + priors.extra_copy_cost * extra * (extra - 1) / 2)
+
+    total = np.zeros(len(counts))
+    for g, chromosome in enumerate(AUTOSOMES):
+        total += autosome_prior(counts[:, g], priors.trisomy(chromosome))
+
+    def extras(n: np.ndarray) -> np.ndarray:  # n copies above the complement: E, E+2, E+4 ...
+        n = np.maximum(n, 0)
+        return n * priors.sex_extra_cost + n * (n - 1)
+
+    sex = np.full(len(counts), np.inf)
+    for complement, prior in priors.sex_costs.items():
+        hx, hy = complement.count("X"), complement.count("Y")
+        nx, ny = counts[:, 22], counts[:, 23]
+        option = (prior + priors.loss_cost * (np.maximum(hx - nx, 0) + np.maximum(hy - ny, 0))
+                  + extras(nx - hx) + extras(ny - hy))
+        sex = np.minimum(sex, option)
+    return total + sex
+
+
+def _cell_probs(seed: int, n: int) -> np.ndarray:
+    """n crops whose probability sits on a few classes, the sex chromosomes among them."""
+    rng = np.random.default_rng(seed)
+    size = 2 if n <= 3 else 4  # fewer classes than crops can hold as pairs: crops must compete
+    focus = rng.choice(22, size=size, replace=False)
+    focus[:2] = [22, 23] if seed % 2 else [22, focus[1]]  # make the sex chromosomes compete
+    probs = np.full((n, 24), 1e-3)
+    probs[:, focus] += rng.dirichlet(np.ones(size) * 0.7, size=n)
+    return probs / probs.sum(axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_assembly_is_the_exact_optimum_exhaustive(seed):
+    """3 crops over all 24 classes: every one of the 13,824 labelings scored with the written-out objective."""
+    probs = _cell_probs(seed, 3)
+    labelings, prior_total = _all_labelings(3)
+    priors = AssemblyPriors()
+    scores = _reference_total(labelings, probs, priors, prior_total)
+    assembly = assemble_cell(probs, NORMAL, priors)
+    chosen = np.array([[NORMAL.index(a.label) for a in assembly.assignments]])
+    assert assembly.cost == pytest.approx(scores.min(), abs=1e-6)
+    assert _reference_total(chosen, probs, priors)[0] == pytest.approx(scores.min(), abs=1e-6)
+
+
+def _subset_dp_optimum(probs: np.ndarray, priors: AssemblyPriors) -> float:
+    """Exact optimum by dynamic programming over which crops each chromosome takes (no assignment solver)."""
+    n = probs.shape[0]
+    full = (1 << n) - 1
+    crop_cost = -np.log(np.clip(probs, priors.prob_floor, 1.0))
+    masks = np.arange(1 << n)
+    members = (masks[:, None] >> np.arange(n)) & 1  # subset -> which crops
+    subset_cost = members @ crop_cost  # (2^n, 24): summed crop cost of a subset per chromosome
+    sizes = members.sum(axis=1)
+    best = {0: 0.0}
+    for g, chromosome in enumerate(AUTOSOMES):
+        extra = np.maximum(sizes - 2, 0)
+        trisomy = priors.trisomy(chromosome)
+        prior = np.where(sizes < 2, (2 - sizes) * priors.loss_cost,
+                         extra * trisomy + priors.extra_copy_cost * extra * (extra - 1) / 2)
+        nxt: dict[int, float] = {}
+        for mask, value in best.items():
+            rest = full & ~mask
+            sub = rest
+            while True:
+                total = value + subset_cost[sub, g] + prior[sub]
+                if total < nxt.get(mask | sub, math.inf):
+                    nxt[mask | sub] = total
+                if sub == 0:
+                    break
+                sub = (sub - 1) & rest
+        best = nxt
+    grid = np.array([(x, y) for x in range(n + 1) for y in range(n + 1)])
+    counts = np.zeros((len(grid), 24), dtype=np.int64)
+    counts[:, :22] = 2  # autosome term zero: only the sex term is left
+    counts[:, 22:] = grid
+    sex_table = _prior_total(counts, priors).reshape(n + 1, n + 1)
+    result = math.inf
+    for mask, value in best.items():
+        rest = full & ~mask
+        sub = rest
+        while True:
+            x, y = sub, rest ^ sub
+            result = min(result, value + subset_cost[x, 22] + subset_cost[y, 23] + sex_table[sizes[x], sizes[y]])
+            if sub == 0:
+                break
+            sub = (sub - 1) & rest
+    return result
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_assembly_is_the_exact_optimum_subset_dp(seed):
+    """6 crops over all 24 classes, checked against an independent exact dynamic program."""
+    probs = _cell_probs(seed, 6)
+    priors = AssemblyPriors()
+    assert assemble_cell(probs, NORMAL, priors).cost == pytest.approx(_subset_dp_optimum(probs, priors), abs=1e-6)
+
+
+def test_full_cell_matches_reference_objective_against_local_moves():
+    """On a full noisy 47-crop cell, no single relabeling or swap beats the assembled labeling."""
+    rng = np.random.default_rng(7)
+    truth = np.array([NORMAL.index(c) for c in MALE + ["21"]])
+    probs = rng.dirichlet(np.ones(24) * 0.3, size=len(truth))
+    probs[np.arange(len(truth)), truth] += rng.uniform(0.1, 1.0, size=len(truth))
+    probs /= probs.sum(axis=1, keepdims=True)
+    assembly = assemble_cell(probs, NORMAL)
+    chosen = np.array([NORMAL.index(a.label) for a in assembly.assignments])
+    moves = [chosen.copy()]
+    for i in range(len(chosen)):
+        for c in range(24):
+            moved = chosen.copy()
+            moved[i] = c
+            moves.append(moved)
+    scores = _reference_total(np.array(moves), probs, AssemblyPriors())
+    assert scores[0] == pytest.approx(assembly.cost, abs=1e-6)
+    assert scores.min() >= scores[0] - 1e-9
+
+
+# --- evaluation --------------------------------------------------------------------------------
+
+
+def test_evaluate_cells_counts_crops_and_exact_calls():
+    cells = {"A/1": MALE, "A/2": FEMALE + ["21"], "B/1": [c for c in FEMALE if c not in ("1", "2", "3")]}
+    samples, blocks = [], []
+    for key, labels in cells.items():
+        case, cell = key.split("/")
+        samples += [Sample(Path(f"{key}/{i}.png"), label, case, cell) for i, label in enumerate(labels)]
+        blocks.append(confident(labels, p=0.999))
+    probs = np.concatenate(blocks)
+    swap = MALE.index("22")  # cell A/1: one 22 looks like 21, fixable
+    set_probs(probs, swap, NORMAL, c21=0.6, c22=0.3)
+    result = evaluate_cells(samples, probs, NORMAL)
+    n = len(samples)
+    assert result["cells"] == 3 and result["crops"] == n
+    assert result["crop_accuracy_top1"] == pytest.approx((n - 1) / n)
+    assert result["crop_accuracy_assembled"] == pytest.approx(1.0)
+    assert result["complete_cells"] == 2  # B/1 misses six copies: incomplete in truth too
+    assert result["complete_exact"] == 2 and result["complete_exact_rate"] == 1.0
+    assert result["errors"] == []
+    # now a cell the assembly cannot fix: a confident wrong label (a 1 read as 3 with p 0.999)
+    set_probs(probs, 0, NORMAL, c3=0.999, c1=1e-6)
+    result = evaluate_cells(samples, probs, NORMAL)
+    assert result["complete_exact"] == 1
+    assert result["errors"][0]["cell"] == "A/1"
+    assert result["errors"][0]["truth"] == "46,XY"
+    assert result["errors"][0]["called"] == "46,XY,-1,+3"
+
+
+def test_real_cell_truth_strings(shared_data):
+    """Truth karyotypes of the real data: normal cells read 46,XX/46,XY, aneuploid ones as labelled."""
+    from collections import Counter, defaultdict
+
+    from karyo.runtime.dataset import read_labeled_folder
+
+    cells = defaultdict(list)
+    for sample in read_labeled_folder(shared_data / "pki-dev"):
+        cells[sample.cell_key].append(sample.label)
+    calls = Counter(call_karyotype(labels).karyotype for labels in cells.values())
+    assert calls["46,XX"] + calls["46,XY"] > 300
+    assert calls["47,XY,+21"] >= 1 and calls["47,XXY"] >= 1 and calls["45,X"] >= 1
+
+
+# --- CLI ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def male_cell(tmp_path, tiny_bundle):
+    """A folder with one 46,XY cell drawn from the tiny bundle's class templates (nested class folders)."""
+    from tiny_models import noisy_crop
+
+    rng = np.random.default_rng(5)
+    root = tmp_path / "cell1"
+    for i, label in enumerate(MALE):
+        folder = root / f"clase{label}"
+        folder.mkdir(parents=True, exist_ok=True)
+        assert cv2.imwrite(str(folder / f"{i}.png"), noisy_crop(NORMAL24.index(label), rng))
+    return root
+
+
+def test_cli_json_and_karyogram(tiny_bundle, male_cell, tmp_path):
+    from karyo.runtime.cli import app
+
+    png = tmp_path / "k.png"
+    result = CliRunner().invoke(app, ["karyotype", str(tiny_bundle.path), str(male_cell), "--json",
+                                      "--karyogram", str(png), "--precision", "fp32"])
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    cell = document["cells"][0]
+    assert cell["karyotype"] == "46,XY" and cell["count"] == 46
+    assert len(cell["assignments"]) == 46
+    assert {a["label"] for a in cell["assignments"]} == set(NORMAL24)
+    assert png.is_file() and cv2.imread(str(png)).shape[0] > 300
+
+
+def test_cli_bad_crop_is_reported_and_left_out(tiny_bundle, male_cell, tmp_path):
+    from karyo.runtime.cli import app
+
+    (male_cell / "broken.png").write_bytes(b"not an image")
+    result = CliRunner().invoke(app, ["karyotype", str(tiny_bundle.path), str(male_cell), "--precision", "fp32"])
+    assert result.exit_code == 1
+    assert "broken.png" in result.stderr
+    assert f"{male_cell}: 46,XY" in result.stdout
+
+
+def test_cli_by_cell_and_karyogram_folder(tiny_bundle, tmp_path):
+    from tiny_models import noisy_crop
+
+    from karyo.runtime.cli import app
+
+    rng = np.random.default_rng(9)
+    data = tmp_path / "data"
+    rows = ["path,label,case,cell"]
+    for cell, labels in (("1", FEMALE), ("2", MALE + ["21"])):
+        for i, label in enumerate(labels):
+            relative = f"{label}/p{cell}_{i}.png"
+            (data / label).mkdir(parents=True, exist_ok=True)
+            assert cv2.imwrite(str(data / relative), noisy_crop(NORMAL24.index(label), rng))
+            rows.append(f"{relative},{label},case{cell},{cell}")
+    (data / "manifest.csv").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "pngs"
+    result = CliRunner().invoke(app, ["karyotype", str(tiny_bundle.path), "--by-cell", str(data),
+                                      "--karyogram", str(out), "--precision", "fp32"])
+    assert result.exit_code == 0, result.output
+    assert "case1/1: 46,XX" in result.stdout
+    assert "case2/2: 47,XY,+21" in result.stdout and "trisomy 21" in result.stdout
+    assert sorted(p.name for p in out.iterdir()) == ["case1_1.png", "case2_2.png"]
+    single = CliRunner().invoke(app, ["karyotype", str(tiny_bundle.path), "--by-cell", str(data),
+                                      "--karyogram", str(tmp_path / "one.png")])
+    assert single.exit_code == 2 and "several cells need a folder" in single.stderr
+    missing = CliRunner().invoke(app, ["karyotype", str(tiny_bundle.path), "--by-cell", str(data), "case9/9"])
+    assert missing.exit_code == 2 and "no cell case9/9" in missing.stderr
+
+
+def test_cli_refuses_a_binary_bundle_before_classifying(tmp_path, male_cell):
+    from tiny_models import make_bundle
+
+    from karyo.runtime.cli import app
+
+    binary = make_bundle(tmp_path / "binary", scheme_name="binary:del(5)(p14)", precisions=("fp32",))
+    result = CliRunner().invoke(app, ["karyotype", str(binary.path), str(male_cell)])
+    assert result.exit_code == 2
+    assert "all 24 chromosomes" in result.stderr and "lacks" in result.stderr

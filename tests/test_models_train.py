@@ -1,0 +1,201 @@
+"""Architectures, case-wise splitting, augmentation and a one-epoch training run on tiny data."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from karyo.runtime.dataset import Sample, read_labeled_folders  # noqa: E402
+from karyo.runtime.preprocess import PreprocessSpec  # noqa: E402
+
+TINY_LABELS = ("1", "2", "X")
+
+
+def make_tiny_dataset(root: Path, cases: int = 4, per_class: int = 4, seed: int = 0) -> Path:
+    """Folder-per-class PNG crops (`<case>/<label>/*.png`): white background, a dark rod whose
+    band sits at a class-specific height, so a small CNN can learn it in a few epochs."""
+    rng = np.random.default_rng(seed)
+    band_rows = {"1": 8, "2": 26, "X": 44}
+    for c in range(cases):
+        for label in TINY_LABELS:
+            folder = root / f"patient-{chr(97 + c)}" / label
+            folder.mkdir(parents=True, exist_ok=True)
+            for k in range(per_class):
+                image = np.full((60, 24), 245, np.uint8)
+                image[4:56, 7:17] = 190
+                row = band_rows[label] + int(rng.integers(-2, 3))
+                image[row : row + 8, 7:17] = 40
+                noise = rng.normal(0, 4, image.shape)
+                cv2.imwrite(str(folder / f"crop{k}.png"), np.clip(image + noise, 0, 255).astype(np.uint8))
+    return root
+
+
+def _samples(n_cases: int, per_case: int, labels=("1", "2", "3")) -> list[Sample]:
+    return [
+        Sample(Path(f"/x/{c}/{i}.png"), labels[i % len(labels)], f"case{c:02d}", "1")
+        for c in range(n_cases)
+        for i in range(per_case)
+    ]
+
+
+# ---------------------------------------------------------------- splits
+
+
+def test_case_split_never_mixes_cases_and_keeps_every_class_in_train():
+    from karyo.export.data import case_split
+
+    samples = _samples(20, 9)
+    # one rare class held by a single case: it must stay on the train side
+    samples += [Sample(Path("/x/rare.png"), "Y", "case07", "1")]
+    for seed in range(5):
+        train, test = case_split(samples, 0.25, seed)
+        assert {s.case for s in train}.isdisjoint({s.case for s in test})
+        assert len(train) + len(test) == len(samples)
+        assert {s.label for s in train} == {s.label for s in samples}
+        assert 0.15 <= len(test) / len(samples) <= 0.40
+    assert case_split(samples, 0.25, 1) == case_split(samples, 0.25, 1)
+    assert case_split(samples, 0.25, 1) != case_split(samples, 0.25, 2)
+
+
+def test_case_split_of_a_single_case_puts_everything_in_train():
+    from karyo.export.data import case_split
+
+    train, test = case_split(_samples(1, 6), 0.3, 0)
+    assert len(train) == 6 and test == []
+
+
+def test_case_folds_test_every_case_once_with_even_sizes():
+    from karyo.export.data import case_folds
+
+    samples = _samples(11, 5) + _samples(1, 12, labels=("4",))  # one big case
+    folds = case_folds(samples, 3, seed=0)
+    assert len(folds) == 3
+    tested = [s.case for _, test in folds for s in test]
+    assert sorted(set(tested)) == sorted({s.case for s in samples})
+    seen_cases = [c for _, test in folds for c in {s.case for s in test}]
+    assert len(seen_cases) == len(set(seen_cases))  # each case tested exactly once
+    for train, test in folds:
+        assert {s.case for s in train}.isdisjoint({s.case for s in test})
+        assert len(train) + len(test) == len(samples)
+    sizes = [len(test) for _, test in folds]
+    assert max(sizes) - min(sizes) <= 12
+    with pytest.raises(ValueError, match="at least 5 cases"):
+        case_folds(_samples(4, 3), 5)
+
+
+# ---------------------------------------------------------------- augmentation
+
+
+def test_augmenter_keeps_shape_background_and_varies_images():
+    from karyo.export.augment import AugmentConfig, Augmenter
+
+    spec = PreprocessSpec(size=32)
+    batch = np.zeros((4, 32, 32, 1), np.float32)
+    batch[:, 6:26, 12:20, 0] = 0.8
+    augmenter = Augmenter(spec, AugmentConfig(noise_std=0.0, brightness=0.0), seed=1)
+    out = augmenter(batch)
+    assert out.shape == batch.shape and out.dtype == np.float32
+    assert np.abs(out[:, :2, :2]).max() < 1e-6  # corners stay background (0 for inverted crops)
+    assert not np.allclose(out[0], out[1])
+    assert abs(out.sum() - batch.sum()) / batch.sum() < 0.35  # the object is moved, not lost
+    same = Augmenter(spec, AugmentConfig(noise_std=0.0, brightness=0.0), seed=1)(batch)
+    np.testing.assert_array_equal(out, same)
+
+
+# ---------------------------------------------------------------- models
+
+
+def _dense_params(n_in: int, n_out: int) -> int:
+    return n_in * n_out + n_out
+
+
+def _conv_params(k: int, c_in: int, c_out: int) -> int:
+    return k * k * c_in * c_out + c_out
+
+
+@pytest.mark.slow
+def test_seed_dcnn_matches_the_study_architecture_at_300_px():
+    from karyo.export.models import build_model
+
+    model = build_model("seed-dcnn", 24)
+    assert model.input_shape == (None, 300, 300, 1) and model.inputs[0].name == "image"
+    kinds = [type(layer).__name__ for layer in model.layers]
+    assert kinds == [
+        "InputLayer", "Conv2D", "MaxPooling2D", "Conv2D", "MaxPooling2D", "Conv2D", "MaxPooling2D",
+        "Flatten", "Dense", "Dense", "Dense", "Dense", "Activation",
+    ]
+    convs = [layer for layer in model.layers if type(layer).__name__ == "Conv2D"]
+    assert [c.filters for c in convs] == [32, 64, 64] and all(c.kernel_size == (3, 3) for c in convs)
+    dense = [layer for layer in model.layers if type(layer).__name__ == "Dense"]
+    assert [d.units for d in dense] == [1024, 1024, 512, 24]
+    side = 300
+    for _ in range(3):  # valid 3x3 conv, then 2x2 pool
+        side = (side - 2) // 2
+    expected = (
+        _conv_params(3, 1, 32) + _conv_params(3, 32, 64) + _conv_params(3, 64, 64)
+        + _dense_params(side * side * 64, 1024) + _dense_params(1024, 1024) + _dense_params(1024, 512)
+        + _dense_params(512, 24)
+    )
+    assert model.count_params() == expected
+    assert model.output_shape == (None, 24)
+
+
+@pytest.mark.slow
+def test_edge_is_small_and_softmax():
+    from karyo.export.models import build_model
+
+    model = build_model("edge", 24)
+    assert model.input_shape == (None, 64, 64, 1) and model.inputs[0].name == "image"
+    assert 50_000 < model.count_params() <= 2_000_000
+    assert any(type(layer).__name__ == "BatchNormalization" for layer in model.layers)
+    assert any(type(layer).__name__ == "GlobalAveragePooling2D" for layer in model.layers)
+    probs = model.predict(np.random.default_rng(0).random((3, 64, 64, 1), dtype=np.float32), verbose=0)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    with pytest.raises(ValueError, match="unknown architecture"):
+        build_model("resnet", 24)
+
+
+# ---------------------------------------------------------------- training
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch,size", [("edge", 32), ("seed-dcnn", 40)])
+def test_train_writes_a_complete_model_folder(tmp_path, arch, size):
+    from karyo.export.train import train_model
+
+    data = make_tiny_dataset(tmp_path / "data", cases=5, per_class=3)
+    out = train_model([data], tmp_path / "model", arch=arch, epochs=1, image_size=size, batch_size=16, progress=False)
+    for name in ("model.keras", "train_config.json", "report.json", "split.json"):
+        assert (out / name).is_file(), name
+    config = json.loads((out / "train_config.json").read_text())
+    assert config["arch"] == arch and config["preprocess"]["size"] == size
+    assert config["labels"]["names"][:3] == ["1", "2", "3"]
+    split = json.loads((out / "split.json").read_text())
+    test_cases = set(split["test_cases"])
+    assert test_cases and test_cases.isdisjoint(split["train_cases"]) and test_cases.isdisjoint(split["val_cases"])
+    assert {d["case"] for d in split["test"]} == test_cases
+    report = json.loads((out / "report.json").read_text())
+    assert report["test"]["n"] == len(split["test"])
+    assert len(report["history"]["loss"]) == 1
+    assert not list(tmp_path.glob(".model.staging*"))  # staging folder renamed away
+
+
+@pytest.mark.slow
+def test_kfold_reports_mean_and_spread(tmp_path):
+    from karyo.export.train import train_model
+
+    data = make_tiny_dataset(tmp_path / "data", cases=6, per_class=2)
+    out = train_model([data], tmp_path / "model", epochs=1, image_size=32, folds=3, batch_size=16, progress=False)
+    report = json.loads((out / "report.json").read_text())
+    cv = report["cross_validation"]
+    assert cv["k"] == 3 and len(cv["accuracies"]) == 3
+    assert cv["accuracy_mean"] == pytest.approx(np.mean(cv["accuracies"]))
+    tested = [c for fold in report["folds"] for c in fold["test_cases"]]
+    assert sorted(tested) == sorted({s.case for s in read_labeled_folders([data])})

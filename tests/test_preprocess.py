@@ -1,0 +1,219 @@
+"""The one preprocessing path: decoding (8/16-bit, gray/RGB/RGBA, four formats), geometry, and refusal of bad input."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import cv2
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from karyo.runtime.preprocess import (
+    ImageError,
+    PreprocessSpec,
+    decode_gray,
+    preprocess_array,
+    preprocess_bytes,
+    preprocess_path,
+    to_gray,
+)
+
+
+def _encode(image: np.ndarray, ext: str) -> bytes:
+    ok, data = cv2.imencode(ext, image)
+    assert ok
+    return data.tobytes()
+
+
+def _crop(height: int = 30, width: int = 14, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    crop = np.full((height, width), 250, np.uint8)
+    crop[3:-3, 3:-3] = rng.integers(20, 200, size=(height - 6, width - 6))
+    return crop
+
+
+@pytest.mark.parametrize("ext", [".png", ".tiff", ".bmp"])
+def test_lossless_8bit_gray_round_trip(ext):
+    crop = _crop()
+    np.testing.assert_array_equal(decode_gray(_encode(crop, ext)), crop.astype(np.float32))
+
+
+def test_jpeg_gray_round_trip_is_close():
+    crop = _crop()
+    decoded = decode_gray(_encode(crop, ".jpg"))
+    assert decoded.shape == crop.shape
+    assert float(np.mean(np.abs(decoded - crop))) < 8.0  # JPEG is lossy; a wrong decode would be ~100 off
+
+
+@pytest.mark.parametrize("ext", [".png", ".tiff"])
+def test_16bit_scaled_to_8bit_range(ext):
+    crop16 = (_crop().astype(np.uint16) * 257) + np.uint16(3)  # full 16-bit range, not a multiple of 257
+    decoded = decode_gray(_encode(crop16, ext))
+    np.testing.assert_allclose(decoded, crop16.astype(np.float32) * (255.0 / 65535.0), rtol=0, atol=1e-3)
+
+
+def test_rgb_uses_luma_weights():
+    rng = np.random.default_rng(1)
+    bgr = rng.integers(0, 256, size=(10, 7, 3), dtype=np.uint8)
+    decoded = decode_gray(_encode(bgr, ".png"))
+    expected = bgr[..., 0] * 0.114 + bgr[..., 1] * 0.587 + bgr[..., 2] * 0.299
+    np.testing.assert_allclose(decoded, expected, atol=1e-3)
+
+
+def test_rgba_transparent_pixels_are_white_background():
+    bgra = np.zeros((6, 6, 4), np.uint8)
+    bgra[..., :3] = 40
+    bgra[:3, :, 3] = 255  # top half opaque dark, bottom half fully transparent
+    decoded = decode_gray(_encode(bgra, ".png"))
+    np.testing.assert_allclose(decoded[:3], 40.0, atol=1e-3)
+    np.testing.assert_allclose(decoded[3:], 255.0, atol=1e-3)
+
+
+def test_pad_and_area_resize_match_numpy():
+    """8x4 crop, size 4: pad to 8x8 with the border median, 2x2 block means, invert, normalize."""
+    crop = np.array(
+        [[200, 200, 200, 200], [200, 10, 60, 200], [200, 90, 30, 200], [200, 120, 70, 200],
+         [200, 40, 80, 200], [200, 20, 100, 200], [200, 50, 110, 200], [200, 200, 200, 200]],
+        np.uint8,
+    )
+    spec = PreprocessSpec(size=4, invert=True, mean=0.25, std=0.5)
+    background = np.median(np.concatenate([crop[0], crop[-1], crop[:, 0], crop[:, -1]]))
+    square = np.full((8, 8), background, np.float64)
+    square[:, 2:6] = crop  # (8 - 4) // 2 = 2 columns of padding on each side
+    blocks = square.reshape(4, 2, 4, 2).mean(axis=(1, 3))
+    expected = ((1.0 - blocks / 255.0) - 0.25) / 0.5
+    tensor = preprocess_array(crop, spec)
+    assert tensor.shape == (4, 4, 1) and tensor.dtype == np.float32
+    np.testing.assert_allclose(tensor[..., 0], expected, atol=1e-5)
+
+
+def test_upscaling_a_flat_crop_stays_flat_and_background_maps_to_zero():
+    spec = PreprocessSpec(size=32)
+    tensor = preprocess_array(np.full((5, 3), 255, np.uint8), spec)
+    assert tensor.shape == (32, 32, 1)
+    np.testing.assert_allclose(tensor, 0.0, atol=1e-6)  # white paper, inverted -> 0, same as padding
+
+
+def test_focus_main_object_blanks_the_smaller_neighbour():
+    crop = np.full((40, 40), 255, np.uint8)
+    crop[5:35, 5:15] = 40  # the chromosome
+    crop[30:36, 30:36] = 40  # a neighbour reaching into the box
+    plain = preprocess_array(crop, PreprocessSpec(size=40))
+    focused = preprocess_array(crop, PreprocessSpec(size=40, focus_main_object=True))
+    assert plain[32, 32, 0] > 0.5 and focused[32, 32, 0] == pytest.approx(0.0, abs=1e-6)
+    np.testing.assert_allclose(focused[10:30, 7:13], plain[10:30, 7:13])
+
+
+def test_path_round_trip_and_error_names_the_file(tmp_path):
+    crop = _crop()
+    good = tmp_path / "crop.tiff"
+    cv2.imwrite(str(good), crop)
+    spec = PreprocessSpec(size=16)
+    np.testing.assert_allclose(preprocess_path(good, spec), preprocess_array(crop, spec))
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    with pytest.raises(ImageError, match=r"empty\.png: empty file"):
+        preprocess_path(empty, spec)
+    with pytest.raises(ImageError, match=r"missing\.png"):
+        preprocess_path(tmp_path / "missing.png", spec)
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"this is a text file, not a picture\n",
+        _encode(_crop(), ".tiff")[:60],  # truncated TIFF
+        _encode(_crop(), ".png")[:40],  # truncated PNG
+        _png_header_only(200_000, 200_000),  # decompression bomb: header claims 4e10 pixels
+    ],
+    ids=["empty", "text", "truncated-tiff", "truncated-png", "bomb-header"],
+)
+def test_bad_bytes_raise_image_error(data):
+    with pytest.raises(ImageError):
+        preprocess_bytes(data, PreprocessSpec(size=16))
+
+
+def test_pixel_limit_from_spec():
+    big = _encode(np.full((300, 300), 255, np.uint8), ".png")
+    with pytest.raises(ImageError, match="pixel limit"):
+        preprocess_bytes(big, PreprocessSpec(size=16, max_pixels=10_000))
+    assert preprocess_bytes(big, PreprocessSpec(size=16, max_pixels=100_000)).shape == (16, 16, 1)
+
+
+def test_thin_strip_is_refused_before_padding_allocates_a_huge_square():
+    strip = np.full((1, 200_000), 255, np.uint8)  # 200k pixels, but padded it would be 4e10
+    with pytest.raises(ImageError, match="padded to a square"):
+        preprocess_array(strip, PreprocessSpec(size=16))
+
+
+@pytest.mark.parametrize(
+    "array",
+    [np.zeros((0, 5), np.uint8), np.zeros((5, 0, 3), np.uint8), np.zeros(7, np.uint8), np.zeros((4, 4, 2), np.uint8),
+     np.full((4, 4), np.nan, np.float32), np.zeros((2, 2, 2, 2), np.uint8), np.zeros((3, 3), np.complex64)],
+    ids=["zero-rows", "zero-cols", "1d", "two-channels", "nan", "4d", "complex"],
+)
+def test_bad_arrays_raise_image_error(array):
+    with pytest.raises(ImageError):
+        preprocess_array(array, PreprocessSpec(size=8))
+
+
+def test_float_images_in_unit_range_are_scaled():
+    np.testing.assert_allclose(to_gray(np.full((2, 2), 0.5, np.float32)), 127.5)
+    np.testing.assert_allclose(to_gray(np.full((2, 2), 100.0, np.float64)), 100.0)
+
+
+@pytest.mark.parametrize("bad", [{"size": 0}, {"size": "64"}, {"std": 0.0}, {"mean": float("inf")}, {"max_pixels": -1}])
+def test_spec_rejects_nonsense(bad):
+    with pytest.raises(ValueError):
+        PreprocessSpec(**bad)
+
+
+def test_spec_round_trips_and_stores_plain_types():
+    spec = PreprocessSpec(size=np.int64(48), mean=np.float32(0.5), std=2.0, focus_main_object=True)
+    again = PreprocessSpec.from_dict(spec.to_dict())
+    assert again == spec and type(again.size) is int and type(again.mean) is float
+
+
+@given(st.binary(max_size=600))
+def test_random_bytes_give_a_tensor_or_a_clean_error(data):
+    try:
+        tensor = preprocess_bytes(data, PreprocessSpec(size=8))
+    except ImageError:
+        return
+    assert tensor.shape == (8, 8, 1) and np.all(np.isfinite(tensor))
+
+
+@given(st.sampled_from([".png", ".tiff", ".bmp"]), st.integers(0, 10_000), st.integers(1, 255))
+def test_corrupted_real_files_give_a_tensor_or_a_clean_error(ext, position, flip):
+    data = bytearray(_encode(_crop(12, 6), ext))
+    data[position % len(data)] ^= flip
+    try:
+        tensor = preprocess_bytes(bytes(data), PreprocessSpec(size=8))
+    except ImageError:
+        return
+    assert tensor.shape == (8, 8, 1) and np.all(np.isfinite(tensor))
+
+
+_dtypes = st.sampled_from([np.uint8, np.uint16, np.int16, np.int32, np.float32, np.float64, np.bool_, np.float16])
+
+
+@given(hnp.arrays(_dtypes, hnp.array_shapes(min_dims=1, max_dims=4, min_side=0, max_side=12)))
+def test_random_arrays_give_a_tensor_or_a_clean_error(array):
+    try:
+        tensor = preprocess_array(array, PreprocessSpec(size=8))
+    except ImageError:
+        return
+    assert tensor.shape == (8, 8, 1) and tensor.dtype == np.float32 and np.all(np.isfinite(tensor))
