@@ -28,6 +28,8 @@ class DemoSettings:
 # Full: ~3,300 crops from 24 synthetic patients. Held-out accuracy passes 99% by epoch 5-6 of 14
 # with 100 cells, so 8 epochs on 72 cells keep the demo near 5 minutes on 2 busy CPU cores.
 FULL = DemoSettings(cells=72, image_size=64, epochs=8, batch_size=64)
+# A trisomy shows what assembly adds over per-crop guesses: the third 21 must be kept, not forced away.
+DEMO_CELL = "47,XY,+21"
 FAST = DemoSettings(cells=12, image_size=32, epochs=10, batch_size=16, crop_size=60)
 
 
@@ -50,6 +52,9 @@ def run_demo(out: str | Path, fast: bool = False, seed: int = 0, progress: bool 
     """Run every stage into `out` (data/, model/, bundle/) and return what happened, with timings."""
     from karyo.runtime.bundle import load_bundle
     from karyo.runtime.classifier import Classifier
+
+    from karyo.runtime.karyogram import draw_karyogram
+    from karyo.runtime.karyotype import karyotype_cell
 
     from .convert import convert_model
     from .synth import generate_dataset, render_cell
@@ -82,25 +87,34 @@ def run_demo(out: str | Path, fast: bool = False, seed: int = 0, progress: bool 
     convert_model(model_dir, result.bundle, precisions=("fp32", "fp16", "int8"), progress=progress)
     tick = lap("convert_s", tick)
 
-    _say(progress, "[4/4] classifying one synthetic 46,XY metaphase with the bundle (onnxruntime, CPU)")
+    _say(progress, f"[4/4] karyotyping one synthetic {DEMO_CELL} metaphase with the bundle (onnxruntime, CPU)")
     bundle = load_bundle(result.bundle)
     for precision in bundle.available_precisions:
         result.accuracy[precision] = float(bundle.metrics(precision).get("accuracy", float("nan")))
     result.int8_rejected = bundle.manifest.provenance.get("int8_rejected")
-    crops = render_cell("46,XY", seed=seed + 10_000, size=settings.crop_size)
+    crops = render_cell(DEMO_CELL, seed=seed + 10_000, size=settings.crop_size)
     classifier = Classifier(bundle, provider="cpu")
     cell_tick = time.perf_counter()
     probs = classifier.predict_arrays([crop for _, crop in crops])
+    call = karyotype_cell(probs, bundle.labels)
     cell_ms = (time.perf_counter() - cell_tick) * 1000.0
     predicted = [bundle.labels.labels[i] for i in np.argmax(probs, axis=1)]
+    assembled = [a.label for a in call.assignments]
     truth = [label for label, _ in crops]
+    karyogram = draw_karyogram([crop for _, crop in crops], call.assignments, out / "karyogram.png",
+                               title=f"synthetic {DEMO_CELL}: called {call.karyotype}")
     result.cell = {
-        "karyotype": "46,XY",
+        "karyotype": DEMO_CELL,
+        "called": call.karyotype,
+        "findings": call.findings,
         "crops": len(crops),
         "correct": int(sum(p == t for p, t in zip(predicted, truth))),
+        "correct_assembled": int(sum(p == t for p, t in zip(assembled, truth))),
+        "review": int(sum(a.review for a in call.assignments)),
         "precision": classifier.precision,
         "milliseconds": round(cell_ms, 1),
-        "wrong": [(t, p) for t, p in zip(truth, predicted) if t != p],
+        "wrong": [(t, p) for t, p in zip(truth, assembled) if t != p],
+        "karyogram": str(karyogram),
     }
     lap("classify_cell_s", tick)
     result.timings["total_s"] = round(time.perf_counter() - started, 1)
@@ -131,11 +145,17 @@ def format_summary(result: DemoResult) -> str:
     if cell:
         lines += [
             "",
-            f"one synthetic {cell['karyotype']} metaphase: {cell['correct']}/{cell['crops']} crops correct "
-            f"with {cell['precision']} in {cell['milliseconds']:.0f} ms",
+            f"one synthetic {cell['karyotype']} metaphase, {cell['crops']} crops, {cell['precision']}, "
+            f"{cell['milliseconds']:.0f} ms: called {cell['called']}",
+            f"  crops right: {cell['correct']} top-1, {cell['correct_assembled']} after assembly; "
+            f"{cell['review']} flagged for review",
+            f"  karyogram: {cell['karyogram']}",
         ]
+        if cell["findings"]:
+            lines.append("  findings: " + "; ".join(cell["findings"]))
         if cell["wrong"]:
-            lines.append("  mistakes (true -> predicted): " + ", ".join(f"{t}->{p}" for t, p in cell["wrong"][:12]))
+            lines.append("  mistakes (true -> assigned): " + ", ".join(f"{t}->{p}" for t, p in cell["wrong"][:12]))
     lines += ["", f"try: karyo classify {result.bundle} {result.out / 'data' / '1'}",
-              f"     karyo evaluate {result.bundle} {result.out / 'data'}"]
+              f"     karyo evaluate {result.bundle} {result.out / 'data'}",
+              f"     karyo karyotype {result.bundle} --by-cell {result.out / 'data'} --karyogram {result.out / 'karyograms'}"]
     return "\n".join(lines)

@@ -10,6 +10,9 @@ squeeze-excite, no swish, no layer norm.
 from __future__ import annotations
 
 import os
+import re
+import sys
+import tempfile
 from typing import Callable
 
 ARCHS: tuple[str, ...] = ("edge", "seed-dcnn")
@@ -41,7 +44,7 @@ def configure_tensorflow(threads: int | None = None) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if _threads_configured:
         return
-    import tensorflow as tf
+    tf = import_tensorflow_quietly()
 
     cores = threads or available_cores()
     try:
@@ -50,6 +53,44 @@ def configure_tensorflow(threads: int | None = None) -> None:
     except RuntimeError:  # TF already initialized by the caller: keep its settings
         pass
     _threads_configured = True
+
+
+# What TensorFlow prints on every start of a CPU-only machine, before its log level applies: the
+# oneDNN notice, the missing CUDA driver, the failed cuInit. Users read these as failures.
+_TF_START_NOISE = re.compile(
+    r"(absl::InitializeLog|oneDNN custom operations|cudart_stub|Could not find cuda drivers|failed call to cuInit|"
+    r"cpu_feature_guard|rebuild TensorFlow with the appropriate compiler flags|To enable the following instructions)"
+)
+
+
+def import_tensorflow_quietly():
+    """Import TensorFlow and probe its devices with stderr captured, replaying all but the start-up noise.
+
+    The noise comes from C++ at load time, so it bypasses Python logging and TF_CPP_MIN_LOG_LEVEL;
+    the only lever is the process's stderr descriptor, restored before anything else runs.
+    """
+    if "tensorflow" in sys.modules:
+        import tensorflow as tf
+
+        return tf
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow as tf
+
+            tf.config.list_physical_devices()
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            text = captured.read().decode("utf-8", "replace")
+            kept = [line for line in text.splitlines() if line.strip() and not _TF_START_NOISE.search(line)]
+            if kept:
+                print("\n".join(kept), file=sys.stderr)
+    return tf
 
 
 def default_image_size(arch: str) -> int:
@@ -68,6 +109,7 @@ def build_seed_dcnn(n_classes: int, image_size: int = 300):
     Kept faithful (valid padding, no batch norm, no dropout) because it is the reference that
     `edge` has to beat; at 300 px it has about 82M parameters, 98% of them in the first dense layer.
     """
+    configure_tensorflow()
     import keras
     from keras import layers
 
@@ -131,6 +173,7 @@ def build_edge(n_classes: int, image_size: int = 64, width: float = 1.0, dropout
     than a depthwise stem), then depthwise-separable blocks down to 1/8 resolution and global
     average pooling, so the head does not grow with the input size.
     """
+    configure_tensorflow()
     import keras
     from keras import layers
 

@@ -179,12 +179,25 @@ def write_manifest(folder: Path, manifest: Manifest) -> None:
     atomic_write_text(folder / MANIFEST, text)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _default_mode(directory: bool) -> int:
+    """The mode a plain open()/mkdir() would give: temp files are 0600, but a bundle on a shared
+    drive must be readable by the other users of the scanner PC."""
+    return (0o777 if directory else 0o666) & ~_umask()
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as out:
             out.write(text)
+        os.chmod(temp, _default_mode(directory=False))
         os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
@@ -205,6 +218,7 @@ def staged_folder(target: str | Path, start_from_existing: bool = False) -> Iter
         if start_from_existing and target.is_dir():
             shutil.rmtree(stage)
             shutil.copytree(target, stage)
+        os.chmod(stage, _default_mode(directory=True))
         yield stage
         backup = None
         if target.exists():

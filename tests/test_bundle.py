@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 from tiny_models import make_bundle
 
-from karyo.runtime.bundle import MANIFEST, BundleError, Manifest, load_bundle, staged_folder, write_manifest
+from karyo.runtime.bundle import MANIFEST, BundleError, Manifest, atomic_write_text, load_bundle, staged_folder, write_manifest
 from karyo.runtime.labels import scheme
 from karyo.runtime.preprocess import PreprocessSpec
 
@@ -123,3 +124,17 @@ def test_staged_folder_creates_a_new_bundle(tmp_path):
         (stage / "model.fp32.onnx").write_bytes(b"onnx bytes")
         write_manifest(stage, Manifest(scheme("normal24"), PreprocessSpec(), {"fp32": {"file": "model.fp32.onnx"}}))
     assert load_bundle(target).available_precisions == ["fp32"]
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+def test_bundles_are_readable_by_other_users(tmp_path):
+    """Temp folders/files are private (0700/0600); a finished bundle must get the normal umask modes."""
+    old = os.umask(0o022)
+    try:
+        with staged_folder(tmp_path / "b") as stage:
+            (stage / "x.bin").write_bytes(b"1")
+            atomic_write_text(stage / "manifest.json", "{}")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "b").stat().st_mode & 0o777 == 0o755
+    assert (tmp_path / "b" / "manifest.json").stat().st_mode & 0o777 == 0o644

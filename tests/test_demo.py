@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 
+import cv2
 import pytest
 from typer.testing import CliRunner
 
@@ -22,7 +23,9 @@ def test_demo_fast_bundle_works_with_karyo_classify_and_evaluate(tmp_path):
     out = tmp_path / "demo"
     result = runner.invoke(export_app, ["demo", "--out", str(out), "--fast"])
     assert result.exit_code == 0, result.output
-    assert "demo finished" in result.output and "metaphase" in result.output
+    assert "demo finished" in result.output and "metaphase" in result.output and "called 4" in result.output
+    karyogram = cv2.imread(str(out / "karyogram.png"))
+    assert karyogram is not None and karyogram.shape[0] > 200 and karyogram.std() > 10
 
     bundle = load_bundle(out / "bundle")
     assert {"fp32", "fp16"} <= set(bundle.available_precisions)
@@ -40,3 +43,8 @@ def test_demo_fast_bundle_works_with_karyo_classify_and_evaluate(tmp_path):
     evaluated = runner.invoke(runtime_app, ["evaluate", str(out / "bundle"), str(out / "data"), "--json"])
     assert evaluated.exit_code == 0, evaluated.output
     assert "fp32" in evaluated.stdout
+
+    karyotyped = runner.invoke(runtime_app, ["karyotype", str(out / "bundle"), "--by-cell", str(out / "data"), "--json"])
+    assert karyotyped.exit_code == 0, karyotyped.output
+    cells = json.loads(karyotyped.stdout)["cells"]
+    assert len(cells) == 12 and all(cell["count"] >= 45 for cell in cells)
