@@ -63,7 +63,6 @@ def numpy_fp32_gflops(threads: int, size: int = 1024, repeats: int = 10, max_sec
 
 
 def _matmul_model(kind: str, m: int, k: int, n: int):
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)

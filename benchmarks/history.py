@@ -10,12 +10,12 @@ than 10% worse is flagged. Which way is worse depends on the figure: a name endi
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
+
+from karyo.runtime.bundle import atomic_write_text
 
 HISTORY_FILE = Path(__file__).resolve().parent / "history.jsonl"
 THRESHOLD = 0.10
@@ -79,15 +79,7 @@ def append_record(record: dict[str, Any], path: Path = HISTORY_FILE) -> None:
     if existing and not existing.endswith("\n"):
         existing += "\n"
     text = existing + json.dumps(_finite(record), sort_keys=True, allow_nan=False) + "\n"
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.chmod(temp, 0o644)  # mkstemp makes it owner-only; the history is a shared, committed file
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, text)
 
 
 def _finite(value: Any) -> Any:

@@ -13,6 +13,8 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
+from karyo.runtime.plots import write_png
+
 Series = dict[str, list[tuple[float, float]]]
 
 _COLORS = [(180, 119, 31), (14, 127, 255), (44, 160, 44), (40, 39, 214), (189, 103, 148),
@@ -52,7 +54,7 @@ def draw_line_plot(
     cv2.putText(image, title, (left, 22), font, 0.6, (0, 0, 0), 1, cv2.LINE_AA)
     if not points:
         cv2.putText(image, "no data", (width // 2 - 40, height // 2), font, 0.7, (0, 0, 0), 1, cv2.LINE_AA)
-        _write(image, path)
+        write_png(image, path)
         return
     transform = (lambda v: math.log10(v)) if log_y else (lambda v: v)
     xs = [p[0] for p in points]
@@ -93,16 +95,7 @@ def draw_line_plot(
         ly = top + 10 + index * 20
         cv2.line(image, (width - right + 15, ly), (width - right + 40, ly), color, 2)
         cv2.putText(image, name[:38], (width - right + 46, ly + 4), font, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
-    _write(image, path)
-
-
-def _write(image: np.ndarray, path: Path) -> None:
-    ok, encoded = cv2.imencode(".png", image)
-    if not ok:
-        raise OSError(f"cannot encode {path}")
-    temp = path.with_name(f".{path.name}.tmp")
-    temp.write_bytes(encoded.tobytes())
-    temp.replace(path)
+    write_png(image, path)
 
 
 def latency_series(latency_rows: Sequence[dict[str, Any]]) -> Series:

@@ -101,7 +101,7 @@ def untrained_bundle(args, arch: str, size: int, threads: int) -> tuple[Path | N
     if free is not None and free < need:
         failure = f"not exported: needs about {need:.0f} GB free memory for tf2onnx, {free:.1f} GB available"
     else:
-        say(f"{arch}: exporting FP32/FP16/INT8 in a child process (tf2onnx: minutes, up to ~16 GB; cached afterwards)")
+        say(f"{arch}: exporting FP32/FP16/INT8 in a child process (tf2onnx: about 30 s, up to ~12 GB; cached afterwards)")
         command = [sys.executable, str(Path(__file__).resolve()), "--export-untrained", arch, "--export-to", str(cache),
                    "--threads", str(threads)] + (["--quick"] if args.quick else [])
         done = subprocess.run(command, capture_output=True, text=True)

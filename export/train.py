@@ -291,9 +291,6 @@ def inference_copy(model):
 
 
 def _write_confusion_png(report: dict[str, Any], path: Path, title: str) -> None:
-    try:
-        from karyo.runtime.plots import confusion_matrix_png
-    except ImportError:
-        print("confusion.png not written: karyo.runtime.plots is not available", file=sys.stderr)
-        return
+    from karyo.runtime.plots import confusion_matrix_png
+
     confusion_matrix_png(np.asarray(report["confusion_matrix"]), report["labels"], path, title=title)

@@ -9,8 +9,6 @@ unsure about (``review``) get a red box; the karyotype call is the title.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -20,6 +18,7 @@ import numpy as np
 
 from .assembly import CropAssignment
 from .labels import STRUCTURAL, chromosome_of
+from .plots import write_png
 
 ROWS: tuple[tuple[str, ...], ...] = (
     ("1", "2", "3", "4", "5"),
@@ -155,21 +154,6 @@ def render_karyogram(
     return image, layout
 
 
-def write_png_atomic(path: Path, image: np.ndarray) -> None:
-    ok, encoded = cv2.imencode(".png", image)
-    if not ok:
-        raise ValueError(f"cannot encode PNG for {path}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(encoded.tobytes())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-
-
 def draw_karyogram(
     crops: Sequence[np.ndarray],
     assignments: Sequence[CropAssignment],
@@ -180,5 +164,5 @@ def draw_karyogram(
     """Write the karyogram PNG of one cell (crops and assignments in the same order) atomically."""
     image, _ = render_karyogram(crops, assignments, title, tile_height)
     path = Path(path)
-    write_png_atomic(path, image)
+    write_png(image, path)
     return path
