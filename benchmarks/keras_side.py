@@ -39,10 +39,11 @@ def keras_model(arch: str, size: int, threads: int, train_on: list[Sample], epoc
     labels = scheme("normal24")
     usable = [s for s in train_on if s.label in labels]
     if epochs > 0 and usable:
-        from karyo.export.data import load_tensors
+        from karyo.export.data import storage_dtype
+        from karyo.runtime.tensors import load_labeled_tensors
         from karyo.export.train import fit_model
 
-        train = load_tensors(usable, spec, labels, progress=False)
+        train = load_labeled_tensors(usable, spec, labels, progress=False, dtype=storage_dtype(spec.size))
         model, _ = fit_model(train, None, arch, labels, spec, epochs, batch_size=32, augment=None, verbose=0)
         return model, labels
     return build_model(arch, len(labels), size), labels

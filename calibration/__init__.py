@@ -1,7 +1,7 @@
 """karyo.calibration: FP16 and INT8 variants of a bundle, with measured accuracy drift."""
 
 from .config import GateConfig, QuantizationConfig
-from .data import TensorDataReader, load_tensors, paths_sha256, select_stratified
+from .data import TensorDataReader, paths_sha256, select_stratified
 from .drift import format_drift_table
 from .pipeline import GateFailedError, add_low_precisions, quantize_bundle
 
@@ -12,7 +12,6 @@ __all__ = [
     "TensorDataReader",
     "add_low_precisions",
     "format_drift_table",
-    "load_tensors",
     "paths_sha256",
     "quantize_bundle",
     "select_stratified",

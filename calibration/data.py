@@ -3,7 +3,7 @@
 INT8 ranges are only as good as the crops they are measured on: a calibration set drawn from one
 patient or a handful of classes leaves other chromosomes' activations outside the range. So the
 set is stratified by class first and by case within each class. Tensors come from
-`karyo.runtime.preprocess.preprocess_path` with the bundle's own spec, so calibration sees exactly
+`karyo.runtime.tensors.load_labeled_tensors` with the bundle's own spec, so calibration sees exactly
 the pixels the scanner PC will feed the model.
 """
 
@@ -12,9 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
-import sys
 from collections import defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -22,8 +20,6 @@ import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
 
 from karyo.runtime.dataset import Sample
-from karyo.runtime.labels import LabelScheme
-from karyo.runtime.preprocess import ImageError, PreprocessSpec, preprocess_path
 
 
 def select_stratified(samples: Sequence[Sample], size: int, seed: int = 0) -> list[Sample]:
@@ -94,48 +90,6 @@ def provenance(samples: Sequence[Sample], source: str | None, tensors_used: int)
         "classes": len({s.label for s in samples}),
         "cases": len({s.case for s in samples}),
     }
-
-
-@dataclass
-class TensorSet:
-    """Preprocessed NHWC tensors with their class indices; unreadable crops are skipped and counted."""
-
-    tensors: np.ndarray  # (N, H, W, 1) float32
-    y_true: np.ndarray  # (N,) int64
-    samples: list[Sample]
-    skipped: list[str]
-
-    def __len__(self) -> int:
-        return int(self.tensors.shape[0])
-
-
-def load_tensors(
-    samples: Sequence[Sample], spec: PreprocessSpec, labels: LabelScheme, what: str = "crops", progress: bool = False
-) -> TensorSet:
-    """Preprocess every sample; a bad file or an out-of-scheme label is skipped, never fatal."""
-    arrays: list[np.ndarray] = []
-    y_true: list[int] = []
-    kept: list[Sample] = []
-    skipped: list[str] = []
-    total = len(samples)
-    for number, sample in enumerate(samples, start=1):
-        if sample.label not in labels:
-            skipped.append(f"{sample.path}: label {sample.label!r} not in scheme {labels.name}")
-            continue
-        try:
-            arrays.append(preprocess_path(sample.path, spec))
-        except ImageError as exc:
-            skipped.append(str(exc))
-            continue
-        y_true.append(labels.index(sample.label))
-        kept.append(sample)
-        if progress and (number % 200 == 0 or number == total):
-            print(f"\r  preprocessing {what}: {number}/{total}", end="", file=sys.stderr, flush=True)
-    if progress and total:
-        print(file=sys.stderr)
-    size = spec.size
-    stacked = np.stack(arrays).astype(np.float32) if arrays else np.zeros((0, size, size, 1), np.float32)
-    return TensorSet(stacked, np.asarray(y_true, dtype=np.int64), kept, skipped)
 
 
 class TensorDataReader(CalibrationDataReader):

@@ -22,7 +22,9 @@ from karyo.runtime.bundle import Manifest, load_bundle, staged_folder, write_man
 from karyo.runtime.dataset import Sample
 
 from .config import METHODS, QuantizationConfig
-from .data import TensorSet, load_tensors, provenance, select_stratified
+from karyo.runtime.tensors import LabeledTensors, load_labeled_tensors
+
+from .data import provenance, select_stratified
 from .drift import drift_metrics, format_drift_table, latency_ms, probabilities
 from .fp16 import convert_fp16
 from .int8 import nodes_for_top_k, prepare_for_quantization, quantizable_nodes, quantize_int8, rank_sensitive_nodes
@@ -45,7 +47,7 @@ def _say(progress: bool, message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
 
-def _require_tensors(tensor_set: TensorSet, what: str) -> None:
+def _require_tensors(tensor_set: LabeledTensors, what: str) -> None:
     if len(tensor_set) == 0:
         reasons = "; ".join(tensor_set.skipped[:3]) or "no samples given"
         raise ValueError(f"no usable {what} crops ({reasons})")
@@ -81,14 +83,14 @@ def add_low_precisions(
     labels = list(manifest.labels.labels)
     spec = manifest.preprocess
 
-    evaluation_set = load_tensors(evaluation, spec, manifest.labels, "evaluation crops", progress)
+    evaluation_set = load_labeled_tensors(evaluation, spec, manifest.labels, "  preprocessing evaluation crops", progress)
     _require_tensors(evaluation_set, "evaluation")
-    reference = probabilities(fp32_path, evaluation_set.tensors)
+    reference = probabilities(fp32_path, evaluation_set.x)
     fp32_entry = manifest.precisions["fp32"]
     fp32_entry.setdefault("metrics", {}).update(
-        drift_metrics(reference, reference, evaluation_set.y_true, labels)
+        drift_metrics(reference, reference, evaluation_set.y, labels)
     )
-    latency_sample = evaluation_set.tensors[:64]
+    latency_sample = evaluation_set.x[:64]
     if config.measure_latency:
         fp32_entry["latency"] = latency_ms(fp32_path, latency_sample, provider=provider)
     manifest.provenance["evaluation"] = {
@@ -107,7 +109,7 @@ def add_low_precisions(
         fp16_path = convert_fp16(fp32_path, stage_dir / FILES["fp16"])
         entry: dict[str, Any] = {
             "file": FILES["fp16"],
-            "metrics": drift_metrics(probabilities(fp16_path, evaluation_set.tensors), reference, evaluation_set.y_true, labels),
+            "metrics": drift_metrics(probabilities(fp16_path, evaluation_set.x), reference, evaluation_set.y, labels),
             "intended_provider": "cuda",
         }
         if config.measure_latency:
@@ -130,7 +132,7 @@ def _make_int8(
     fp32_path: Path,
     manifest: Manifest,
     calibration: Sequence[Sample],
-    evaluation_set: TensorSet,
+    evaluation_set: LabeledTensors,
     reference: np.ndarray,
     config: QuantizationConfig,
     progress: bool,
@@ -141,7 +143,7 @@ def _make_int8(
     target.unlink(missing_ok=True)  # a stale INT8 from an earlier run must not survive a failed gate
     manifest.precisions.pop("int8", None)
     chosen = select_stratified(calibration, config.calibration_size, config.calibration_seed)
-    calibration_set = load_tensors(chosen, manifest.preprocess, manifest.labels, "calibration crops", progress)
+    calibration_set = load_labeled_tensors(chosen, manifest.preprocess, manifest.labels, "  preprocessing calibration crops", progress)
     _require_tensors(calibration_set, "calibration")
     calibration_record: dict[str, Any] = {
         **provenance(calibration_set.samples, calibration_source, len(calibration_set)),
@@ -161,8 +163,8 @@ def _make_int8(
         def attempt(method: str, excluded: list[str], remedy: str) -> dict[str, Any]:
             candidate = work / f"int8.{len(attempts)}.onnx"
             _say(progress, f"INT8: {remedy} (calibration {method}, {len(calibration_set)} crops)")
-            quantize_int8(prepared, candidate, calibration_set.tensors, config, method, excluded, manifest.input_name)
-            metrics = drift_metrics(probabilities(candidate, evaluation_set.tensors), reference, evaluation_set.y_true, labels)
+            quantize_int8(prepared, candidate, calibration_set.x, config, method, excluded, manifest.input_name)
+            metrics = drift_metrics(probabilities(candidate, evaluation_set.x), reference, evaluation_set.y, labels)
             passed, reasons = config.gate.check(metrics)
             record = {
                 "remedy": remedy,
@@ -193,7 +195,7 @@ def _make_int8(
             best = max(attempts, key=lambda a: (a["agreement_with_fp32"], -a["accuracy_drop"]))
             _say(progress, "INT8: ranking nodes by quantization error (qdq_loss_debug)")
             ranked = rank_sensitive_nodes(
-                prepared, best["_path"], calibration_set.tensors[:_SENSITIVITY_SAMPLES], manifest.input_name,
+                prepared, best["_path"], calibration_set.x[:_SENSITIVITY_SAMPLES], manifest.input_name,
                 config.calibration_batch_size,
             )
             calibration_record["sensitive_tensors"] = ranked[:8]
@@ -223,7 +225,7 @@ def _make_int8(
                 f"{best['accuracy_drop'] * 100:.2f} points (allowed {gate.max_accuracy_drop * 100:.2f}) "
                 f"[{best['remedy']}, {best['method']}]; no INT8 model written"
             )
-            hint = _coverage_hint(calibration_set.tensors, evaluation_set.tensors)
+            hint = _coverage_hint(calibration_set.x, evaluation_set.x)
             if hint:
                 message += f". {hint}"
             calibration_record["gate"] = {"status": "failed", "message": message}
@@ -247,7 +249,7 @@ def _make_int8(
         "intended_provider": "cpu",
     }
     if config.measure_latency:
-        entry["latency"] = latency_ms(target, evaluation_set.tensors[:64])
+        entry["latency"] = latency_ms(target, evaluation_set.x[:64])
     manifest.precisions["int8"] = entry
     calibration_record["gate"] = {"status": "passed", "remedy": winner["remedy"]}
     return {

@@ -22,7 +22,9 @@ from karyo.runtime.labels import LabelScheme
 from karyo.runtime.metrics import classification_report
 from karyo.runtime.preprocess import PreprocessSpec
 
-from .data import load_tensors, sample_from_dict, select_scheme_samples
+from karyo.runtime.tensors import load_labeled_tensors
+
+from .data import sample_from_dict, select_scheme_samples, storage_dtype
 from .models import configure_tensorflow
 from .onnx_export import DEFAULT_OPSET, check_parity, keras_to_onnx, onnx_probabilities, parity
 
@@ -120,7 +122,7 @@ def convert_model(
             f"{model_dir}: no evaluation crops (split.json has no held-out test crops on disk); pass --eval-data DIR"
         )
     evaluation = _even_subset(evaluation, MAX_EVAL_CROPS)
-    eval_set = load_tensors(evaluation, spec, labels, progress=progress, title="evaluation crops")
+    eval_set = load_labeled_tensors(evaluation, spec, labels, title="evaluation crops", progress=progress, dtype=storage_dtype(spec.size))
     if not len(eval_set.y):
         raise ConvertError(f"none of the {len(evaluation)} evaluation crops could be read")
 

@@ -8,10 +8,7 @@ banding resolution, so an image-level split leaks and overstates accuracy. Tenso
 from __future__ import annotations
 
 import random
-import sys
-import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -19,7 +16,6 @@ import numpy as np
 
 from karyo.runtime.dataset import Sample
 from karyo.runtime.labels import LabelScheme
-from karyo.runtime.preprocess import ImageError, PreprocessSpec, preprocess_path
 
 
 def select_scheme_samples(samples: Sequence[Sample], labels: LabelScheme) -> tuple[list[Sample], dict[str, int]]:
@@ -104,72 +100,6 @@ def case_folds(samples: Sequence[Sample], k: int, seed: int = 0) -> list[tuple[l
 def storage_dtype(image_size: int) -> np.dtype:
     """float16 above 128 px: 17.5k crops at 300 px are 6.3 GB as float32, 3.2 GB as float16."""
     return np.dtype(np.float16 if image_size > 128 else np.float32)
-
-
-class Progress:
-    """A small stderr counter: rewrites one line on a terminal, prints every ~10% otherwise."""
-
-    def __init__(self, total: int, title: str, enabled: bool = True) -> None:
-        self.total, self.title, self.enabled = total, title, enabled
-        self.tty = sys.stderr.isatty()
-        self.start = time.perf_counter()
-        self._next_report = 0
-
-    def update(self, done: int) -> None:
-        if not self.enabled or self.total == 0:
-            return
-        if self.tty:
-            if done == self.total or done % 50 == 0:
-                print(f"\r{self.title}: {done}/{self.total}", end="", file=sys.stderr, flush=True)
-        elif done >= self._next_report or done == self.total:
-            print(f"{self.title}: {done}/{self.total}", file=sys.stderr, flush=True)
-            self._next_report = done + max(1, self.total // 10)
-
-    def close(self) -> float:
-        elapsed = time.perf_counter() - self.start
-        if self.enabled and self.total:
-            end = "\n" if self.tty else ""
-            print(f"{end}{self.title}: {self.total} done in {elapsed:.1f} s", file=sys.stderr, flush=True)
-        return elapsed
-
-
-@dataclass
-class TensorSet:
-    """Preprocessed crops in memory with their integer labels; `samples[i]` belongs to `x[i]`."""
-
-    x: np.ndarray
-    y: np.ndarray
-    samples: list[Sample]
-    skipped: list[str]
-
-    def subset(self, keep: Sequence[Sample]) -> "TensorSet":
-        position = {s: i for i, s in enumerate(self.samples)}
-        index = np.array([position[s] for s in keep if s in position], dtype=np.int64)
-        return TensorSet(self.x[index], self.y[index], [self.samples[i] for i in index], [])
-
-
-def load_tensors(
-    samples: Sequence[Sample], spec: PreprocessSpec, labels: LabelScheme, progress: bool = True, title: str = "preprocess"
-) -> TensorSet:
-    """Preprocess every sample once; a bad file is skipped with a message, never fatal."""
-    dtype = storage_dtype(spec.size)
-    x = np.empty((len(samples), spec.size, spec.size, 1), dtype=dtype)
-    y = np.empty(len(samples), dtype=np.int64)
-    kept: list[Sample] = []
-    skipped: list[str] = []
-    meter = Progress(len(samples), title, progress)
-    for number, sample in enumerate(samples, start=1):
-        try:
-            x[len(kept)] = preprocess_path(sample.path, spec)
-        except ImageError as exc:
-            skipped.append(str(exc))
-            print(f"skipped: {exc}", file=sys.stderr)
-        else:
-            y[len(kept)] = labels.index(sample.label)
-            kept.append(sample)
-        meter.update(number)
-    meter.close()
-    return TensorSet(x[: len(kept)], y[: len(kept)], kept, skipped)
 
 
 def sample_to_dict(sample: Sample) -> dict[str, str]:

@@ -25,7 +25,9 @@ from karyo.runtime.metrics import classification_report
 from karyo.runtime.preprocess import PreprocessSpec
 
 from .augment import AugmentConfig, Augmenter
-from .data import TensorSet, case_folds, case_split, load_tensors, sample_to_dict, select_scheme_samples
+from karyo.runtime.tensors import LabeledTensors, load_labeled_tensors
+
+from .data import case_folds, case_split, sample_to_dict, select_scheme_samples, storage_dtype
 from .models import build_model, configure_tensorflow, default_image_size
 
 
@@ -45,7 +47,7 @@ def _batches_class():
     class AugmentedBatches(keras.utils.PyDataset):
         """Shuffled, augmented, class-weighted batches; a new order every epoch."""
 
-        def __init__(self, data: TensorSet, n_classes: int, batch_size: int, augmenter: Augmenter | None, seed: int):
+        def __init__(self, data: LabeledTensors, n_classes: int, batch_size: int, augmenter: Augmenter | None, seed: int):
             super().__init__(workers=1, use_multiprocessing=False)
             self.data, self.n_classes, self.batch_size, self.augmenter = data, n_classes, batch_size, augmenter
             self.weights = class_weights(data.y, n_classes)
@@ -89,8 +91,8 @@ def _epoch_timer():
 
 
 def fit_model(
-    train: TensorSet,
-    val: TensorSet | None,
+    train: LabeledTensors,
+    val: LabeledTensors | None,
     arch: str,
     labels: LabelScheme,
     spec: PreprocessSpec,
@@ -138,7 +140,7 @@ def fit_model(
     return model, history
 
 
-def predict(model, data: TensorSet, batch_size: int = 128) -> np.ndarray:
+def predict(model, data: LabeledTensors, batch_size: int = 128) -> np.ndarray:
     if not len(data.y):
         return np.zeros((0, model.output_shape[-1]), dtype=np.float32)
     return np.asarray(model.predict(data.x.astype(np.float32), batch_size=batch_size, verbose=0), dtype=np.float32)
@@ -194,7 +196,7 @@ def train_model(
         print(f"left out {sum(dropped.values())} crops whose label is not in {scheme}: {dropped}", file=sys.stderr)
     if len({s.label for s in samples}) < 2:
         raise ValueError(f"{', '.join(map(str, roots))}: need crops of at least 2 classes of {scheme}")
-    data = load_tensors(samples, spec, labels, progress=progress)
+    data = load_labeled_tensors(samples, spec, labels, progress=progress, dtype=storage_dtype(spec.size))
     verbose = _verbosity(progress)
     common = dict(
         arch=arch, labels=labels, spec=spec, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,

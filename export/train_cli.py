@@ -92,10 +92,14 @@ def convert_command(
         metrics = loaded.metrics(precision)
         size = loaded.model_path(precision).stat().st_size / 1e6
         typer.echo(f"{precision:<5} {size:6.2f} MB  accuracy {metrics.get('accuracy', float('nan')):.4f}")
+    typer.echo(f"bundle: {bundle}")
     missing = [p for p in chosen if p not in loaded.available_precisions]
     if missing:
-        typer.echo(f"not in the bundle: {', '.join(missing)} (see the messages above)", err=True)
-    typer.echo(f"bundle: {bundle}")
+        # The bundle is still usable at the precisions that passed, but what was asked for is not
+        # there: a script must not mistake this for success.
+        reason = loaded.manifest.provenance.get("int8_rejected", "see the messages above")
+        typer.echo(f"error: {', '.join(missing)} not written: {reason}", err=True)
+        raise typer.Exit(1)
 
 
 @_user_errors

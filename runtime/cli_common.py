@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import functools
-import sys
 from enum import Enum
 from typing import Any, Callable, TypeVar
 
 import typer
+
+from .progress import terminal_progress
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -53,14 +54,7 @@ def user_errors(command: F) -> F:
 
 def stderr_progress(what: str) -> Callable[[int, int], None] | None:
     """A `done/total` counter on stderr, only when a person is watching (not in pipes or tests)."""
-    if not sys.stderr.isatty():
-        return None
-
-    def report(done: int, total: int) -> None:
-        end = "\n" if done >= total else ""
-        print(f"\r{what}: {done}/{total}", end=end, file=sys.stderr, flush=True)
-
-    return report
+    return terminal_progress(what)
 
 
 def short_float(value: Any, digits: int = 4) -> str:

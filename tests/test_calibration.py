@@ -31,7 +31,8 @@ from karyo.calibration import (  # noqa: E402
     quantize_bundle,
     select_stratified,
 )
-from karyo.calibration.data import TensorDataReader, load_tensors  # noqa: E402
+from karyo.calibration.data import TensorDataReader  # noqa: E402
+from karyo.runtime.tensors import load_labeled_tensors  # noqa: E402
 from karyo.runtime.bundle import Manifest, load_bundle, write_manifest  # noqa: E402
 from karyo.runtime.dataset import Sample, read_labeled_folder  # noqa: E402
 from karyo.runtime.labels import LabelScheme  # noqa: E402
@@ -89,7 +90,7 @@ def fp32_model(tmp_path_factory: pytest.TempPathFactory, data: dict[str, list[Sa
     keras = pytest.importorskip("keras")
     tf2onnx = pytest.importorskip("tf2onnx")
     keras.utils.set_random_seed(0)
-    train = load_tensors(data["train"], SPEC, LABELS)
+    train = load_labeled_tensors(data["train"], SPEC, LABELS, progress=False)
     inputs = keras.Input(SPEC.input_shape, name="image")
     x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)
     x = keras.layers.MaxPooling2D()(x)
@@ -100,7 +101,7 @@ def fp32_model(tmp_path_factory: pytest.TempPathFactory, data: dict[str, list[Sa
     outputs = keras.layers.Dense(len(LABELS), activation="softmax", name="probabilities")(x)
     model = keras.Model(inputs, outputs)
     model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    model.fit(train.tensors, train.y_true, epochs=12, batch_size=16, verbose=0, shuffle=True)
+    model.fit(train.x, train.y, epochs=12, batch_size=16, verbose=0, shuffle=True)
 
     @tf.function
     def serve(image):
@@ -205,11 +206,11 @@ def test_manifest_drift_equals_a_recomputation_by_the_runtime(tmp_path, fp32_mod
     add_low_precisions(stage, manifest, data["calibration"], data["evaluation"], config=fast_config(), progress=False)
     write_manifest(stage, manifest)
     bundle = load_bundle(stage)
-    evaluation = load_tensors(data["evaluation"], bundle.spec, bundle.labels)
-    probs = {p: run_probabilities(create_session(bundle.model_path(p), "cpu")[0], evaluation.tensors, batch_size=64)
+    evaluation = load_labeled_tensors(data["evaluation"], bundle.spec, bundle.labels, progress=False)
+    probs = {p: run_probabilities(create_session(bundle.model_path(p), "cpu")[0], evaluation.x, batch_size=64)
              for p in ("fp32", "fp16", "int8")}
     for precision in ("fp16", "int8"):
-        recomputed = drift(probs[precision], probs["fp32"], evaluation.y_true, list(bundle.labels.labels))
+        recomputed = drift(probs[precision], probs["fp32"], evaluation.y, list(bundle.labels.labels))
         assert bundle.metrics(precision) == json.loads(json.dumps(recomputed))
     from karyo.runtime.evaluate import evaluate_bundle
 

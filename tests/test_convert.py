@@ -95,6 +95,32 @@ def test_convert_all_precisions_with_explicit_eval_data(trained):
         load_bundle(bundle_path)
 
 
+def test_convert_command_exits_1_when_int8_was_refused(tmp_path, monkeypatch):
+    """A bundle that lacks a requested precision is written, but the command must not report success."""
+    from tiny_models import make_bundle
+    from typer.testing import CliRunner
+
+    import karyo.export.convert as convert
+    from karyo.export.cli import app
+    from karyo.runtime.bundle import staged_folder, write_manifest
+
+    def fake_convert(model_dir, out, precisions, **kwargs):
+        make_bundle(out, precisions=("fp32", "fp16"))
+        with staged_folder(out, start_from_existing=True) as stage:
+            manifest = load_bundle(stage).manifest
+            manifest.provenance["int8_rejected"] = "INT8 failed the gate: agreement 0.2100 < 0.99"
+            write_manifest(stage, manifest)
+        return out
+
+    monkeypatch.setattr(convert, "convert_model", fake_convert)
+    result = CliRunner().invoke(app, ["convert", str(tmp_path / "model"), "--out", str(tmp_path / "b")])
+    assert result.exit_code == 1, result.output
+    assert "error: int8 not written: INT8 failed the gate: agreement 0.2100" in result.output
+    result = CliRunner().invoke(app, ["convert", str(tmp_path / "model"), "--out", str(tmp_path / "b"),
+                                      "--precisions", "fp32,fp16"])
+    assert result.exit_code == 0, result.output
+
+
 @pytest.mark.slow
 def test_convert_refuses_a_folder_without_model(tmp_path):
     from karyo.export.convert import ConvertError, convert_model

@@ -11,7 +11,6 @@ import csv
 import io
 import json
 import sys
-import time
 from pathlib import Path
 
 import cv2
@@ -20,6 +19,7 @@ import numpy as np
 from karyo.runtime.bundle import atomic_write_text, staged_folder
 from karyo.runtime.labels import chromosome_of
 from karyo.runtime.labels import scheme as label_scheme
+from karyo.runtime.progress import Progress
 
 from .bands import load_band_table
 from .karyotype import case_karyotype, parse_karyotype
@@ -82,7 +82,7 @@ def generate_dataset(out: str | Path, cells: int, scheme: str = "normal24", size
     _check_target(out)
     wanted = frozenset(chosen.labels)
     rows: list[tuple[str, str, str, str]] = []
-    started = time.perf_counter()
+    meter = Progress(cells, "synth: cells", progress)
     with staged_folder(out) as stage:
         for folder in chosen.labels:
             (stage / folder).mkdir()
@@ -102,8 +102,7 @@ def generate_dataset(out: str | Path, cells: int, scheme: str = "normal24", size
                     raise RuntimeError(f"could not encode {relative}")
                 (stage / relative).write_bytes(encoded.tobytes())
                 rows.append((relative, label, case, cell))
-            if progress:
-                _report(index + 1, cells, len(rows), started)
+            meter.update(index + 1, f", {len(rows)} crops")
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(["path", "label", "case", "cell"])
@@ -112,16 +111,8 @@ def generate_dataset(out: str | Path, cells: int, scheme: str = "normal24", size
         marker = {"generator": "karyo.export.synth", "scheme": chosen.name, "cells": cells, "size": size,
                   "seed": seed, "cells_per_case": cells_per_case, "crops": len(rows)}
         atomic_write_text(stage / MARKER_NAME, json.dumps(marker, indent=2) + "\n")
-    if progress:
-        print(file=sys.stderr)
+    meter.close()
     missing = [label for label in chosen.labels if label not in {row[1] for row in rows}]
     if missing:  # seed32 needs about 15 cells before every X variant has had its case
         print(f"synth: warning: no crops for {', '.join(missing)}; draw more cells", file=sys.stderr)
     return out
-
-
-def _report(done: int, total: int, crops: int, started: float) -> None:
-    if done != total and done % max(1, total // 50) != 0:
-        return
-    elapsed = time.perf_counter() - started
-    print(f"\rsynth: {done}/{total} cells, {crops} crops, {elapsed:.1f} s", end="", file=sys.stderr, flush=True)
