@@ -9,6 +9,8 @@ from typing import List, Optional
 
 import typer
 
+from .cli_common import EXIT_SOME_FAILED, ProviderChoice, user_errors
+
 
 def _parse_batch_sizes(text: str) -> list[int]:
     try:
@@ -20,13 +22,14 @@ def _parse_batch_sizes(text: str) -> list[int]:
     return sizes
 
 
+@user_errors
 def bench(
     bundle: Path = typer.Argument(..., help="Bundle folder (with manifest.json)."),
     batch_sizes: str = typer.Option("1,8,46,64", "--batch-sizes", help="Comma-separated batch sizes (46 = one cell)."),
     precision: Optional[List[str]] = typer.Option(
         None, "--precision", "-p", help="fp32, fp16 or int8; repeat for several (default: all in the bundle)."
     ),
-    provider: str = typer.Option("auto", "--provider", help="auto, cpu or cuda."),
+    provider: ProviderChoice = typer.Option(ProviderChoice.auto, "--provider", help="auto, cpu or cuda."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Intra-op threads (default: ONNX Runtime's)."),
     iterations: int = typer.Option(20, "--iterations", min=1, help="Timed calls per batch size (after warm-up)."),
     max_seconds: float = typer.Option(20.0, "--max-seconds", help="Stop timing a batch size after this long (min 3 calls)."),
@@ -35,31 +38,25 @@ def bench(
 ) -> None:
     """Session load time, warm-up, p50/p90/p99 latency, per-image time, throughput and peak memory."""
     from .bench import benchmark_bundle, format_table
-    from .bundle import BundleError
     from .preprocess import ImageError
 
     sizes = _parse_batch_sizes(batch_sizes)
-    if provider not in ("auto", "cpu", "cuda"):
-        raise typer.BadParameter(f"--provider must be auto, cpu or cuda, got {provider!r}")
     progress = None if as_json else (lambda text: print(f"  {text}", file=sys.stderr, flush=True))
     try:
         result = benchmark_bundle(
             bundle,
             batch_sizes=sizes,
             precisions=precision or None,
-            provider=provider,
+            provider=provider.value,
             threads=threads,
             iterations=iterations,
             max_seconds=max_seconds,
             data_dir=data,
             progress=progress,
         )
-    except (BundleError, ImageError, ValueError, OSError) as exc:
+    except ImageError as exc:  # a --data crop that cannot be read; bad bundles and providers exit 2 (user_errors)
         typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
-    except RuntimeError as exc:  # ProviderError: --provider cuda without a usable GPU
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+        raise typer.Exit(EXIT_SOME_FAILED) from None
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return

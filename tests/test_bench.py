@@ -75,7 +75,7 @@ def test_bench_table_and_errors(tiny, tmp_path):
     assert [row[0] for row in body] == ["fp32", "fp16", "int8"] and all(row[2] == "2" for row in body)
 
     missing = _invoke_bench([str(tmp_path / "nope")])
-    assert missing.exit_code == 1 and "not a bundle folder" in missing.output
+    assert missing.exit_code == 2 and "not a bundle folder" in missing.output  # a bad bundle is exit 2, as in every command
     wrong = _invoke_bench([str(tiny.path), "-p", "fp16", "--batch-sizes", "0"])
     assert wrong.exit_code != 0
 
@@ -259,7 +259,7 @@ def test_bench_cuda_request_without_gpu_is_one_clear_line(tiny):
     if cuda_status() is None:
         pytest.skip("a usable CUDA GPU is present: the refusal path cannot be exercised here")
     result = _invoke_bench([str(tiny.path), "--provider", "cuda", "--batch-sizes", "1", "--iterations", "1"])
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "CUDA requested but unavailable" in result.output and "Traceback" not in result.output
 
 
