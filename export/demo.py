@@ -155,7 +155,10 @@ def format_summary(result: DemoResult) -> str:
             lines.append("  findings: " + "; ".join(cell["findings"]))
         if cell["wrong"]:
             lines.append("  mistakes (true -> assigned): " + ", ".join(f"{t}->{p}" for t, p in cell["wrong"][:12]))
-    lines += ["", f"try: karyo classify {result.bundle} {result.out / 'data' / '1'}",
-              f"     karyo evaluate {result.bundle} {result.out / 'data'}",
-              f"     karyo karyotype {result.bundle} --by-cell {result.out / 'data'} --karyogram {result.out / 'karyograms'}"]
+    # The README's command does not activate the virtual environment: name the installed script.
+    installed = Path(sys.executable).parent / "karyo"
+    karyo = str(installed) if installed.exists() else "karyo"
+    lines += ["", f"try: {karyo} classify {result.bundle} {result.out / 'data' / '1'}",
+              f"     {karyo} evaluate {result.bundle} {result.out / 'data'}",
+              f"     {karyo} karyotype {result.bundle} --by-cell {result.out / 'data'} --karyogram {result.out / 'karyograms'}"]
     return "\n".join(lines)
