@@ -16,7 +16,6 @@ import numpy as np
 from karyo.runtime.bench import benchmark_bundle, latency_summary, time_calls
 from karyo.runtime.bundle import load_bundle
 from karyo.runtime.dataset import Sample
-from karyo.runtime.metrics import drift
 from karyo.runtime.preprocess import ImageError, preprocess_path
 
 from hardware import achieved_share, count_macs_onnx
@@ -196,43 +195,29 @@ def cell_latency(
 def precision_drift(bundle_path: Path, samples: Sequence[Sample], threads: int | None = None, progress: Progress = None) -> dict[str, Any]:
     """Accuracy of every precision and its agreement with FP32 on labelled crops (CPU, batch 64).
 
-    Same path as calibration and `karyo evaluate`: preprocess_path, run_probabilities, metrics.drift.
-    Crops whose label is not in the bundle's scheme, or that cannot be read, are counted and skipped.
+    This is `karyo evaluate` itself (`evaluate_bundle`), so the benchmark's drift figures are the
+    ones a lab would get. Crops whose label is not in the scheme, or that cannot be read, are
+    counted and skipped.
     """
-    from karyo.runtime.session import create_session, run_probabilities
+    from karyo.runtime.evaluate import evaluate_bundle
 
-    bundle = load_bundle(bundle_path)
-    labels = bundle.labels
-    tensors, y_true, skipped = [], [], 0
-    for sample in samples:
-        if sample.label not in labels:
-            skipped += 1
-            continue
-        try:
-            tensors.append(preprocess_path(sample.path, bundle.spec))
-        except ImageError:
-            skipped += 1
-            continue
-        y_true.append(labels.index(sample.label))
-    if not tensors:
+    if progress:
+        progress(f"drift: every precision of {Path(bundle_path).name} on {len(samples)} crops")
+    result = evaluate_bundle(bundle_path, list(samples), provider="cpu", threads=threads)
+    skipped = sum(result.skipped_labels.values()) + len(result.unreadable)
+    if not result.samples:
         return {"n": 0, "skipped": skipped, "precisions": {}}
-    batch = np.stack(tensors)
-    y = np.asarray(y_true)
-    probabilities: dict[str, np.ndarray] = {}
-    for precision in bundle.available_precisions:
-        if progress:
-            progress(f"drift: {precision} on {len(batch)} crops")
-        session, _ = create_session(bundle.model_path(precision), provider="cpu", threads=threads)
-        probabilities[precision] = run_probabilities(session, batch, batch_size=64)
-    reference = probabilities.get("fp32")
     figures: dict[str, Any] = {}
-    for precision, probs in probabilities.items():
-        if reference is None:
-            figures[precision] = {"accuracy": float(np.mean(probs.argmax(1) == y))}
-            continue
-        metrics = drift(probs, reference, y, list(labels.labels))
-        figures[precision] = {k: metrics[k] for k in ("accuracy", "agreement_with_fp32", "kl_to_fp32", "max_prob_diff")}
-    return {"n": int(len(batch)), "skipped": skipped, "precisions": figures}
+    for precision, report in result.reports.items():
+        if precision in result.drift:
+            metrics = result.drift[precision]
+            figures[precision] = {k: metrics[k] for k in ("accuracy", "agreement_with_fp32", "kl_to_fp32", "max_prob_diff")}
+        elif precision == "fp32":
+            figures[precision] = {"accuracy": report["accuracy"], "agreement_with_fp32": 1.0, "kl_to_fp32": 0.0,
+                                  "max_prob_diff": 0.0}
+        else:
+            figures[precision] = {"accuracy": report["accuracy"]}
+    return {"n": len(result.samples), "skipped": skipped, "precisions": figures}
 
 
 def limit_samples(samples: Sequence[Sample], limit: int, seed: int = 0) -> list[Sample]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ import typer
 from .bundle import BundleError
 from .dataset import iter_images, read_labeled_folder
 from .karyotype import AssemblyPriors, KaryotypeCall, call_karyotype, check_scheme, karyotype_cell
+from .cli_common import stderr_progress
 from .preprocess import ImageError
 
 
@@ -121,13 +121,8 @@ def karyotype(
         raise typer.Exit(2) from None
 
     all_paths = [p for cell in inputs for p in cell.paths]
-    show_progress = not as_json and sys.stderr.isatty()
-    progress = (lambda done, total: print(f"\r  classified {done}/{total}", end="", file=sys.stderr, flush=True)) \
-        if show_progress else None
-    predictions = classifier.predict_paths(all_paths, progress=progress) if progress else \
-        classifier.predict_paths(all_paths)
-    if show_progress:
-        print(file=sys.stderr)
+    progress = None if as_json else stderr_progress("  classified")
+    predictions = classifier.predict_paths(all_paths, progress=progress)
     priors = AssemblyPriors(review_margin=review_margin)
     exit_code = 0
     results: list[dict[str, Any]] = []
