@@ -29,7 +29,7 @@ def available_memory_gb() -> float | None:
     return None
 
 
-def keras_model(arch: str, size: int, threads: int, train_on: list[Sample], epochs: int, spec: Any):
+def keras_model(arch: str, size: tuple[int, int], threads: int, train_on: list[Sample], epochs: int, spec: Any):
     """Build the arch; `edge` is trained briefly with the project's own `fit_model`, so its synthetic
     drift figures come from a model that answers something (seed-dcnn stays untrained: latency only)."""
     from karyo.export.models import build_model, configure_tensorflow
@@ -43,7 +43,7 @@ def keras_model(arch: str, size: int, threads: int, train_on: list[Sample], epoc
         from karyo.runtime.tensors import load_labeled_tensors
         from karyo.export.train import fit_model
 
-        train = load_labeled_tensors(usable, spec, labels, progress=False, dtype=storage_dtype(spec.size))
+        train = load_labeled_tensors(usable, spec, labels, progress=False, dtype=storage_dtype(spec))
         model, _ = fit_model(train, None, arch, labels, spec, epochs, batch_size=32, augment=None, verbose=0)
         return model, labels
     return build_model(arch, len(labels), size), labels
@@ -119,7 +119,7 @@ def count_macs_keras(model) -> int:
     return int(total)
 
 
-def keras_latency(model, arch: str, size: int, batch_sizes, iterations: int, max_seconds: float) -> list[dict[str, Any]]:
+def keras_latency(model, arch: str, size: tuple[int, int], batch_sizes, iterations: int, max_seconds: float) -> list[dict[str, Any]]:
     """The study's path: `model.predict` (what its notebook times) and the bare `model(x)` call."""
     import numpy as np
     import tensorflow as tf
@@ -129,7 +129,7 @@ def keras_latency(model, arch: str, size: int, batch_sizes, iterations: int, max
     rng = np.random.default_rng(0)
     rows = []
     for batch_size in batch_sizes:
-        x = rng.random((batch_size, size, size, 1), dtype=np.float32)
+        x = rng.random((batch_size, *size, 1), dtype=np.float32)
         tensor = tf.constant(x)
         calls = {
             "keras-predict": lambda: model.predict(x, batch_size=batch_size, verbose=0),

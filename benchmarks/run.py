@@ -82,7 +82,7 @@ def calibration_samples(work: Path, quick: bool) -> tuple[list[Sample], str]:
 # --------------------------------------------------------------------------- parts
 
 
-def untrained_bundle(args, arch: str, size: int, threads: int) -> tuple[Path | None, str]:
+def untrained_bundle(args, arch: str, size: tuple[int, int], threads: int) -> tuple[Path | None, str]:
     """The cached export of an untrained `arch`, made in a child process when missing.
 
     The child keeps tf2onnx's memory peak out of this process (and its records), and a child killed
@@ -91,12 +91,13 @@ def untrained_bundle(args, arch: str, size: int, threads: int) -> tuple[Path | N
     it is not attempted: on a shared machine the kernel might kill someone else's process.
     """
     root = args.out / "cache"
-    cache = root / f"{arch}-{size}-{export_fingerprint()}"
+    tag = f"{size[0]}x{size[1]}"
+    cache = root / f"{arch}-{tag}-{export_fingerprint()}"
     if (cache / "manifest.json").is_file() and not args.no_cache:
         return cache, "cached"
-    for leftover in list(root.glob(f".{arch}-{size}-*")) + list(root.glob(".export.*")):  # from a killed child
+    for leftover in list(root.glob(f".{arch}-{tag}-*")) + list(root.glob(".export.*")):  # from a killed child
         shutil.rmtree(leftover, ignore_errors=True)
-    older = sorted((p for p in root.glob(f"{arch}-{size}-*") if (p / "manifest.json").is_file()), key=lambda p: p.stat().st_mtime)
+    older = sorted((p for p in root.glob(f"{arch}-{tag}-*") if (p / "manifest.json").is_file()), key=lambda p: p.stat().st_mtime)
     need, free = EXPORT_MEMORY_GB.get(arch, 4.0), available_memory_gb()
     if free is not None and free < need:
         failure = f"not exported: needs about {need:.0f} GB free memory for tf2onnx, {free:.1f} GB available"
@@ -117,11 +118,11 @@ def untrained_bundle(args, arch: str, size: int, threads: int) -> tuple[Path | N
 
 
 def export_untrained_child(arch: str, out: Path, threads: int, quick: bool) -> int:
-    from karyo.export.models import default_image_size
+    from karyo.export.models import default_input_size
     from karyo.runtime.preprocess import PreprocessSpec
 
-    size = default_image_size(arch)
-    spec = PreprocessSpec(size=size)
+    size = default_input_size(arch)
+    spec = PreprocessSpec(size=size[0], width=size[1])
     work = Path(tempfile.mkdtemp(prefix=".export.", dir=out.parent if out.parent.exists() else None))
     try:
         crops, _ = calibration_samples(work, quick=True)
@@ -133,7 +134,7 @@ def export_untrained_child(arch: str, out: Path, threads: int, quick: bool) -> i
 
 
 def part_latency(args, work: Path, threads: int, calibration: list[Sample], record: dict[str, Any]) -> Path | None:
-    from karyo.export.models import default_image_size
+    from karyo.export.models import default_input_size
     from karyo.runtime.preprocess import PreprocessSpec
 
     iterations, max_seconds = (5, 2.0) if args.quick else (20, 8.0)
@@ -141,18 +142,18 @@ def part_latency(args, work: Path, threads: int, calibration: list[Sample], reco
     models: dict[str, Any] = {}
     edge_bundle = None
     for arch in args.archs:
-        size = default_image_size(arch)
-        spec = PreprocessSpec(size=size)
+        size = default_input_size(arch)
+        spec = PreprocessSpec(size=size[0], width=size[1])
         if arch == "edge":
-            say(f"edge: building at {size} px, training briefly on {len(calibration)} synthetic crops, exporting")
+            say(f"edge: building at {size[0]}x{size[1]} px, training briefly on {len(calibration)} synthetic crops, exporting")
             model, labels = keras_model(arch, size, threads, calibration, 10 if args.quick else 12, spec)
             bundle, how = make_bundle(model, arch, labels, spec, work / "bundle-edge", calibration, args.quick), "exported this run"
             edge_bundle = bundle
         else:
             bundle, how = untrained_bundle(args, arch, size, threads)
-            say(f"{arch}: building at {size} px (untrained; bundle {how})")
+            say(f"{arch}: building at {size[0]}x{size[1]} px (untrained; bundle {how})")
             model, labels = keras_model(arch, size, threads, [], 0, spec)
-        info: dict[str, Any] = {"input_size": size, "bundle": how, "parameters": int(model.count_params()),
+        info: dict[str, Any] = {"input_size": f"{size[0]}x{size[1]}", "bundle": how, "parameters": int(model.count_params()),
                                 "macs_per_image_keras": count_macs_keras(model)}
         info["macs_per_image"] = info["macs_per_image_keras"]  # replaced by the ONNX graph's count below
         if bundle is not None:

@@ -43,7 +43,7 @@ def onnx_latency(
         max_seconds=max_seconds, progress=progress,
     )
     rows = [{"arch": arch, "engine": "onnxruntime", **record} for record in result["records"]]
-    return {"macs_per_image": macs["macs"], "macs_unknown_nodes": macs["unknown"], "rows": rows, "input_size": bundle.spec.size}
+    return {"macs_per_image": macs["macs"], "macs_unknown_nodes": macs["unknown"], "rows": rows, "input_size": f"{bundle.spec.size}x{bundle.spec.width}"}
 
 
 def ceilings(peaks: dict[str, Any]) -> dict[str, float | None]:
@@ -177,7 +177,7 @@ def cell_latency(
         "precision": precision,
         "provider": provider,
         "crops": int(len(batch)),
-        "input_size": spec.size,
+        "input_size": f"{spec.size}x{spec.width}",
         "threads": threads,
         "stages_p50_ms": {name: s["p50_ms"] for name, s in stages.items()},
         "end_to_end": {k: end_to_end[k] for k in ("p50_ms", "p90_ms", "p99_ms", "iterations")},

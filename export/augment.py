@@ -52,10 +52,10 @@ class Augmenter:
         self.spec = spec
         self.config = config or AugmentConfig()
         self.rng = np.random.default_rng(seed)
-        side = spec.size
-        grid_y, grid_x = np.mgrid[0:side, 0:side].astype(np.float32)
-        self._grid = np.stack([grid_x, grid_y, np.ones_like(grid_x)], axis=-1)  # side x side x 3
-        self._bow = 1.0 - ((2.0 * grid_y / max(side - 1, 1)) - 1.0) ** 2  # 0 at the ends, 1 in the middle
+        height, width = spec.size, spec.width
+        grid_y, grid_x = np.mgrid[0:height, 0:width].astype(np.float32)
+        self._grid = np.stack([grid_x, grid_y, np.ones_like(grid_x)], axis=-1)  # height x width x 3
+        self._bow = 1.0 - ((2.0 * grid_y / max(height - 1, 1)) - 1.0) ** 2  # 0 at the ends, 1 in the middle
         self.background = 0.0 if spec.invert else 1.0
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
@@ -83,24 +83,28 @@ class Augmenter:
         return ((unit - np.float32(spec.mean)) / np.float32(spec.std)).astype(np.float32)
 
     def _warp(self, unit: np.ndarray) -> np.ndarray:
-        """Rotation, scale, shift and a bow along the vertical axis, as one remap."""
+        """Rotation, scale, shift and a bow along the vertical axis, as one remap.
+
+        Shifts and the bow are fractions of the box's own side in each direction; pixels stay
+        square (rotation in pixel units), as the preprocessing never stretches a crop.
+        """
         c, rng = self.config, self.rng
-        side = unit.shape[0]
-        centre = (side - 1) / 2.0
+        height, width = unit.shape
+        cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
         angle = math.radians(rng.uniform(-c.rotation_deg, c.rotation_deg))
         scale = 1.0 + rng.uniform(-c.scale, c.scale)
-        tx, ty = rng.uniform(-c.shift, c.shift, 2) * side
+        tx, ty = rng.uniform(-c.shift, c.shift, 2) * np.array([width, height])
         # inverse map: output pixel -> source pixel
         cos, sin = math.cos(angle) / scale, math.sin(angle) / scale
         inverse = np.array(
             [
-                [cos, sin, centre - cos * (centre + tx) - sin * (centre + ty)],
-                [-sin, cos, centre + sin * (centre + tx) - cos * (centre + ty)],
+                [cos, sin, cx - cos * (cx + tx) - sin * (cy + ty)],
+                [-sin, cos, cy + sin * (cx + tx) - cos * (cy + ty)],
             ],
             dtype=np.float32,
         )
-        coords = self._grid @ inverse.T  # side x side x 2
-        map_x = coords[..., 0] + np.float32(rng.uniform(-c.bend, c.bend) * side) * self._bow
+        coords = self._grid @ inverse.T  # height x width x 2
+        map_x = coords[..., 0] + np.float32(rng.uniform(-c.bend, c.bend) * width) * self._bow
         map_y = coords[..., 1]
         return cv2.remap(
             unit,

@@ -122,7 +122,7 @@ def convert_model(
             f"{model_dir}: no evaluation crops (split.json has no held-out test crops on disk); pass --eval-data DIR"
         )
     evaluation = _even_subset(evaluation, MAX_EVAL_CROPS)
-    eval_set = load_labeled_tensors(evaluation, spec, labels, title="evaluation crops", progress=progress, dtype=storage_dtype(spec.size))
+    eval_set = load_labeled_tensors(evaluation, spec, labels, title="evaluation crops", progress=progress, dtype=storage_dtype(spec))
     if not len(eval_set.y):
         raise ConvertError(f"none of the {len(evaluation)} evaluation crops could be read")
 

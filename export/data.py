@@ -16,6 +16,7 @@ import numpy as np
 
 from karyo.runtime.dataset import Sample
 from karyo.runtime.labels import LabelScheme
+from karyo.runtime.preprocess import PreprocessSpec
 
 
 def select_scheme_samples(samples: Sequence[Sample], labels: LabelScheme) -> tuple[list[Sample], dict[str, int]]:
@@ -97,9 +98,9 @@ def case_folds(samples: Sequence[Sample], k: int, seed: int = 0) -> list[tuple[l
     return result
 
 
-def storage_dtype(image_size: int) -> np.dtype:
-    """float16 above 128 px: 17.5k crops at 300 px are 6.3 GB as float32, 3.2 GB as float16."""
-    return np.dtype(np.float16 if image_size > 128 else np.float32)
+def storage_dtype(spec: PreprocessSpec) -> np.dtype:
+    """float16 above 128x128 px: 17.5k crops at 300 px are 6.3 GB as float32, 3.2 GB as float16."""
+    return np.dtype(np.float16 if spec.size * spec.width > 128 * 128 else np.float32)
 
 
 def sample_to_dict(sample: Sample) -> dict[str, str]:

@@ -19,7 +19,7 @@ import numpy as np
 @dataclass(frozen=True)
 class DemoSettings:
     cells: int  # synthetic metaphases (about 46 crops each), 3 per synthetic patient
-    image_size: int  # model input, px
+    input_size: tuple[int, int]  # model input, height x width px
     epochs: int
     batch_size: int
     crop_size: int = 100  # synthetic height of chromosome 1, px (scanner crops are about this size)
@@ -27,10 +27,10 @@ class DemoSettings:
 
 # Full: ~3,300 crops from 24 synthetic patients. Held-out accuracy passes 99% by epoch 5-6 of 14
 # with 100 cells, so 8 epochs on 72 cells keep the demo near 5 minutes on 2 busy CPU cores.
-FULL = DemoSettings(cells=72, image_size=64, epochs=8, batch_size=64)
+FULL = DemoSettings(cells=72, input_size=(96, 32), epochs=8, batch_size=64)
 # A trisomy shows what assembly adds over per-crop guesses: the third 21 must be kept, not forced away.
 DEMO_CELL = "47,XY,+21"
-FAST = DemoSettings(cells=12, image_size=32, epochs=10, batch_size=16, crop_size=60)
+FAST = DemoSettings(cells=12, input_size=(48, 16), epochs=10, batch_size=16, crop_size=60)
 
 
 @dataclass
@@ -76,9 +76,10 @@ def run_demo(out: str | Path, fast: bool = False, seed: int = 0, progress: bool 
     data = generate_dataset(out / "data", cells=settings.cells, size=settings.crop_size, seed=seed, progress=progress)
     tick = lap("synthesize_s", tick)
 
-    _say(progress, f"[2/4] training edge ({settings.image_size} px, up to {settings.epochs} epochs)")
+    height, width = settings.input_size
+    _say(progress, f"[2/4] training edge ({height}x{width} px, up to {settings.epochs} epochs)")
     model_dir = train_model(
-        [data], out / "model", arch="edge", epochs=settings.epochs, image_size=settings.image_size,
+        [data], out / "model", arch="edge", epochs=settings.epochs, input_size=settings.input_size,
         batch_size=settings.batch_size, seed=seed, patience=4, progress=progress,
     )
     tick = lap("train_s", tick)

@@ -28,7 +28,7 @@ from .augment import AugmentConfig, Augmenter
 from karyo.runtime.tensors import LabeledTensors, load_labeled_tensors
 
 from .data import case_folds, case_split, sample_to_dict, select_scheme_samples, storage_dtype
-from .models import build_model, configure_tensorflow, default_image_size
+from .models import build_model, configure_tensorflow, default_input_size
 
 
 def class_weights(y: np.ndarray, n_classes: int) -> np.ndarray:
@@ -110,7 +110,7 @@ def fit_model(
 
     keras.utils.set_random_seed(seed)
     n_classes = len(labels)
-    model = build_model(arch, n_classes, spec.size)
+    model = build_model(arch, n_classes, (spec.size, spec.width))
     augmenter = Augmenter(spec, augment, seed) if augment is not None else None
     batches = _batches_class()(train, n_classes, batch_size, augmenter, seed)
     schedule = keras.optimizers.schedules.CosineDecay(
@@ -161,9 +161,10 @@ def train_model(
     out_dir: str | Path,
     arch: str = "edge",
     scheme: str = "normal24",
-    epochs: int = 30,
-    image_size: int | None = None,
+    epochs: int = 24,
+    input_size: tuple[int, int] | None = None,
     folds: int = 0,
+    only_fold: int | None = None,
     seed: int = 0,
     batch_size: int = 64,
     learning_rate: float = 2e-3,
@@ -180,23 +181,26 @@ def train_model(
     Without folds: one split by case into train / validation (early stopping) / test (held out,
     reported). With `folds=k`: case-wise k-fold, mean and spread of the test accuracy reported;
     the folder keeps fold 1's model and its held-out cases, so export evaluates on unseen data.
+    `only_fold=n` trains fold n of k alone (the folds are fixed by the seed), so a k-fold study can
+    run one fold per process and take every fold through convert and evaluate like a real model.
     """
+    if only_fold is not None and not 1 <= only_fold <= max(folds, 0):
+        raise ValueError(f"--fold {only_fold} needs --folds K with 1 <= {only_fold} <= K")
     configure_tensorflow(threads)
     import keras
     import tensorflow as tf
 
     started = time.perf_counter()
     labels = make_scheme(scheme)
-    size = image_size or default_image_size(arch)
-    default_image_size(arch)  # rejects an unknown arch before minutes of preprocessing
-    spec = PreprocessSpec(size=size)
+    height, width = input_size or default_input_size(arch)  # also rejects an unknown arch before minutes of preprocessing
+    spec = PreprocessSpec(size=height, width=width)
     roots = [Path(r).resolve() for r in data_roots]
     samples, dropped = select_scheme_samples(read_labeled_folders(roots), labels)
     if dropped:
         print(f"left out {sum(dropped.values())} crops whose label is not in {scheme}: {dropped}", file=sys.stderr)
     if len({s.label for s in samples}) < 2:
         raise ValueError(f"{', '.join(map(str, roots))}: need crops of at least 2 classes of {scheme}")
-    data = load_labeled_tensors(samples, spec, labels, progress=progress, dtype=storage_dtype(spec.size))
+    data = load_labeled_tensors(samples, spec, labels, progress=progress, dtype=storage_dtype(spec))
     verbose = _verbosity(progress)
     common = dict(
         arch=arch, labels=labels, spec=spec, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
@@ -210,6 +214,8 @@ def train_model(
         splits = [case_split(data.samples, test_fraction, seed)]
     kept_model = kept_split = kept_history = kept_report = None
     for number, (trainval, test) in enumerate(splits, start=1):
+        if only_fold is not None and number != only_fold:
+            continue
         train, val = case_split(trainval, val_fraction, seed + number)
         if progress:
             print(
@@ -229,7 +235,9 @@ def train_model(
     train, val, test = kept_split
     summary: dict[str, Any] = {"test": kept_report, "history": kept_history}
     accuracies = [f["test"]["accuracy"] for f in fold_reports if f["test"]]
-    if folds:
+    if only_fold is not None:
+        summary["fold"] = {"number": only_fold, "of": folds}  # one fold: its mean is the other folds' job
+    elif folds:
         summary["folds"] = fold_reports
         summary["cross_validation"] = {
             "k": folds,
@@ -251,6 +259,7 @@ def train_model(
         "label_smoothing": label_smoothing,
         "patience": patience,
         "folds": folds,
+        "fold": only_fold,
         "augment": augment.to_dict() if augment is not None else None,
         "data_roots": [str(r) for r in roots],
         "counts": {"train": len(train), "val": len(val), "test": len(test), "skipped": len(data.skipped)},
@@ -262,7 +271,7 @@ def train_model(
     split = {
         "strategy": "case",
         "seed": seed,
-        "fold": 1 if folds else None,
+        "fold": (only_fold or 1) if folds else None,
         "train_cases": _cases(train),
         "val_cases": _cases(val),
         "test_cases": _cases(test),

@@ -42,9 +42,10 @@ def train_command(
     out: Path = typer.Option(..., "--out", help="Model folder to write (model.keras, train_config.json, report.json, confusion.png, split.json)."),
     arch: str = typer.Option("edge", "--arch", help="edge (compact, INT8-friendly) or seed-dcnn (the reference study's network)."),
     scheme: str = typer.Option("normal24", "--scheme", help=f"Label scheme: {', '.join(SCHEME_NAMES)}."),
-    epochs: int = typer.Option(30, "--epochs", min=1, help="Maximum epochs (early stopping on held-out cases)."),
-    image_size: Optional[int] = typer.Option(None, "--image-size", min=16, help="Input size in px (default: 64 for edge, 300 for seed-dcnn)."),
+    epochs: int = typer.Option(24, "--epochs", min=1, help="Maximum epochs (early stopping on held-out cases)."),
+    input_size: Optional[str] = typer.Option(None, "--input-size", "--image-size", help="Model input HEIGHTxWIDTH px, or one number for a square (default: 96x32 for edge, 300 for seed-dcnn)."),
     folds: int = typer.Option(0, "--folds", min=0, help="Case-wise k-fold cross-validation (0: one train/val/test split)."),
+    fold: Optional[int] = typer.Option(None, "--fold", min=1, help="With --folds K: train only fold N (1..K), e.g. one fold per machine; the folder holds that fold's model and held-out cases."),
     seed: int = typer.Option(0, "--seed", help="Seed for splits, augmentation and weights."),
     batch_size: int = typer.Option(64, "--batch-size", min=1),
     learning_rate: float = typer.Option(2e-3, "--learning-rate", min=0.0),
@@ -54,11 +55,13 @@ def train_command(
 ) -> None:
     """Train a chromosome classifier; the split is by case (patient), never by image."""
     from .augment import AugmentConfig
+    from .models import parse_input_size
     from .train import train_model
 
     augment = None if no_augment else AugmentConfig(vflip=vflip)
+    size = parse_input_size(input_size) if input_size else None
     out_dir = train_model(
-        data, out, arch=arch, scheme=scheme, epochs=epochs, image_size=image_size, folds=folds, seed=seed,
+        data, out, arch=arch, scheme=scheme, epochs=epochs, input_size=size, folds=folds, only_fold=fold, seed=seed,
         batch_size=batch_size, learning_rate=learning_rate, label_smoothing=label_smoothing, augment=augment,
     )
     report = json.loads((out_dir / "report.json").read_text(encoding="utf-8"))

@@ -180,7 +180,7 @@ def _sig(value: float, digits: int = 5) -> float:
 def random_inputs(spec: PreprocessSpec, count: int, seed: int = 0) -> np.ndarray:
     """Tensors in the value range the preprocess spec produces (a scaled [0, 1] image, normalized)."""
     rng = np.random.default_rng(seed)
-    pixels = rng.random((count, spec.size, spec.size, 1), dtype=np.float32)
+    pixels = rng.random((count, *spec.input_shape), dtype=np.float32)
     return ((pixels - np.float32(spec.mean)) / np.float32(spec.std)).astype(np.float32)
 
 
@@ -308,7 +308,7 @@ def benchmark_bundle(
             "path": str(loaded.path),
             "labels": loaded.labels.name,
             "classes": len(loaded.labels),
-            "input_size": spec.size,
+            "input_size": f"{spec.size}x{spec.width}",
             "arch": loaded.manifest.provenance.get("arch"),
         },
         "settings": {

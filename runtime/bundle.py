@@ -55,11 +55,11 @@ class Manifest:
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
-        size = self.preprocess.size
+        height, width, channels = self.preprocess.input_shape
         return {
             "schema_version": self.schema_version,
             "labels": self.labels.to_dict(),
-            "input": {"name": self.input_name, "shape": [None, size, size, 1], "layout": "NHWC", "dtype": "float32"},
+            "input": {"name": self.input_name, "shape": [None, height, width, channels], "layout": "NHWC", "dtype": "float32"},
             "output": {"name": self.output_name, "kind": "probabilities", "shape": [None, len(self.labels)]},
             "preprocess": self.preprocess.to_dict(),
             "provenance": self.provenance,

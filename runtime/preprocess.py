@@ -44,22 +44,34 @@ class ImageError(ValueError):
 class PreprocessSpec:
     """How a crop becomes a model input. Serialized into the bundle manifest.
 
+    `size` x `width` is the model input (height x width). A chromosome is long and thin, so a tall
+    box spends the pixels along the axis that carries the bands: the crop is padded to the box's
+    aspect ratio with its background level and resized, never stretched, so the crop's own
+    length-to-width ratio (a strong cue for which chromosome it is) survives. `width=None` means a
+    square box (the layout of bundles written before the width existed); each architecture's
+    default box lives with the architecture (`karyo.export.models.DEFAULT_INPUT`).
+
     `invert` maps dark bands on a light background to bright-on-black, so zero padding and the
     background agree. `focus_main_object` blanks everything except the largest object, for crops
     cut as bounding boxes where neighbouring chromosomes reach in.
     """
 
     size: int = 64
+    width: int | None = None
     invert: bool = True
     mean: float = 0.0
     std: float = 1.0
-    focus_main_object: bool = False
+    focus_main_object: bool = True
     max_pixels: int = DEFAULT_MAX_PIXELS
 
     def __post_init__(self) -> None:
         # A hand-edited manifest must fail at load time with a message, not deep inside OpenCV.
-        if not isinstance(self.size, numbers.Integral) or isinstance(self.size, bool) or not 1 <= self.size <= 4096:
-            raise ValueError(f"preprocess size must be an integer in 1..4096, got {self.size!r}")
+        if self.width is None:
+            object.__setattr__(self, "width", self.size)
+        for name in ("size", "width"):
+            value = getattr(self, name)
+            if not isinstance(value, numbers.Integral) or isinstance(value, bool) or not 1 <= value <= 4096:
+                raise ValueError(f"preprocess {name} must be an integer in 1..4096, got {value!r}")
         for name in ("mean", "std"):
             value = getattr(self, name)
             if not isinstance(value, numbers.Real) or isinstance(value, bool) or not np.isfinite(value):
@@ -69,22 +81,29 @@ class PreprocessSpec:
         if not isinstance(self.max_pixels, numbers.Integral) or self.max_pixels < 1:
             raise ValueError(f"preprocess max_pixels must be a positive integer, got {self.max_pixels!r}")
         # numpy scalars from training code would make the manifest JSON unwritable: store plain types
-        for name, kind in (("size", int), ("mean", float), ("std", float), ("max_pixels", int)):
+        for name, kind in (("size", int), ("width", int), ("mean", float), ("std", float), ("max_pixels", int)):
             object.__setattr__(self, name, kind(getattr(self, name)))
         object.__setattr__(self, "invert", bool(self.invert))
         object.__setattr__(self, "focus_main_object", bool(self.focus_main_object))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"version": 1, "pipeline": "gray-pad-square-area-resize", **asdict(self)}
+        return {"version": 2, "pipeline": "gray-pad-to-box-aspect-area-resize", **asdict(self)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "PreprocessSpec":
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        values = {k: v for k, v in data.items() if k in known}
+        values.setdefault("width", None)  # version-1 manifests: square input
+        return cls(**values)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
-        return (self.size, self.size, 1)
+        return (self.size, self.width, 1)
+
+    @property
+    def input_label(self) -> str:
+        """How people write the input size: "64 px" for a square, "96x32 px" (height x width) otherwise."""
+        return f"{self.size} px" if self.size == self.width else f"{self.size}x{self.width} px"
 
 
 def read_bytes(path: str | Path) -> bytes:
@@ -163,33 +182,49 @@ def background_level(gray: np.ndarray) -> float:
 
 
 def focus_main_object(gray: np.ndarray, background: float) -> np.ndarray:
-    """Blank every object except the largest, so a bounding-box crop shows one chromosome.
+    """Blank the neighbours that reach into a bounding-box crop, keeping the chromosome it was cut for.
 
-    Objects are found by Otsu on the distance from the background level; the largest component
-    (slightly dilated, to keep its soft edge) survives. Clean crops hold one object: untouched.
+    Objects are what differs from the background by more than half the Otsu level (low, so the
+    pale bands of a chromosome stay part of it), closed by 5 px so a centromere constriction or a
+    pale band does not cut one chromosome in two. The largest object is the chromosome; another
+    object is blanked only if it enters through the crop's edge, which is how a neighbour shows up
+    in a bounding box. A clean crop (one chromosome with a margin) comes back unchanged.
     """
     distance = np.abs(gray - background)
-    if float(distance.max()) < 8.0:
+    peak = float(distance.max())
+    if peak < 8.0:
         return gray
-    scaled = np.clip(distance * (255.0 / max(float(distance.max()), 1e-6)), 0, 255).astype(np.uint8)
-    _, mask = cv2.threshold(scaled, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    scaled = np.clip(distance * (255.0 / peak), 0, 255).astype(np.uint8)
+    otsu, _ = cv2.threshold(scaled, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    mask = (scaled > otsu * 0.5).astype(np.uint8)
+    mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5)))
     count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     if count <= 2:
         return gray
     areas = stats[1:, cv2.CC_STAT_AREA]
-    keep = 1 + int(np.argmax(areas))
-    main = (labels == keep).astype(np.uint8)
-    main = cv2.dilate(main, np.ones((3, 3), np.uint8), iterations=2)
-    return np.where(main > 0, gray, np.float32(background)).astype(np.float32)
-
-
-def pad_to_square(gray: np.ndarray, value: float) -> np.ndarray:
+    main = 1 + int(np.argmax(areas))
     height, width = gray.shape
-    side = max(height, width)
-    top = (side - height) // 2
-    left = (side - width) // 2
+    left, top = stats[:, cv2.CC_STAT_LEFT], stats[:, cv2.CC_STAT_TOP]
+    right, bottom = left + stats[:, cv2.CC_STAT_WIDTH], top + stats[:, cv2.CC_STAT_HEIGHT]
+    touches_edge = (left == 0) | (top == 0) | (right == width) | (bottom == height)
+    intruders = [k for k in range(1, count) if k != main and touches_edge[k]]
+    if not intruders:
+        return gray
+    blank = np.isin(labels, intruders).astype(np.uint8)
+    keep = cv2.dilate((labels == main).astype(np.uint8), np.ones((3, 3), np.uint8), iterations=2)
+    blank = cv2.dilate(blank, np.ones((3, 3), np.uint8), iterations=1) & (1 - keep)
+    return np.where(blank > 0, np.float32(background), gray).astype(np.float32)
+
+
+def pad_to_aspect(gray: np.ndarray, value: float, box_height: int, box_width: int) -> np.ndarray:
+    """Pad (centred, with `value`) to the smallest canvas with the box's aspect ratio that holds the crop."""
+    height, width = gray.shape
+    canvas_h = max(height, int(np.ceil(width * box_height / box_width - 1e-9)))
+    canvas_w = max(width, int(np.ceil(canvas_h * box_width / box_height - 1e-9)))
+    top = (canvas_h - height) // 2
+    left = (canvas_w - width) // 2
     return cv2.copyMakeBorder(
-        gray, top, side - height - top, left, side - width - left, cv2.BORDER_CONSTANT, value=float(value)
+        gray, top, canvas_h - height - top, left, canvas_w - width - left, cv2.BORDER_CONSTANT, value=float(value)
     )
 
 
@@ -197,19 +232,20 @@ def preprocess_gray(gray: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     """float32 gray [0, 255] (any size) -> float32 HxWx1 model input."""
     if gray.ndim != 2 or min(gray.shape) == 0:
         raise ImageError(f"zero-size or malformed image, shape {tuple(gray.shape)}")
-    side = max(gray.shape)
-    if side * side > spec.max_pixels:  # a 1 x 30,000,000 strip would pad to a 30M x 30M square
+    height, width = gray.shape
+    canvas_h = max(height, width * spec.size / spec.width)
+    canvas_w = canvas_h * spec.width / spec.size
+    if canvas_h * canvas_w > spec.max_pixels:  # a 1 x 30,000,000 strip would pad to a 30M x 30M square
         raise ImageError(
-            f"image is {gray.shape[1]}x{gray.shape[0]} px; padded to a square it would exceed "
+            f"image is {width}x{height} px; padded to the model's aspect ratio it would exceed "
             f"the {spec.max_pixels} pixel limit (not a chromosome crop?)"
         )
     background = background_level(gray)
     if spec.focus_main_object:
         gray = focus_main_object(gray, background)
-    square = pad_to_square(gray, background)
-    side = square.shape[0]
-    interpolation = cv2.INTER_AREA if side >= spec.size else cv2.INTER_LINEAR
-    resized = cv2.resize(square, (spec.size, spec.size), interpolation=interpolation)
+    canvas = pad_to_aspect(gray, background, spec.size, spec.width)
+    interpolation = cv2.INTER_AREA if canvas.shape[0] >= spec.size else cv2.INTER_LINEAR
+    resized = cv2.resize(canvas, (spec.width, spec.size), interpolation=interpolation)
     scaled = resized * np.float32(1.0 / 255.0)
     if spec.invert:
         scaled = np.float32(1.0) - scaled

@@ -271,11 +271,11 @@ def test_seed_export_falls_back_to_an_older_cached_bundle(tiny, tmp_path, monkey
 
     monkeypatch.setitem(run.EXPORT_MEMORY_GB, "seed-dcnn", 1e9)
     args = argparse.Namespace(out=tmp_path, quick=True, no_cache=False)
-    assert run.untrained_bundle(args, "seed-dcnn", 300, 1)[0] is None
+    assert run.untrained_bundle(args, "seed-dcnn", (300, 300), 1)[0] is None
     (tmp_path / "cache").mkdir(exist_ok=True)
-    shutil.copytree(tiny.path, tmp_path / "cache" / "seed-dcnn-300-0123456789ab")
+    shutil.copytree(tiny.path, tmp_path / "cache" / "seed-dcnn-300x300-0123456789ab")
     (tmp_path / "cache" / ".export.killed").mkdir()  # what a child killed for memory leaves behind
-    bundle, how = run.untrained_bundle(args, "seed-dcnn", 300, 1)
-    assert bundle == tmp_path / "cache" / "seed-dcnn-300-0123456789ab"
-    assert how.startswith("stale cache seed-dcnn-300-0123456789ab") and "GB free memory" in how
+    bundle, how = run.untrained_bundle(args, "seed-dcnn", (300, 300), 1)
+    assert bundle == tmp_path / "cache" / "seed-dcnn-300x300-0123456789ab"
+    assert how.startswith("stale cache seed-dcnn-300x300-0123456789ab") and "GB free memory" in how
     assert not (tmp_path / "cache" / ".export.killed").exists()

@@ -39,7 +39,7 @@ def trained(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("convert")
     data = make_tiny_dataset(root / "data", cases=5, per_class=3)
-    model_dir = train_model([data], root / "model", epochs=2, image_size=32, batch_size=16, progress=False)
+    model_dir = train_model([data], root / "model", epochs=2, input_size=(32, 16), batch_size=16, progress=False)
     return root, data, model_dir
 
 
@@ -55,11 +55,11 @@ def test_convert_writes_verified_bundle_with_parity(trained):
     bundle_path = convert_model(model_dir, root / "bundle", precisions=("fp32",), progress=False)
     bundle = load_bundle(bundle_path)  # verifies every file's sha256
     assert bundle.available_precisions == ["fp32"]
-    assert bundle.spec.size == 32 and list(bundle.labels.labels[:3]) == ["1", "2", "3"]
+    assert (bundle.spec.size, bundle.spec.width) == (32, 16) and list(bundle.labels.labels[:3]) == ["1", "2", "3"]
     graph = onnx.load(str(bundle.model_path("fp32"))).graph
     assert [i.name for i in graph.input] == ["image"] and [o.name for o in graph.output] == ["probabilities"]
     dims = graph.input[0].type.tensor_type.shape.dim
-    assert not dims[0].HasField("dim_value") and [d.dim_value for d in dims[1:]] == [32, 32, 1]
+    assert not dims[0].HasField("dim_value") and [d.dim_value for d in dims[1:]] == [32, 16, 1]
 
     parity = bundle.metrics("fp32")["parity"]
     split = json.loads((model_dir / "split.json").read_text())

@@ -152,11 +152,14 @@ def test_edge_is_small_and_softmax():
     from karyo.export.models import build_model
 
     model = build_model("edge", 24)
-    assert model.input_shape == (None, 64, 64, 1) and model.inputs[0].name == "image"
-    assert 50_000 < model.count_params() <= 2_000_000
+    assert model.input_shape == (None, 96, 32, 1) and model.inputs[0].name == "image"
+    # 4 stages of two 3x3 convs (16, 32, 64, 128 channels, BN without conv bias) + dense 128 -> 24
+    convs = [(1, 16), (16, 16), (16, 32), (32, 32), (32, 64), (64, 64), (64, 128), (128, 128)]
+    expected = sum(9 * cin * cout + 4 * cout for cin, cout in convs) + 128 * 24 + 24
+    assert model.count_params() == expected == 297_768
     assert any(type(layer).__name__ == "BatchNormalization" for layer in model.layers)
     assert any(type(layer).__name__ == "GlobalAveragePooling2D" for layer in model.layers)
-    probs = model.predict(np.random.default_rng(0).random((3, 64, 64, 1), dtype=np.float32), verbose=0)
+    probs = model.predict(np.random.default_rng(0).random((3, 96, 32, 1), dtype=np.float32), verbose=0)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
     with pytest.raises(ValueError, match="unknown architecture"):
         build_model("resnet", 24)
@@ -166,16 +169,16 @@ def test_edge_is_small_and_softmax():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("arch,size", [("edge", 32), ("seed-dcnn", 40)])
+@pytest.mark.parametrize("arch,size", [("edge", (32, 16)), ("seed-dcnn", (40, 40))])
 def test_train_writes_a_complete_model_folder(tmp_path, arch, size):
     from karyo.export.train import train_model
 
     data = make_tiny_dataset(tmp_path / "data", cases=5, per_class=3)
-    out = train_model([data], tmp_path / "model", arch=arch, epochs=1, image_size=size, batch_size=16, progress=False)
+    out = train_model([data], tmp_path / "model", arch=arch, epochs=1, input_size=size, batch_size=16, progress=False)
     for name in ("model.keras", "train_config.json", "report.json", "split.json"):
         assert (out / name).is_file(), name
     config = json.loads((out / "train_config.json").read_text())
-    assert config["arch"] == arch and config["preprocess"]["size"] == size
+    assert config["arch"] == arch and (config["preprocess"]["size"], config["preprocess"]["width"]) == size
     assert config["labels"]["names"][:3] == ["1", "2", "3"]
     split = json.loads((out / "split.json").read_text())
     test_cases = set(split["test_cases"])
@@ -192,10 +195,27 @@ def test_kfold_reports_mean_and_spread(tmp_path):
     from karyo.export.train import train_model
 
     data = make_tiny_dataset(tmp_path / "data", cases=6, per_class=2)
-    out = train_model([data], tmp_path / "model", epochs=1, image_size=32, folds=3, batch_size=16, progress=False)
+    out = train_model([data], tmp_path / "model", epochs=1, input_size=(32, 16), folds=3, batch_size=16, progress=False)
     report = json.loads((out / "report.json").read_text())
     cv = report["cross_validation"]
     assert cv["k"] == 3 and len(cv["accuracies"]) == 3
     assert cv["accuracy_mean"] == pytest.approx(np.mean(cv["accuracies"]))
     tested = [c for fold in report["folds"] for c in fold["test_cases"]]
     assert sorted(tested) == sorted({s.case for s in read_labeled_folders([data])})
+
+
+@pytest.mark.slow
+def test_one_fold_alone_holds_out_the_same_cases_as_in_the_full_kfold(tmp_path):
+    """`--fold n` exists so each fold can go through convert and evaluate: its held-out cases must
+    be fold n's of the full k-fold run, and its report must not pretend to be a k-fold mean."""
+    from karyo.export.data import case_folds
+    from karyo.export.train import train_model
+
+    data = make_tiny_dataset(tmp_path / "data", cases=6, per_class=2)
+    out = train_model([data], tmp_path / "model", epochs=1, input_size=(32, 16), folds=3, only_fold=2, batch_size=16, progress=False)
+    report = json.loads((out / "report.json").read_text())
+    assert report["fold"] == {"number": 2, "of": 3} and "cross_validation" not in report
+    expected = sorted({s.case for s in case_folds(read_labeled_folders([data]), 3, 0)[1][1]})
+    assert json.loads((out / "split.json").read_text())["test_cases"] == expected
+    with pytest.raises(ValueError, match="--fold 4 needs --folds K"):
+        train_model([data], tmp_path / "bad", epochs=1, folds=3, only_fold=4, progress=False)

@@ -98,14 +98,51 @@ def test_upscaling_a_flat_crop_stays_flat_and_background_maps_to_zero():
     np.testing.assert_allclose(tensor, 0.0, atol=1e-6)  # white paper, inverted -> 0, same as padding
 
 
-def test_focus_main_object_blanks_the_smaller_neighbour():
+def test_focus_main_object_blanks_a_neighbour_entering_through_the_edge():
     crop = np.full((40, 40), 255, np.uint8)
     crop[5:35, 5:15] = 40  # the chromosome
-    crop[30:36, 30:36] = 40  # a neighbour reaching into the box
-    plain = preprocess_array(crop, PreprocessSpec(size=40))
+    crop[28:40, 30:40] = 60  # a neighbour reaching into the bounding box from the corner
+    plain = preprocess_array(crop, PreprocessSpec(size=40, focus_main_object=False))
     focused = preprocess_array(crop, PreprocessSpec(size=40, focus_main_object=True))
-    assert plain[32, 32, 0] > 0.5 and focused[32, 32, 0] == pytest.approx(0.0, abs=1e-6)
+    assert plain[34, 35, 0] > 0.5 and focused[34, 35, 0] == pytest.approx(0.0, abs=1e-6)
     np.testing.assert_allclose(focused[10:30, 7:13], plain[10:30, 7:13])
+
+
+def test_focus_main_object_keeps_every_part_of_a_clean_crop():
+    """A satellite or a chromatid piece inside the margin is part of the chromosome, not a neighbour;
+    a pale band must not split the chromosome either."""
+    crop = np.full((44, 20), 250, np.uint8)
+    crop[4:38, 5:15] = 60
+    crop[20:23, 5:15] = 215  # a pale band across the chromosome
+    crop[40:42, 8:11] = 90  # a small separate piece, not touching the edge
+    spec_on, spec_off = PreprocessSpec(size=44, width=20), PreprocessSpec(size=44, width=20, focus_main_object=False)
+    np.testing.assert_array_equal(preprocess_array(crop, spec_on), preprocess_array(crop, spec_off))
+
+
+def test_tall_box_keeps_the_crop_aspect_and_pads_only_the_short_side():
+    """A 12x4 crop in a 6x2 box (same aspect) is only resized; a 4x4 crop in the 6x2 box is padded
+    to 12x4 (rows above and below), never stretched."""
+    spec = PreprocessSpec(size=6, width=2, invert=False)
+    tall = np.full((12, 4), 100, np.uint8)
+    tall[:, :2] = 0
+    tensor = preprocess_array(tall, spec)
+    assert tensor.shape == (6, 2, 1)
+    np.testing.assert_allclose(tensor[..., 0], np.tile([[0.0, 100 / 255]], (6, 1)), atol=1e-6)
+    square = np.full((4, 4), 30, np.uint8)
+    square[0, :] = 200  # border median 30 -> padding is 30 as well; the 200 row shows where the crop sits
+    tensor = preprocess_array(square, spec)[..., 0] * 255
+    # 4x4 padded to 12x4 (4 rows above, 4 below), then 2x2 means: the 200-row lands in output row 2
+    np.testing.assert_allclose(tensor[:, 0], [30, 30, 115, 30, 30, 30], atol=1e-3)
+
+
+def test_version_1_manifest_spec_reads_as_a_square_box():
+    old = {"version": 1, "pipeline": "gray-pad-square-area-resize", "size": 64, "invert": True, "mean": 0.0,
+           "std": 1.0, "focus_main_object": False, "max_pixels": 1000}
+    spec = PreprocessSpec.from_dict(old)
+    assert spec.input_shape == (64, 64, 1) and spec.focus_main_object is False
+    assert PreprocessSpec.from_dict(spec.to_dict()) == spec
+    tall = PreprocessSpec(size=96, width=32)
+    assert tall.input_shape == (96, 32, 1) and PreprocessSpec.from_dict(tall.to_dict()) == tall
 
 
 def test_path_round_trip_and_error_names_the_file(tmp_path):
@@ -155,7 +192,7 @@ def test_pixel_limit_from_spec():
 
 def test_thin_strip_is_refused_before_padding_allocates_a_huge_square():
     strip = np.full((1, 200_000), 255, np.uint8)  # 200k pixels, but padded it would be 4e10
-    with pytest.raises(ImageError, match="padded to a square"):
+    with pytest.raises(ImageError, match="padded to the model.s aspect ratio"):
         preprocess_array(strip, PreprocessSpec(size=16))
 
 
