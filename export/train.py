@@ -284,11 +284,28 @@ def train_model(
         atomic_write_text(stage / "train_config.json", json.dumps(config, indent=2) + "\n")
         atomic_write_text(stage / "report.json", json.dumps(summary, indent=2) + "\n")
         atomic_write_text(stage / "split.json", json.dumps(split) + "\n")
+        if test:
+            write_heldout_manifest(test, stage / "heldout")
         if kept_report:
             _write_confusion_png(kept_report, stage / "confusion.png", f"{arch} {labels.name}: held-out test")
     if progress:
         print(f"wrote {out} in {summary['seconds']:.0f} s", file=sys.stderr)
     return out
+
+
+def write_heldout_manifest(samples: Sequence[Sample], folder: Path) -> None:
+    """The held-out cases as a labeled folder (`manifest.csv` with absolute paths), so that
+    `karyo evaluate BUNDLE MODEL/heldout` measures the bundle on exactly the patients training never saw."""
+    import csv
+    import io
+
+    folder.mkdir(parents=True, exist_ok=True)
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["path", "label", "case", "cell"])
+    for s in samples:
+        writer.writerow([str(Path(s.path).resolve()), s.label, s.case, s.cell])
+    atomic_write_text(folder / "manifest.csv", text.getvalue())
 
 
 def inference_copy(model):

@@ -48,6 +48,10 @@ def format_report(result: Any) -> str:
             lines.append(f"  {error['cell']}: called {error['called']}, truth {error['truth']}")
         if len(c["errors"]) > 10:
             lines.append(f"  ... {len(c['errors']) - 10} more in --json")
+        abnormal = c.get("abnormal_cells", [])
+        if abnormal:
+            right = sum(row["right"] for row in abnormal)
+            lines.append(f"cells whose truth is not 46,XX/46,XY: {right}/{len(abnormal)} called exactly")
     lines += ["", f"per-class recall ({data['precision']}):"]
     cells = [
         f"{label:>15} {short_float(v['recall'], 3):>6} (n={v['support']})"

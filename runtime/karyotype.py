@@ -161,6 +161,7 @@ def evaluate_cells(
         by_cell[sample.cell_key].append(index)
     right_top1 = right_assembled = complete = complete_exact = agree_complete = 0
     errors: list[dict[str, Any]] = []
+    abnormal: list[dict[str, Any]] = []  # every cell whose truth is not 46,XX / 46,XY, right or wrong
     for key, rows in by_cell.items():
         truth_labels = [samples[i].label for i in rows]
         truth = call_karyotype(truth_labels, max_losses=max_losses)
@@ -175,6 +176,9 @@ def evaluate_cells(
         if truth.complete:
             complete += 1
             complete_exact += truth.karyotype == called.karyotype
+        if truth.karyotype not in ("46,XX", "46,XY"):
+            abnormal.append({"cell": key, "truth": truth.karyotype, "called": called.karyotype,
+                             "right": truth.karyotype == called.karyotype})
         if truth.karyotype != called.karyotype:
             errors.append({"cell": key, "truth": truth.karyotype, "called": called.karyotype, "crops": len(rows),
                            "wrong_top1": wrong_top1, "wrong_assembled": wrong_assembled})
@@ -188,6 +192,7 @@ def evaluate_cells(
         "complete_exact": complete_exact,
         "complete_exact_rate": complete_exact / complete if complete else 0.0,
         "completeness_agreement": agree_complete / len(by_cell) if by_cell else 0.0,
+        "abnormal_cells": sorted(abnormal, key=lambda row: row["cell"]),
         "errors": errors,
     }
 

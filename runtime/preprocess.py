@@ -52,8 +52,9 @@ class PreprocessSpec:
     default box lives with the architecture (`karyo.export.models.DEFAULT_INPUT`).
 
     `invert` maps dark bands on a light background to bright-on-black, so zero padding and the
-    background agree. `focus_main_object` blanks everything except the largest object, for crops
-    cut as bounding boxes where neighbouring chromosomes reach in.
+    background agree. `focus_main_object` blanks the neighbours that reach into crops cut as
+    bounding boxes; `tight_crop` cuts the crop down to its chromosome, so a lab's margins do not
+    change how large a chromosome looks (see `focus_main_object()`).
     """
 
     size: int = 64
@@ -62,6 +63,7 @@ class PreprocessSpec:
     mean: float = 0.0
     std: float = 1.0
     focus_main_object: bool = True
+    tight_crop: bool = True
     max_pixels: int = DEFAULT_MAX_PIXELS
 
     def __post_init__(self) -> None:
@@ -85,6 +87,7 @@ class PreprocessSpec:
             object.__setattr__(self, name, kind(getattr(self, name)))
         object.__setattr__(self, "invert", bool(self.invert))
         object.__setattr__(self, "focus_main_object", bool(self.focus_main_object))
+        object.__setattr__(self, "tight_crop", bool(self.tight_crop))
 
     def to_dict(self) -> dict[str, Any]:
         return {"version": 2, "pipeline": "gray-pad-to-box-aspect-area-resize", **asdict(self)}
@@ -94,6 +97,7 @@ class PreprocessSpec:
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
         values.setdefault("width", None)  # version-1 manifests: square input
+        values.setdefault("tight_crop", False)  # bundles written before it existed were trained without
         return cls(**values)
 
     @property
@@ -181,39 +185,64 @@ def background_level(gray: np.ndarray) -> float:
     return float(np.median(border))
 
 
-def focus_main_object(gray: np.ndarray, background: float) -> np.ndarray:
-    """Blank the neighbours that reach into a bounding-box crop, keeping the chromosome it was cut for.
+def _objects(gray: np.ndarray, background: float) -> tuple[np.ndarray, np.ndarray, int, list[int]] | None:
+    """Label the objects of a crop: (labels, stats, main, intruders), or None for a blank crop.
 
     Objects are what differs from the background by more than half the Otsu level (low, so the
     pale bands of a chromosome stay part of it), closed by 5 px so a centromere constriction or a
     pale band does not cut one chromosome in two. The largest object is the chromosome; another
-    object is blanked only if it enters through the crop's edge, which is how a neighbour shows up
-    in a bounding box. A clean crop (one chromosome with a margin) comes back unchanged.
+    object is an intruder if it enters through the crop's edge, which is how a neighbour shows up
+    in a bounding box (a piece inside the margin, like a satellite, belongs to the chromosome).
     """
     distance = np.abs(gray - background)
     peak = float(distance.max())
     if peak < 8.0:
-        return gray
+        return None
     scaled = np.clip(distance * (255.0 / peak), 0, 255).astype(np.uint8)
     otsu, _ = cv2.threshold(scaled, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     mask = (scaled > otsu * 0.5).astype(np.uint8)
     mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5)))
     count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-    if count <= 2:
-        return gray
-    areas = stats[1:, cv2.CC_STAT_AREA]
-    main = 1 + int(np.argmax(areas))
+    if count < 2:
+        return None
+    main = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
     height, width = gray.shape
     left, top = stats[:, cv2.CC_STAT_LEFT], stats[:, cv2.CC_STAT_TOP]
     right, bottom = left + stats[:, cv2.CC_STAT_WIDTH], top + stats[:, cv2.CC_STAT_HEIGHT]
     touches_edge = (left == 0) | (top == 0) | (right == width) | (bottom == height)
     intruders = [k for k in range(1, count) if k != main and touches_edge[k]]
-    if not intruders:
+    return labels, stats, main, intruders
+
+
+def focus_main_object(
+    gray: np.ndarray, background: float, blank: bool = True, tight: bool = False, margin: int = 2
+) -> np.ndarray:
+    """Blank (`blank`) the neighbours that reach into a bounding-box crop, keeping the chromosome it
+    was cut for; with `tight`, also cut the crop down to that chromosome (plus `margin` px).
+
+    Cutting matters as much as blanking: the model reads a chromosome's length from how much of
+    the box it fills, and a lab that leaves wide margins (or a bounding box stretched by a
+    neighbour) would otherwise show every chromosome smaller than it is. A clean crop with one
+    chromosome and a thin margin comes back unchanged, or only trimmed to that margin.
+    """
+    found = _objects(gray, background)
+    if found is None:
         return gray
-    blank = np.isin(labels, intruders).astype(np.uint8)
-    keep = cv2.dilate((labels == main).astype(np.uint8), np.ones((3, 3), np.uint8), iterations=2)
-    blank = cv2.dilate(blank, np.ones((3, 3), np.uint8), iterations=1) & (1 - keep)
-    return np.where(blank > 0, np.float32(background), gray).astype(np.float32)
+    labels, stats, main, intruders = found
+    if blank and intruders:
+        blank = np.isin(labels, intruders).astype(np.uint8)
+        keep = cv2.dilate((labels == main).astype(np.uint8), np.ones((3, 3), np.uint8), iterations=2)
+        blank = cv2.dilate(blank, np.ones((3, 3), np.uint8), iterations=1) & (1 - keep)
+        gray = np.where(blank > 0, np.float32(background), gray).astype(np.float32)
+    if tight:
+        kept = [k for k in range(1, len(stats)) if k not in intruders]
+        x0 = int(min(stats[k, cv2.CC_STAT_LEFT] for k in kept))
+        y0 = int(min(stats[k, cv2.CC_STAT_TOP] for k in kept))
+        x1 = int(max(stats[k, cv2.CC_STAT_LEFT] + stats[k, cv2.CC_STAT_WIDTH] for k in kept))
+        y1 = int(max(stats[k, cv2.CC_STAT_TOP] + stats[k, cv2.CC_STAT_HEIGHT] for k in kept))
+        height, width = gray.shape
+        gray = gray[max(0, y0 - margin) : min(height, y1 + margin), max(0, x0 - margin) : min(width, x1 + margin)]
+    return gray
 
 
 def pad_to_aspect(gray: np.ndarray, value: float, box_height: int, box_width: int) -> np.ndarray:
@@ -241,8 +270,8 @@ def preprocess_gray(gray: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
             f"the {spec.max_pixels} pixel limit (not a chromosome crop?)"
         )
     background = background_level(gray)
-    if spec.focus_main_object:
-        gray = focus_main_object(gray, background)
+    if spec.focus_main_object or spec.tight_crop:
+        gray = focus_main_object(gray, background, blank=spec.focus_main_object, tight=spec.tight_crop)
     canvas = pad_to_aspect(gray, background, spec.size, spec.width)
     interpolation = cv2.INTER_AREA if canvas.shape[0] >= spec.size else cv2.INTER_LINEAR
     resized = cv2.resize(canvas, (spec.width, spec.size), interpolation=interpolation)

@@ -102,8 +102,8 @@ def test_focus_main_object_blanks_a_neighbour_entering_through_the_edge():
     crop = np.full((40, 40), 255, np.uint8)
     crop[5:35, 5:15] = 40  # the chromosome
     crop[28:40, 30:40] = 60  # a neighbour reaching into the bounding box from the corner
-    plain = preprocess_array(crop, PreprocessSpec(size=40, focus_main_object=False))
-    focused = preprocess_array(crop, PreprocessSpec(size=40, focus_main_object=True))
+    plain = preprocess_array(crop, PreprocessSpec(size=40, focus_main_object=False, tight_crop=False))
+    focused = preprocess_array(crop, PreprocessSpec(size=40, focus_main_object=True, tight_crop=False))
     assert plain[34, 35, 0] > 0.5 and focused[34, 35, 0] == pytest.approx(0.0, abs=1e-6)
     np.testing.assert_allclose(focused[10:30, 7:13], plain[10:30, 7:13])
 
@@ -115,7 +115,8 @@ def test_focus_main_object_keeps_every_part_of_a_clean_crop():
     crop[4:38, 5:15] = 60
     crop[20:23, 5:15] = 215  # a pale band across the chromosome
     crop[40:42, 8:11] = 90  # a small separate piece, not touching the edge
-    spec_on, spec_off = PreprocessSpec(size=44, width=20), PreprocessSpec(size=44, width=20, focus_main_object=False)
+    spec_on = PreprocessSpec(size=44, width=20, tight_crop=False)
+    spec_off = PreprocessSpec(size=44, width=20, focus_main_object=False, tight_crop=False)
     np.testing.assert_array_equal(preprocess_array(crop, spec_on), preprocess_array(crop, spec_off))
 
 
@@ -254,3 +255,24 @@ def test_random_arrays_give_a_tensor_or_a_clean_error(array):
     except ImageError:
         return
     assert tensor.shape == (8, 8, 1) and tensor.dtype == np.float32 and np.all(np.isfinite(tensor))
+
+
+def test_tight_crop_makes_a_wide_margin_look_like_a_thin_one():
+    """A lab that cuts with wide margins (or a bounding box stretched by a neighbour) must not make
+    every chromosome look shorter: after the tight cut, both crops give the same tensor."""
+    chromosome = np.full((40, 12), 250, np.uint8)
+    chromosome[2:38, 2:10] = np.linspace(40, 160, 36, dtype=np.uint8)[:, None]
+    wide = np.full((80, 60), 250, np.uint8)
+    wide[20:60, 24:36] = chromosome
+    wide[70:80, 0:8] = 90  # a neighbour entering through the corner
+    spec = PreprocessSpec(size=48, width=16)
+    np.testing.assert_allclose(preprocess_array(wide, spec), preprocess_array(chromosome, spec), atol=1e-6)
+    loose = PreprocessSpec(size=48, width=16, tight_crop=False)
+    assert np.abs(preprocess_array(wide, loose) - preprocess_array(chromosome, loose)).max() > 0.3
+
+
+def test_specs_from_before_the_tight_crop_keep_their_behaviour():
+    """A bundle's manifest without `tight_crop` was trained without it: it must be served the same way."""
+    data = PreprocessSpec(size=64, width=32).to_dict()
+    del data["tight_crop"]
+    assert PreprocessSpec.from_dict(data).tight_crop is False

@@ -1,0 +1,107 @@
+"""How a bundle copes with crops cut as bounding boxes, with and without focusing on the main object.
+
+Labs that cut crops as axis-aligned bounding boxes get neighbours reaching into the crop. We have
+no such data, so we make it from held-out clean crops: each crop is placed on a wider canvas of
+its own background, and a piece of another held-out chromosome (randomly rotated) is laid in so
+that it enters through the canvas edge, as a neighbour would. The same bundle is then scored on
+the clean and the bounding-box crops with `focus_main_object` off and on, so one run shows what
+the focusing costs on clean crops (should be nothing) and what it buys on crowded ones.
+
+    python benchmarks/bbox_robustness.py BUNDLE MODEL/heldout --out runs/bbox
+
+Writes `bbox.json` and `examples.png` (crops before/after focusing; real crops: do not commit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from karyo.runtime.bundle import load_bundle
+from karyo.runtime.classifier import Classifier
+from karyo.runtime.dataset import read_labeled_folder
+from karyo.runtime.preprocess import background_level, load_gray, preprocess_gray
+
+
+def with_neighbour(main: np.ndarray, other: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """`main` on a canvas 1.6x wider and 1.2x taller, with a rotated piece of `other` entering from a side."""
+    background = background_level(main)
+    height, width = main.shape
+    canvas_h, canvas_w = int(height * 1.2) + 4, int(width * 1.6) + 8
+    canvas = np.full((canvas_h, canvas_w), background, np.float32)
+    top, left = (canvas_h - height) // 2, (canvas_w - width) // 2
+    canvas[top : top + height, left : left + width] = main
+    angle = float(rng.uniform(-60, 60))
+    oh, ow = other.shape
+    rotation = cv2.getRotationMatrix2D((ow / 2, oh / 2), angle, 1.0)
+    side = int(np.hypot(oh, ow)) + 2
+    rotation[:, 2] += (side - ow) / 2, (side - oh) / 2
+    piece = cv2.warpAffine(other, rotation, (side, side), flags=cv2.INTER_LINEAR, borderValue=background_level(other))
+    dark = (background_level(other) - piece) > 20  # the neighbour's own pixels, not its paper
+    # the neighbour's centre sits just outside the left or right edge, so about half of it enters
+    cy = int(rng.uniform(0.2, 0.8) * canvas_h)
+    cx = -side // 4 if rng.random() < 0.5 else canvas_w + side // 4
+    y0, x0 = cy - side // 2, cx - side // 2
+    for y in range(side):
+        yy = y0 + y
+        if not 0 <= yy < canvas_h:
+            continue
+        for x in np.nonzero(dark[y])[0]:
+            xx = x0 + x
+            if 0 <= xx < canvas_w and canvas[yy, xx] >= background - 20:  # never over the main chromosome
+                canvas[yy, xx] = piece[y, x]
+    return canvas
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("bundle", type=Path)
+    parser.add_argument("data", type=Path, help="labeled folder of held-out crops (e.g. MODEL/heldout)")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--precision", default="int8")
+    parser.add_argument("--limit", type=int, default=3000, help="crops to use (a random, fixed subset)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    bundle = load_bundle(args.bundle)
+    classifier = Classifier(bundle, precision=args.precision, provider="cpu")
+    samples = read_labeled_folder(args.data)
+    rng = np.random.default_rng(args.seed)
+    samples = [samples[i] for i in sorted(rng.permutation(len(samples))[: args.limit])]
+    labels = bundle.labels
+    truth = np.array([labels.index(s.label) for s in samples])
+    grays = [load_gray(s.path) for s in samples]
+    crowded = [with_neighbour(g, grays[int(j)], rng) for g, j in zip(grays, rng.permutation(len(grays)))]
+    figures: dict[str, float] = {}
+    for focus, tight in ((False, False), (True, False), (True, True)):
+        spec = dataclasses.replace(bundle.spec, focus_main_object=focus, tight_crop=tight)
+        for name, images in (("clean", grays), ("bounding_box", crowded)):
+            x = np.stack([preprocess_gray(g, spec) for g in images])
+            predicted = classifier.predict_tensors(x).argmax(axis=1)
+            key = f"{name}_{'focus' if focus else 'plain'}{'_tight' if tight else ''}"
+            figures[key] = float(np.mean(predicted == truth))
+            print(f"{key}: {figures[key]:.4f}", file=sys.stderr)
+    args.out.mkdir(parents=True, exist_ok=True)
+    record = {"bundle": str(args.bundle), "precision": args.precision, "crops": len(samples), "accuracy": figures,
+              "bundle_preprocess": bundle.spec.to_dict()}
+    (args.out / "bbox.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    on = dataclasses.replace(bundle.spec, focus_main_object=True, tight_crop=True)
+    off = dataclasses.replace(bundle.spec, focus_main_object=False, tight_crop=False)
+    tiles = []
+    for g in crowded[:12]:
+        pair = [preprocess_gray(g, off)[..., 0], preprocess_gray(g, on)[..., 0]]
+        tiles.append(np.concatenate(pair + [np.zeros((pair[0].shape[0], 4), np.float32)], axis=1))
+    sheet = np.concatenate(tiles, axis=1)
+    cv2.imwrite(str(args.out / "examples.png"), np.clip(255 - sheet * 255, 0, 255).astype(np.uint8))
+    print(json.dumps(record, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,147 @@
+"""Case-wise k-fold cross-validation through the product's own commands, as a lab would run it.
+
+Each fold is `karyo-export train --folds K --fold N`, `karyo-export convert`, then
+`karyo evaluate BUNDLE MODEL/heldout --json`: the figures are those of the INT8 bundle that would
+run on the scanner PC, on patients its model never saw, including cell assembly and the exact
+karyotype call. Folds already finished under --work are reused, so an interrupted study resumes.
+
+    python benchmarks/crossval.py ../shared/data/pki-dev ../shared/data/pampaj7 --work runs/cv5
+
+writes runs/cv5/crossval.json and crossval.md (per fold, mean and spread).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+BIN = Path(sys.executable).parent
+
+
+def run(command: list[str], log: Path) -> float:
+    """Run one product command, its output appended to `log`; returns wall seconds, raises on failure."""
+    started = time.perf_counter()
+    with open(log, "a", encoding="utf-8") as handle:
+        handle.write(f"$ {' '.join(command)}\n")
+        handle.flush()
+        done = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT)
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"{command[0]} exited {done.returncode}; see {log}")
+    return seconds
+
+
+def fold_figures(work: Path, data: list[str], folds: int, number: int, seed: int, extra: list[str]) -> dict[str, Any]:
+    model, bundle, result = work / f"fold{number}", work / f"fold{number}-bundle", work / f"fold{number}-eval.json"
+    log = work / f"fold{number}.log"
+    timings: dict[str, float] = json.loads((work / f"fold{number}-timings.json").read_text()) if (work / f"fold{number}-timings.json").is_file() else {}
+    if not (model / "report.json").is_file():
+        timings["train_s"] = run([str(BIN / "karyo-export"), "train", *data, "--out", str(model), "--folds", str(folds),
+                                  "--fold", str(number), "--seed", str(seed), *extra], log)
+    if not (bundle / "manifest.json").is_file():
+        timings["convert_s"] = run([str(BIN / "karyo-export"), "convert", str(model), "--out", str(bundle)], log)
+    if not result.is_file():
+        heldout = model / "heldout"
+        if not (heldout / "manifest.csv").is_file():  # model folders from before train wrote it
+            from karyo.export.data import sample_from_dict
+            from karyo.export.train import write_heldout_manifest
+
+            split = json.loads((model / "split.json").read_text())
+            write_heldout_manifest([sample_from_dict(s) for s in split["test"]], heldout)
+        started = time.perf_counter()
+        done = subprocess.run([str(BIN / "karyo"), "evaluate", str(bundle), str(heldout), "--json"], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"karyo evaluate exited {done.returncode}: {done.stderr.strip()[-300:]}")
+        timings["evaluate_s"] = time.perf_counter() - started
+        result.write_text(done.stdout, encoding="utf-8")
+    (work / f"fold{number}-timings.json").write_text(json.dumps(timings), encoding="utf-8")
+    evaluation = json.loads(result.read_text())
+    report = json.loads((model / "report.json").read_text())
+    precisions = evaluation["precisions"]
+    cells = evaluation.get("cells", {})
+    return {
+        "fold": number,
+        "test_cases": len(json.loads((model / "split.json").read_text())["test_cases"]),
+        "crops": evaluation["n"],
+        "precision": evaluation["precision"],
+        "fp32": precisions["fp32"]["accuracy"],
+        "int8": precisions.get("int8", {}).get("accuracy"),
+        "int8_agreement": precisions.get("int8", {}).get("agreement_with_fp32"),
+        "assembled": cells.get("crop_accuracy_assembled"),
+        "cells": cells.get("cells"),
+        "complete_cells": cells.get("complete_cells"),
+        "exact": cells.get("complete_exact_rate"),
+        "abnormal": [(row["cell"], row["truth"], row["called"]) for row in cells.get("abnormal_cells", [])],
+        "errors": [(row["cell"], row["truth"], row["called"]) for row in cells.get("errors", [])],
+        "epochs_run": len(report["history"]["loss"]),
+        "train_seconds": report.get("seconds"),
+        **{k: round(v, 1) for k, v in timings.items()},
+    }
+
+
+def spread(values: list[float]) -> str:
+    if not values:
+        return "-"
+    mean = statistics.fmean(values)
+    sd = statistics.pstdev(values) if len(values) > 1 else 0.0
+    return f"{100 * mean:.2f} +- {100 * sd:.2f}"
+
+
+def markdown(rows: list[dict[str, Any]], folds: int) -> str:
+    head = "| fold | test cases | crops | FP32 | INT8 | INT8 after assembly | exact karyotype (complete cells) | abnormal cells right | train min |"
+    lines = [head, "| " + " | ".join(["---"] * 9) + " |"]
+    pct = lambda v: "-" if v is None else f"{100 * v:.2f}%"  # noqa: E731
+    for r in rows:
+        right = sum(t == c for _, t, c in r["abnormal"])
+        lines.append(
+            f"| {r['fold']} | {r['test_cases']} | {r['crops']} | {pct(r['fp32'])} | {pct(r['int8'])} | {pct(r['assembled'])} | "
+            f"{pct(r['exact'])} of {r['complete_cells']} | {right}/{len(r['abnormal'])} | {(r['train_seconds'] or 0) / 60:.1f} |"
+        )
+    pick = lambda key: [r[key] for r in rows if r[key] is not None]  # noqa: E731
+    right = sum(t == c for r in rows for _, t, c in r["abnormal"])
+    total = sum(len(r["abnormal"]) for r in rows)
+    lines.append(
+        f"| mean +- sd ({len(rows)} of {folds}) | | {sum(r['crops'] for r in rows)} | {spread(pick('fp32'))} | {spread(pick('int8'))} | "
+        f"{spread(pick('assembled'))} | {spread(pick('exact'))} | {right}/{total} | |"
+    )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("data", nargs="+", help="labeled folders, as for karyo-export train")
+    parser.add_argument("--work", type=Path, required=True, help="folder for the fold models, bundles and reports")
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--only", default="", help="comma-separated fold numbers to run now (default: all)")
+    parser.add_argument("--train-args", default="", help="extra karyo-export train options, e.g. '--epochs 40'")
+    args = parser.parse_args(argv)
+    if shutil.which("karyo-export", path=str(BIN)) is None:
+        raise SystemExit(f"karyo-export not found beside {sys.executable}: install karyo with the export extra")
+    args.work.mkdir(parents=True, exist_ok=True)
+    chosen = [int(n) for n in args.only.split(",") if n.strip()] or list(range(1, args.folds + 1))
+    rows = []
+    for number in range(1, args.folds + 1):
+        done = (args.work / f"fold{number}-eval.json").is_file()
+        if number in chosen or done:
+            print(f"fold {number}/{args.folds}{' (done before)' if done else ''}", file=sys.stderr, flush=True)
+            rows.append(fold_figures(args.work, args.data, args.folds, number, args.seed, args.train_args.split()))
+            r = rows[-1]
+            print(f"  INT8 {r['int8']:.4f}, assembled {r['assembled']:.4f}, exact {r['exact']:.4f}", file=sys.stderr, flush=True)
+    summary = {"data": args.data, "folds": args.folds, "seed": args.seed, "rows": rows}
+    (args.work / "crossval.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    table = markdown(rows, args.folds)
+    (args.work / "crossval.md").write_text(table, encoding="utf-8")
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
