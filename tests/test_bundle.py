@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -29,7 +30,7 @@ def _edit_manifest(folder: Path, change) -> None:
 def test_write_then_load_round_trips(bundle_dir):
     bundle = load_bundle(bundle_dir)
     assert bundle.labels == scheme("seed32") and len(bundle.labels) == 32
-    assert bundle.spec == PreprocessSpec(size=12)
+    assert bundle.spec == dataclasses.replace(PreprocessSpec(size=12), focus_main_object=False, tight_crop=False)
     assert bundle.available_precisions == ["fp32", "int8"]
     assert bundle.model_path("int8") == bundle_dir / "model.int8.onnx"
     assert bundle.metrics("int8") == {"accuracy": 0.91, "agreement_with_fp32": 0.99}

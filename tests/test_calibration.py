@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -234,7 +235,9 @@ def test_blank_calibration_fails_the_gate_and_writes_no_int8(tmp_path, fp32_mode
     kept = [a for a in attempts if a["remedy"].startswith("kept ")]
     budget = manifest.provenance["calibration"]["exclusion_budget"]
     assert kept and budget == {"compute_nodes": 1, "of": 4}  # 3 convolutions + 1 dense layer
-    assert all("1 of them conv/matmul" in a["remedy"] for a in kept)
+    # the exclusion budget caps the conv/matmul nodes kept in float at 1, however many others are kept
+    compute_kept = [int(re.search(r"(\d+) of them conv/matmul", a["remedy"]).group(1)) for a in kept]
+    assert max(compute_kept) == 1 and all(n <= 1 for n in compute_kept), [a["remedy"] for a in kept]
     assert all(not a["passed"] and a["agreement_with_fp32"] < 0.99 for a in attempts)
     assert manifest.provenance["calibration"]["gate"]["status"] == "failed"
     assert manifest.provenance["calibration"]["sensitive_tensors"][0]["nodes"]

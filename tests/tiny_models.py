@@ -108,7 +108,10 @@ def make_bundle(
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     labels = scheme(scheme_name)
-    spec = PreprocessSpec(size=size) if max_pixels is None else PreprocessSpec(size=size, max_pixels=max_pixels)
+    # the class templates are random textures, not chromosomes: finding "the main object" in them
+    # would cut noisy copies differently from their template, so the fixture keeps the plain geometry
+    plain = dict(focus_main_object=False, tight_crop=False)
+    spec = PreprocessSpec(size=size, **plain) if max_pixels is None else PreprocessSpec(size=size, max_pixels=max_pixels, **plain)
     weights, bias = template_weights(labels, spec, seed)
     rng = np.random.default_rng(seed + 99)
     bundle = TinyBundle(folder, spec, labels)
