@@ -104,11 +104,6 @@ class PreprocessSpec:
     def input_shape(self) -> tuple[int, int, int]:
         return (self.size, self.width, 1)
 
-    @property
-    def input_label(self) -> str:
-        """How people write the input size: "64 px" for a square, "96x32 px" (height x width) otherwise."""
-        return f"{self.size} px" if self.size == self.width else f"{self.size}x{self.width} px"
-
 
 def read_bytes(path: str | Path) -> bytes:
     path = Path(path)
