@@ -48,14 +48,14 @@ def with_neighbour(main: np.ndarray, other: np.ndarray, rng: np.random.Generator
     cy = int(rng.uniform(0.2, 0.8) * canvas_h)
     cx = -side // 4 if rng.random() < 0.5 else canvas_w + side // 4
     y0, x0 = cy - side // 2, cx - side // 2
-    for y in range(side):
-        yy = y0 + y
-        if not 0 <= yy < canvas_h:
-            continue
-        for x in np.nonzero(dark[y])[0]:
-            xx = x0 + x
-            if 0 <= xx < canvas_w and canvas[yy, xx] >= background - 20:  # never over the main chromosome
-                canvas[yy, xx] = piece[y, x]
+    top_c, bottom_c = max(0, y0), min(canvas_h, y0 + side)  # the overlap of piece and canvas
+    left_c, right_c = max(0, x0), min(canvas_w, x0 + side)
+    if top_c >= bottom_c or left_c >= right_c:
+        return canvas
+    window = canvas[top_c:bottom_c, left_c:right_c]
+    source = (slice(top_c - y0, bottom_c - y0), slice(left_c - x0, right_c - x0))
+    paste = dark[source] & (window >= background - 20)  # never over the main chromosome
+    window[paste] = piece[source][paste]
     return canvas
 
 
