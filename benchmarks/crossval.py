@@ -74,6 +74,7 @@ def fold_figures(work: Path, data: list[str], folds: int, number: int, seed: int
         "fp32": precisions["fp32"]["accuracy"],
         "int8": precisions.get("int8", {}).get("accuracy"),
         "int8_agreement": precisions.get("int8", {}).get("agreement_with_fp32"),
+        "with_size": cells.get("crop_accuracy_size"),
         "assembled": cells.get("crop_accuracy_assembled"),
         "cells": cells.get("cells"),
         "complete_cells": cells.get("complete_cells"),
@@ -95,21 +96,22 @@ def spread(values: list[float]) -> str:
 
 
 def markdown(rows: list[dict[str, Any]], folds: int) -> str:
-    head = "| fold | test cases | crops | FP32 | INT8 | INT8 after assembly | exact karyotype (complete cells) | abnormal cells right | train min |"
-    lines = [head, "| " + " | ".join(["---"] * 9) + " |"]
+    head = ("| fold | test cases | crops | FP32 | INT8 | INT8 + size in cell | INT8 after assembly | "
+            "exact karyotype (complete cells) | abnormal cells right | train min |")
+    lines = [head, "| " + " | ".join(["---"] * 10) + " |"]
     pct = lambda v: "-" if v is None else f"{100 * v:.2f}%"  # noqa: E731
     for r in rows:
         right = sum(t == c for _, t, c in r["abnormal"])
         lines.append(
-            f"| {r['fold']} | {r['test_cases']} | {r['crops']} | {pct(r['fp32'])} | {pct(r['int8'])} | {pct(r['assembled'])} | "
+            f"| {r['fold']} | {r['test_cases']} | {r['crops']} | {pct(r['fp32'])} | {pct(r['int8'])} | {pct(r['with_size'])} | {pct(r['assembled'])} | "
             f"{pct(r['exact'])} of {r['complete_cells']} | {right}/{len(r['abnormal'])} | {(r['train_seconds'] or 0) / 60:.1f} |"
         )
-    pick = lambda key: [r[key] for r in rows if r[key] is not None]  # noqa: E731
+    pick = lambda key: [r[key] for r in rows if r.get(key) is not None]  # noqa: E731
     right = sum(t == c for r in rows for _, t, c in r["abnormal"])
     total = sum(len(r["abnormal"]) for r in rows)
     lines.append(
         f"| mean +- sd ({len(rows)} of {folds}) | | {sum(r['crops'] for r in rows)} | {spread(pick('fp32'))} | {spread(pick('int8'))} | "
-        f"{spread(pick('assembled'))} | {spread(pick('exact'))} | {right}/{total} | |"
+        f"{spread(pick('with_size'))} | {spread(pick('assembled'))} | {spread(pick('exact'))} | {right}/{total} | |"
     )
     return "\n".join(lines) + "\n"
 

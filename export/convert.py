@@ -17,6 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from karyo.runtime.bundle import PRECISIONS, Manifest, staged_folder, utc_now, write_manifest
+from karyo.runtime.cell_size import SizePrior
 from karyo.runtime.dataset import Sample, read_labeled_folders
 from karyo.runtime.labels import LabelScheme
 from karyo.runtime.metrics import classification_report
@@ -173,6 +174,7 @@ def convert_model(
                 },
                 "evaluation_source": evaluation_source,
             },
+            cell_size=SizePrior.from_dict(config["cell_size"]) if config.get("cell_size") else None,
         )
         low = [p for p in precisions if p in ("fp16", "int8")]
         if low:

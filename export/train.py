@@ -19,6 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from karyo.runtime.bundle import atomic_write_text, staged_folder, utc_now
+from karyo.runtime.cell_size import SizePrior, relative_sizes
 from karyo.runtime.dataset import Sample, read_labeled_folders
 from karyo.runtime.labels import LabelScheme, scheme as make_scheme
 from karyo.runtime.metrics import classification_report
@@ -233,6 +234,7 @@ def train_model(
             kept_model, kept_split, kept_history, kept_report = model, (train, val, test), history, report
 
     train, val, test = kept_split
+    size_prior = fit_size_prior(data.subset(train), labels)
     summary: dict[str, Any] = {"test": kept_report, "history": kept_history}
     accuracies = [f["test"]["accuracy"] for f in fold_reports if f["test"]]
     if only_fold is not None:
@@ -261,6 +263,7 @@ def train_model(
         "folds": folds,
         "fold": only_fold,
         "augment": augment.to_dict() if augment is not None else None,
+        "cell_size": size_prior.to_dict() if size_prior is not None else None,
         "data_roots": [str(r) for r in roots],
         "counts": {"train": len(train), "val": len(val), "test": len(test), "skipped": len(data.skipped)},
         "class_counts": {label: int(c) for label, c in zip(labels.labels, np.bincount(data.y, minlength=len(labels)))},
@@ -291,6 +294,19 @@ def train_model(
     if progress:
         print(f"wrote {out} in {summary['seconds']:.0f} s", file=sys.stderr)
     return out
+
+
+def fit_size_prior(train: LabeledTensors, labels: LabelScheme) -> SizePrior | None:
+    """Per-class chromosome size relative to its cell, from the training crops of cells with a known id.
+
+    Crops without a cell id (a folder tree with no manifest) are left out: their "cell" would be a
+    whole case, whose median mixes metaphases of different condensation.
+    """
+    if train.sizes is None or not len(train):
+        return None
+    cells = [s.cell_key if s.cell != "unknown" else f"unknown-{i}" for i, s in enumerate(train.samples)]
+    relative = relative_sizes(train.sizes, cells)
+    return SizePrior.fit([s.label for s in train.samples], relative, labels)
 
 
 def write_heldout_manifest(samples: Sequence[Sample], folder: Path) -> None:

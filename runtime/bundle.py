@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterator
 
+from .cell_size import SizePrior
 from .labels import LabelScheme
 from .preprocess import PreprocessSpec
 
@@ -53,6 +54,7 @@ class Manifest:
     input_name: str = "image"
     output_name: str = "probabilities"
     schema_version: int = SCHEMA_VERSION
+    cell_size: SizePrior | None = None  # optional: bundles from before it existed have none
 
     def to_dict(self) -> dict[str, Any]:
         height, width, channels = self.preprocess.input_shape
@@ -65,6 +67,7 @@ class Manifest:
             "provenance": self.provenance,
             "precisions": self.precisions,
             "files": self.files,
+            **({"cell_size": self.cell_size.to_dict()} if self.cell_size is not None else {}),
         }
 
     @classmethod
@@ -78,6 +81,7 @@ class Manifest:
             precisions = dict(data["precisions"])
             inputs, outputs = data["input"], data["output"]
             files = dict(data.get("files", {}))
+            cell_size = SizePrior.from_dict(data["cell_size"]) if data.get("cell_size") is not None else None
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise BundleError(f"{MANIFEST}: malformed ({exc})") from None
         for name, entry in precisions.items():
@@ -86,6 +90,8 @@ class Manifest:
         for relative in [entry["file"] for entry in precisions.values()] + list(files):
             if not _is_inside(relative):  # a bundle off a USB stick must not point at files elsewhere
                 raise BundleError(f"{MANIFEST}: file path {relative!r} leaves the bundle folder")
+        if cell_size is not None and cell_size.labels != labels.labels:
+            raise BundleError(f"{MANIFEST}: cell_size labels differ from the model's labels")
         if not isinstance(inputs, dict) or not isinstance(outputs, dict):
             raise BundleError(f"{MANIFEST}: malformed input/output description")
         if inputs.get("layout") != "NHWC" or inputs.get("dtype") != "float32":
@@ -98,6 +104,7 @@ class Manifest:
             files=files,
             input_name=str(inputs.get("name", "image")),
             output_name=str(outputs.get("name", "probabilities")),
+            cell_size=cell_size,
         )
 
 
@@ -118,6 +125,11 @@ class Bundle:
     @property
     def spec(self) -> PreprocessSpec:
         return self.manifest.preprocess
+
+    @property
+    def size_prior(self) -> SizePrior | None:
+        """Per-class chromosome size relative to the cell, used where crops come as cells."""
+        return self.manifest.cell_size
 
     @property
     def available_precisions(self) -> list[str]:

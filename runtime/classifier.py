@@ -18,7 +18,8 @@ import numpy as np
 
 from .bundle import Bundle, BundleError, load_bundle
 from .labels import LabelScheme
-from .preprocess import ImageError, PreprocessSpec, preprocess_array, preprocess_path
+from .cell_size import SizePrior
+from .preprocess import ChromosomeSize, ImageError, PreprocessSpec, prepare_gray, prepare_path, preprocess_array, to_gray
 from .session import create_session, cuda_status, input_name, n_outputs, output_name, run_probabilities
 
 # What "auto" means per provider: FP16 is fast on GPUs but emulated on most CPUs; INT8 is the
@@ -43,6 +44,7 @@ class Prediction:
     top_k: list[tuple[str, float]]
     error: str | None = None
     probs: np.ndarray | None = None
+    size: ChromosomeSize | None = None  # chromosome length and area in the crop's own pixels
 
     @property
     def ok(self) -> bool:
@@ -136,6 +138,10 @@ class Classifier:
         return self.bundle.labels
 
     @property
+    def size_prior(self) -> SizePrior | None:
+        return self.bundle.size_prior
+
+    @property
     def spec(self) -> PreprocessSpec:
         return self.bundle.spec
 
@@ -185,7 +191,10 @@ class Classifier:
     ) -> list[Prediction]:
         """Like predict_paths for in-memory crops (e.g. cut from a metaphase); bad crops get an error."""
         names = list(names) if names is not None else [None] * len(images)  # type: ignore[list-item]
-        return self._predict(list(zip(names, images)), lambda image: preprocess_array(image, self.spec), top_k, batch_size)
+        return self._predict(
+            list(zip(names, images)), lambda image: prepare_gray(to_gray(image, self.spec.max_pixels), self.spec),
+            top_k, batch_size,
+        )
 
     def predict_paths(
         self, paths: Sequence[str | Path], top_k: int = 3, batch_size: int | None = None,
@@ -193,7 +202,7 @@ class Classifier:
     ) -> list[Prediction]:
         """One Prediction per file, in order; unreadable files get `error` and the rest are still classified."""
         items = [(str(p), Path(p)) for p in paths]
-        return self._predict(items, lambda path: preprocess_path(path, self.spec), top_k, batch_size, progress)
+        return self._predict(items, lambda path: prepare_path(path, self.spec), top_k, batch_size, progress)
 
     def _map(self, function: Callable[[Any], Any], items: list) -> list:
         """Ordered map, on the preprocessing pool when it can help."""
@@ -212,12 +221,12 @@ class Classifier:
                 self._pool = None
 
     def _predict(
-        self, items: list, prepare: Callable[[Any], np.ndarray], top_k: int, batch_size: int | None,
-        progress: ProgressCallback | None = None,
+        self, items: list, prepare: Callable[[Any], tuple[np.ndarray, ChromosomeSize | None]], top_k: int,
+        batch_size: int | None, progress: ProgressCallback | None = None,
     ) -> list[Prediction]:
         size = batch_size or self.batch_size
 
-        def prepare_one(entry: tuple) -> tuple[np.ndarray | None, str | None]:
+        def prepare_one(entry: tuple) -> tuple[tuple[np.ndarray, ChromosomeSize | None] | None, str | None]:
             name, item = entry
             try:
                 return prepare(item), None
@@ -229,13 +238,15 @@ class Classifier:
         for start in range(0, len(items), size):
             chunk = items[start : start + size]
             tensors: list[np.ndarray] = []
+            measured: dict[int, ChromosomeSize | None] = {}
             slots: list[int] = []
             errors: dict[int, str] = {}
-            for offset, (tensor, error) in enumerate(self._map(prepare_one, chunk)):
-                if error is not None:
-                    errors[offset] = error
+            for offset, (prepared, error) in enumerate(self._map(prepare_one, chunk)):
+                if error is not None or prepared is None:
+                    errors[offset] = error or "not prepared"
                 else:
-                    tensors.append(tensor)  # type: ignore[arg-type]
+                    tensors.append(prepared[0])
+                    measured[offset] = prepared[1]
                     slots.append(offset)
             probs = self.predict_tensors(self._stack(tensors), size) if tensors else None
             row_of = {offset: row for row, offset in enumerate(slots)}
@@ -243,7 +254,9 @@ class Classifier:
                 if offset in errors:
                     results.append(Prediction(name, None, None, [], errors[offset], None))
                 else:
-                    results.append(self._prediction(name, probs[row_of[offset]], top_k))  # type: ignore[index]
+                    prediction = self._prediction(name, probs[row_of[offset]], top_k)  # type: ignore[index]
+                    prediction.size = measured[offset]
+                    results.append(prediction)
             if progress is not None:
                 progress(min(start + size, len(items)), len(items))
         return results

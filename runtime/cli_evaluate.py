@@ -41,7 +41,8 @@ def format_report(result: Any) -> str:
         lines += [
             "",
             f"cells ({data['precision']}): {c['cells']}; crop accuracy {short_float(c['crop_accuracy_top1'])} top-1 -> "
-            f"{short_float(c['crop_accuracy_assembled'])} after assembly; exact karyotype "
+            + (f"{short_float(c['crop_accuracy_size'])} with size in the cell -> " if "crop_accuracy_size" in c else "")
+            + f"{short_float(c['crop_accuracy_assembled'])} after assembly; exact karyotype "
             f"{c['complete_exact']}/{c['complete_cells']} complete cells ({short_float(c['complete_exact_rate'])})",
         ]
         for error in c["errors"][:10]:

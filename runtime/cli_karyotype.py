@@ -19,6 +19,7 @@ import numpy as np
 import typer
 
 from .bundle import BundleError
+from .cell_size import sizes_array
 from .dataset import iter_images, read_labeled_folder
 from .karyotype import AssemblyPriors, KaryotypeCall, call_karyotype, check_scheme, karyotype_cell
 from .cli_common import stderr_progress
@@ -143,7 +144,8 @@ def karyotype(
                             "errors": errors})
             continue
         call = karyotype_cell(np.stack([p.probs for p in good]), classifier.labels, priors,
-                              paths=[str(p.path) for p in good])
+                              paths=[str(p.path) for p in good], sizes=sizes_array([p.size for p in good]),
+                              size_prior=classifier.size_prior)
         truth = call_karyotype(cell.truth) if cell.truth is not None else None
         entry: dict[str, Any] = {
             "cell": cell.name, "karyotype": call.karyotype, "count": call.count, "complete": call.complete,

@@ -16,11 +16,12 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .bundle import PRECISIONS, Bundle, load_bundle
+from .cell_size import SizePrior, sizes_array
 from .classifier import choose_auto_precision
 from .dataset import Sample, read_labeled_folders
 from .labels import LabelScheme
 from .metrics import classification_report, drift
-from .preprocess import ImageError, preprocess_path
+from .preprocess import ImageError, prepare_path
 from .session import create_session, cuda_status, run_probabilities
 
 BATCH = 64  # the batch calibration uses; keeping it makes the numbers reproduce bit for bit
@@ -79,6 +80,8 @@ class EvaluationResult:
                     summary[key] = figures[key]
         if precision in self.cells:
             cells = self.cells[precision]
+            if "crop_accuracy_size" in cells:
+                summary["crop_accuracy_size"] = cells["crop_accuracy_size"]
             summary["crop_accuracy_assembled"] = cells["crop_accuracy_assembled"]
             summary["complete_exact_rate"] = cells["complete_exact_rate"]
         summary["manifest"] = self.manifest_metrics.get(precision, {})
@@ -117,6 +120,7 @@ def evaluate_bundle(
         sessions[name], used_provider = create_session(bundle.model_path(name), provider, threads)
 
     kept: list[Sample] = []
+    sizes: list[tuple[float, float] | None] = []
     unreadable: list[tuple[str, str]] = []
     outputs: dict[str, list[np.ndarray]] = {name: [] for name in run}
     pending: list[np.ndarray] = []
@@ -131,7 +135,9 @@ def evaluate_bundle(
 
     for done, sample in enumerate(samples, start=1):
         try:
-            pending.append(preprocess_path(sample.path, bundle.spec))
+            tensor, size = prepare_path(sample.path, bundle.spec)
+            pending.append(tensor)
+            sizes.append(size)
             kept.append(sample)
         except ImageError as exc:
             unreadable.append((str(sample.path), str(exc)))
@@ -150,7 +156,7 @@ def evaluate_bundle(
         n: drift(probs[n], probs["fp32"], y_true, labels) for n in reports if n != "fp32" and "fp32" in probs
     }
     return EvaluationResult(
-        cells=_cell_metrics(kept, probs, reports, bundle.labels),
+        cells=_cell_metrics(kept, probs, reports, bundle.labels, sizes_array(sizes), bundle.size_prior),
         bundle=bundle.path,
         labels=bundle.labels,
         provider=used_provider,
@@ -167,9 +173,11 @@ def evaluate_bundle(
 
 
 def _cell_metrics(
-    samples: list[Sample], probs: dict[str, np.ndarray], reports: dict[str, Any], labels: LabelScheme
+    samples: list[Sample], probs: dict[str, np.ndarray], reports: dict[str, Any], labels: LabelScheme,
+    sizes: np.ndarray, size_prior: SizePrior | None,
 ) -> dict[str, dict[str, Any]]:
-    """Cell-level figures (assembly, exact karyotype calls) when the data says which crops form a cell.
+    """Cell-level figures (assembly, exact karyotype calls) when the data says which crops form a cell;
+    with the bundle's size prior, each crop's size relative to its cell is weighed in first.
 
     Only crops with a known cell take part (a folder tree without a manifest has none), and only
     schemes that cover all 24 chromosomes can be assembled (not the binary ones).
@@ -184,7 +192,10 @@ def _cell_metrics(
     if not rows:
         return {}
     known = [samples[i] for i in rows]
-    return {name: evaluate_cells(known, probs[name][rows], labels) for name in reports}
+    return {
+        name: evaluate_cells(known, probs[name][rows], labels, sizes=sizes[rows], size_prior=size_prior)
+        for name in reports
+    }
 
 
 def _default_primary(available: list[str], provider: str) -> str:

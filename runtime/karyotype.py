@@ -35,6 +35,7 @@ from .assembly import (  # re-exported: karyo.runtime.karyotype is the public fa
     assemble_cell,
     check_scheme,
 )
+from .cell_size import SizePrior, relative_sizes
 from .dataset import Sample
 from .labels import AUTOSOMES, STRUCTURAL, LabelScheme, chromosome_of
 
@@ -129,8 +130,15 @@ def karyotype_cell(
     paths: list[str] | None = None,
     full_cell: int = FULL_CELL,
     max_losses: int = 1,
+    sizes: np.ndarray | None = None,
+    size_prior: SizePrior | None = None,
 ) -> KaryotypeCall:
-    """Assemble one cell (`probs`: N crops x classes) and call it; `paths` are carried into the assignments."""
+    """Assemble one cell (`probs`: N crops x classes) and call it; `paths` are carried into the assignments.
+
+    With `sizes` (N x 2 chromosome length and area, NaN if unmeasured) and the bundle's `size_prior`,
+    each crop's size relative to this cell is weighed in first (``karyo.runtime.cell_size``)."""
+    if sizes is not None and size_prior is not None:
+        probs = size_prior.apply(probs, relative_sizes(sizes, ["cell"] * len(probs), size_prior.min_cell_crops))
     assembly = assemble_cell(probs, labels, priors)
     assignments = assembly.assignments
     if paths is not None:
@@ -146,8 +154,14 @@ def evaluate_cells(
     labels: LabelScheme,
     priors: AssemblyPriors | None = None,
     max_losses: int = 1,
+    sizes: np.ndarray | None = None,
+    size_prior: SizePrior | None = None,
 ) -> dict[str, Any]:
     """Cell-level quality: crop accuracy before/after assembly and exact karyotype calls per cell.
+
+    `crop_accuracy_top1` is the crop classifier alone; with `sizes` and a `size_prior`,
+    `crop_accuracy_size` is top-1 after each crop's size relative to its cell is weighed in, and
+    assembly and the calls start from those probabilities.
 
     Truth is the karyotype string the same caller builds from the true labels; "complete" counts
     the cells whose truth is complete, and `complete_exact_rate` is the share of those called
@@ -156,17 +170,24 @@ def evaluate_cells(
     probs = np.asarray(probs)
     if probs.shape != (len(samples), len(labels)):
         raise ValueError(f"probabilities must be {len(samples)} x {len(labels)}, got {probs.shape}")
+    with_size = sizes is not None and size_prior is not None
+    if with_size:
+        relative = relative_sizes(sizes, [s.cell_key for s in samples], size_prior.min_cell_crops)
+        sized = size_prior.apply(probs, relative)
+    else:
+        sized = probs
     by_cell: dict[str, list[int]] = defaultdict(list)
     for index, sample in enumerate(samples):
         by_cell[sample.cell_key].append(index)
-    right_top1 = right_assembled = complete = complete_exact = agree_complete = 0
+    right_top1 = right_size = right_assembled = complete = complete_exact = agree_complete = 0
     errors: list[dict[str, Any]] = []
     abnormal: list[dict[str, Any]] = []  # every cell whose truth is not 46,XX / 46,XY, right or wrong
     for key, rows in by_cell.items():
         truth_labels = [samples[i].label for i in rows]
         truth = call_karyotype(truth_labels, max_losses=max_losses)
-        called = karyotype_cell(probs[rows], labels, priors, max_losses=max_losses)
+        called = karyotype_cell(sized[rows], labels, priors, max_losses=max_losses)
         top1 = [labels.labels[int(i)] for i in probs[rows].argmax(axis=1)]
+        right_size += sum(t == labels.labels[int(i)] for t, i in zip(truth_labels, sized[rows].argmax(axis=1)))
         assembled = [a.label for a in called.assignments]
         wrong_top1 = sum(t != p for t, p in zip(truth_labels, top1))
         wrong_assembled = sum(t != p for t, p in zip(truth_labels, assembled))
@@ -187,6 +208,7 @@ def evaluate_cells(
         "cells": len(by_cell),
         "crops": n,
         "crop_accuracy_top1": right_top1 / n if n else 0.0,
+        **({"crop_accuracy_size": right_size / n if n else 0.0} if with_size else {}),
         "crop_accuracy_assembled": right_assembled / n if n else 0.0,
         "complete_cells": complete,
         "complete_exact": complete_exact,

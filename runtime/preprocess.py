@@ -209,6 +209,12 @@ def _objects(gray: np.ndarray, background: float) -> tuple[np.ndarray, np.ndarra
     return labels, stats, main, intruders
 
 
+# A chromosome's size in source pixels: (length along its longer side, area of its objects).
+# Absolute sizes differ between labs and between metaphases (resolution, condensation); the size
+# relative to the other chromosomes of the same cell does not, see `karyo.runtime.cell_size`.
+ChromosomeSize = tuple[float, float]
+
+
 def focus_main_object(
     gray: np.ndarray, background: float, blank: bool = True, tight: bool = False, margin: int = 2
 ) -> np.ndarray:
@@ -220,24 +226,37 @@ def focus_main_object(
     neighbour) would otherwise show every chromosome smaller than it is. A clean crop with one
     chromosome and a thin margin comes back unchanged, or only trimmed to that margin.
     """
+    return _focus(gray, background, blank, tight, margin)[0]
+
+
+def _focus(
+    gray: np.ndarray, background: float, blank: bool, tight: bool, margin: int = 2
+) -> tuple[np.ndarray, ChromosomeSize | None]:
+    """`focus_main_object` plus the chromosome's size, from the one object labelling both need."""
     found = _objects(gray, background)
     if found is None:
-        return gray
+        return gray, None
     labels, stats, main, intruders = found
+    kept = [k for k in range(1, len(stats)) if k not in intruders]
+    x0 = int(min(stats[k, cv2.CC_STAT_LEFT] for k in kept))
+    y0 = int(min(stats[k, cv2.CC_STAT_TOP] for k in kept))
+    x1 = int(max(stats[k, cv2.CC_STAT_LEFT] + stats[k, cv2.CC_STAT_WIDTH] for k in kept))
+    y1 = int(max(stats[k, cv2.CC_STAT_TOP] + stats[k, cv2.CC_STAT_HEIGHT] for k in kept))
+    size = (float(max(x1 - x0, y1 - y0)), float(sum(stats[k, cv2.CC_STAT_AREA] for k in kept)))
     if blank and intruders:
-        blank = np.isin(labels, intruders).astype(np.uint8)
+        blank_mask = np.isin(labels, intruders).astype(np.uint8)
         keep = cv2.dilate((labels == main).astype(np.uint8), np.ones((3, 3), np.uint8), iterations=2)
-        blank = cv2.dilate(blank, np.ones((3, 3), np.uint8), iterations=1) & (1 - keep)
-        gray = np.where(blank > 0, np.float32(background), gray).astype(np.float32)
+        blank_mask = cv2.dilate(blank_mask, np.ones((3, 3), np.uint8), iterations=1) & (1 - keep)
+        gray = np.where(blank_mask > 0, np.float32(background), gray).astype(np.float32)
     if tight:
-        kept = [k for k in range(1, len(stats)) if k not in intruders]
-        x0 = int(min(stats[k, cv2.CC_STAT_LEFT] for k in kept))
-        y0 = int(min(stats[k, cv2.CC_STAT_TOP] for k in kept))
-        x1 = int(max(stats[k, cv2.CC_STAT_LEFT] + stats[k, cv2.CC_STAT_WIDTH] for k in kept))
-        y1 = int(max(stats[k, cv2.CC_STAT_TOP] + stats[k, cv2.CC_STAT_HEIGHT] for k in kept))
         height, width = gray.shape
         gray = gray[max(0, y0 - margin) : min(height, y1 + margin), max(0, x0 - margin) : min(width, x1 + margin)]
-    return gray
+    return gray, size
+
+
+def measure_chromosome(gray: np.ndarray) -> ChromosomeSize | None:
+    """(length, area) in source pixels of the crop's chromosome, None for a blank crop."""
+    return _focus(gray, background_level(gray), blank=False, tight=False)[1]
 
 
 def pad_to_aspect(gray: np.ndarray, value: float, box_height: int, box_width: int) -> np.ndarray:
@@ -254,6 +273,11 @@ def pad_to_aspect(gray: np.ndarray, value: float, box_height: int, box_width: in
 
 def preprocess_gray(gray: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     """float32 gray [0, 255] (any size) -> float32 HxWx1 model input."""
+    return prepare_gray(gray, spec)[0]
+
+
+def prepare_gray(gray: np.ndarray, spec: PreprocessSpec) -> tuple[np.ndarray, ChromosomeSize | None]:
+    """The model input and the chromosome's size, measured on the same objects the focus step found."""
     if gray.ndim != 2 or min(gray.shape) == 0:
         raise ImageError(f"zero-size or malformed image, shape {tuple(gray.shape)}")
     height, width = gray.shape
@@ -265,8 +289,7 @@ def preprocess_gray(gray: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
             f"the {spec.max_pixels} pixel limit (not a chromosome crop?)"
         )
     background = background_level(gray)
-    if spec.focus_main_object or spec.tight_crop:
-        gray = focus_main_object(gray, background, blank=spec.focus_main_object, tight=spec.tight_crop)
+    gray, size = _focus(gray, background, blank=spec.focus_main_object, tight=spec.tight_crop)
     canvas = pad_to_aspect(gray, background, spec.size, spec.width)
     interpolation = cv2.INTER_AREA if canvas.shape[0] >= spec.size else cv2.INTER_LINEAR
     resized = cv2.resize(canvas, (spec.width, spec.size), interpolation=interpolation)
@@ -274,7 +297,7 @@ def preprocess_gray(gray: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     if spec.invert:
         scaled = np.float32(1.0) - scaled
     normalized = (scaled - np.float32(spec.mean)) / np.float32(spec.std)
-    return normalized.astype(np.float32, copy=False)[:, :, None]
+    return normalized.astype(np.float32, copy=False)[:, :, None], size
 
 
 def preprocess_array(image: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
@@ -288,8 +311,13 @@ def preprocess_bytes(data: bytes, spec: PreprocessSpec) -> np.ndarray:
 
 def preprocess_path(path: str | Path, spec: PreprocessSpec) -> np.ndarray:
     """A file -> HxWx1 model input; raises ImageError naming the file on any bad input."""
+    return prepare_path(path, spec)[0]
+
+
+def prepare_path(path: str | Path, spec: PreprocessSpec) -> tuple[np.ndarray, ChromosomeSize | None]:
+    """A file -> (model input, chromosome size); raises ImageError naming the file on any bad input."""
     try:
-        return preprocess_bytes(read_bytes(path), spec)
+        return prepare_gray(decode_gray(read_bytes(path), spec.max_pixels), spec)
     except ImageError as exc:
         message = str(exc)
         prefix = str(path)

@@ -30,6 +30,8 @@ def test_demo_fast_bundle_works_with_karyo_classify_and_evaluate(tmp_path):
     bundle = load_bundle(out / "bundle")
     assert {"fp32", "fp16"} <= set(bundle.available_precisions)
     assert bundle.metrics("fp32")["parity"]["top1_agreement"] == 1.0
+    prior = bundle.size_prior  # synthetic cells come with cell ids, so training fitted the size prior
+    assert prior is not None and prior.mean[bundle.labels.index("1"), 0] > prior.mean[bundle.labels.index("21"), 0]
     for name in ("model.keras", "train_config.json", "report.json", "split.json"):
         assert (out / "model" / name).is_file()
 
@@ -43,6 +45,8 @@ def test_demo_fast_bundle_works_with_karyo_classify_and_evaluate(tmp_path):
     evaluated = runner.invoke(runtime_app, ["evaluate", str(out / "bundle"), str(out / "data"), "--json"])
     assert evaluated.exit_code == 0, evaluated.output
     assert "fp32" in evaluated.stdout
+    cell_figures = json.loads(evaluated.stdout)["cells"]
+    assert 0.0 < cell_figures["crop_accuracy_size"] <= 1.0 and cell_figures["cells"] == 12
 
     karyotyped = runner.invoke(runtime_app, ["karyotype", str(out / "bundle"), "--by-cell", str(out / "data"), "--json"])
     assert karyotyped.exit_code == 0, karyotyped.output

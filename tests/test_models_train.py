@@ -180,6 +180,7 @@ def test_train_writes_a_complete_model_folder(tmp_path, arch, size):
     config = json.loads((out / "train_config.json").read_text())
     assert config["arch"] == arch and (config["preprocess"]["size"], config["preprocess"]["width"]) == size
     assert config["labels"]["names"][:3] == ["1", "2", "3"]
+    assert config["cell_size"] is None  # folder-per-class crops without cell ids: no cell to be relative to
     split = json.loads((out / "split.json").read_text())
     test_cases = set(split["test_cases"])
     assert test_cases and test_cases.isdisjoint(split["train_cases"]) and test_cases.isdisjoint(split["val_cases"])

@@ -1,0 +1,172 @@
+"""Cell context: chromosome size measured on the crop, relative to its cell, weighed into the call."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from karyo.runtime.bundle import BundleError, Manifest
+from karyo.runtime.cell_size import SizePrior, relative_sizes, sizes_array
+from karyo.runtime.dataset import Sample
+from karyo.runtime.karyotype import evaluate_cells, karyotype_cell
+from karyo.runtime.labels import LabelScheme, scheme
+from karyo.runtime.preprocess import PreprocessSpec, measure_chromosome, prepare_gray, preprocess_gray
+from karyo.runtime.tensors import LabeledTensors
+
+THREE = LabelScheme("custom", ("big", "mid", "small"))
+
+
+def rod(height: int = 120, width: int = 40, top: int = 20, length: int = 60, thick: int = 10) -> np.ndarray:
+    image = np.full((height, width), 240.0, np.float32)
+    left = (width - thick) // 2
+    image[top : top + length, left : left + thick] = 60.0
+    return image
+
+
+def test_measure_chromosome_reads_length_and_area_and_ignores_a_neighbour_at_the_edge():
+    length, area = measure_chromosome(rod(length=60, thick=10))
+    assert 58 <= length <= 62 and 560 <= area <= 640
+    crowded = rod(length=60, thick=10)
+    crowded[90:120, 0:6] = 60.0  # a neighbour's tip entering through the left and bottom edges
+    assert measure_chromosome(crowded) == pytest.approx((length, area), abs=2)
+    lying = rod(height=40, width=120, top=15, length=10, thick=70).T.copy()  # a rod across the crop
+    assert measure_chromosome(lying)[0] == pytest.approx(70, abs=2)
+    assert measure_chromosome(np.full((50, 30), 240.0, np.float32)) is None  # blank: nothing to measure
+
+
+def test_prepare_gray_gives_the_same_tensor_as_preprocess_gray_plus_the_size():
+    spec = PreprocessSpec(size=48, width=16)
+    image = rod()
+    tensor, size = prepare_gray(image, spec)
+    assert np.array_equal(tensor, preprocess_gray(image, spec))
+    assert size == measure_chromosome(image)
+
+
+def test_relative_sizes_divide_by_the_cell_median_and_skip_small_cells_and_blanks():
+    sizes = np.array([[100, 1000]] * 5 + [[50, 250]] * 6 + [[np.nan, np.nan]] + [[80, 800]] * 3, float)
+    cells = ["a"] * 12 + ["b"] * 3
+    rel = relative_sizes(sizes, cells, min_cell_crops=10)
+    # cell a: 11 measured crops, median length 50 and area 250
+    assert rel[0] == pytest.approx([np.log(2.0), np.log(4.0)])
+    assert rel[5] == pytest.approx([0.0, 0.0])
+    assert np.isnan(rel[11]).all()  # unmeasured crop
+    assert np.isnan(rel[12:]).all()  # cell b has 3 crops: too few for a median
+    with pytest.raises(ValueError, match="cell names"):
+        relative_sizes(sizes, cells[:-1])
+
+
+def _fitted_prior(rng: np.random.Generator, weight: float = 0.5) -> SizePrior:
+    centres = {"big": (0.6, 1.2), "mid": (0.0, 0.0), "small": (-0.6, -1.2)}
+    labels, rows = [], []
+    for label, centre in centres.items():
+        rows.append(rng.normal(centre, 0.08, (200, 2)))
+        labels += [label] * 200
+    return SizePrior.fit(labels, np.concatenate(rows), THREE, weight=weight)
+
+
+def test_size_prior_fits_per_class_and_resolves_a_crop_the_image_cannot():
+    prior = _fitted_prior(np.random.default_rng(0))
+    assert prior.mean[0] == pytest.approx([0.6, 1.2], abs=0.03) and prior.counts == (200, 200, 200)
+    probs = np.array([[0.5, 0.5, 0.0], [0.45, 0.1, 0.45], [0.2, 0.7, 0.1]])
+    rel = np.array([[0.0, 0.0], [-0.6, -1.2], [np.nan, np.nan]])
+    out = prior.apply(probs, rel)
+    assert out.argmax(1).tolist() == [1, 2, 1]  # mid-sized -> mid; small -> small; unmeasured: unchanged
+    assert out[2] == pytest.approx(probs[2])
+    assert np.allclose(out.sum(1), 1.0, atol=1e-6)
+    # a confident image is not overruled by an implausible size: the size term is bounded
+    confident = prior.apply(np.array([[0.9999, 0.0001, 0.0]]), np.array([[-3.0, -6.0]]))
+    assert confident.argmax() == 0
+    assert _fitted_prior(np.random.default_rng(0), weight=0.0).apply(probs, rel)[:2] == pytest.approx(probs[:2], abs=1e-6)
+
+
+def test_size_prior_round_trips_through_json_and_rejects_unknown_features():
+    prior = _fitted_prior(np.random.default_rng(1))
+    again = SizePrior.from_dict(json.loads(json.dumps(prior.to_dict())))
+    rel = np.array([[0.3, 0.5], [-0.2, -0.1]])
+    assert again.labels == prior.labels and again.weight == prior.weight
+    assert np.allclose(again.log_likelihood(rel), prior.log_likelihood(rel), atol=1e-4)
+    with pytest.raises(ValueError, match="features"):
+        SizePrior.from_dict({**prior.to_dict(), "features": ["length_px"]})
+    assert SizePrior.fit(["big"], np.full((1, 2), np.nan), THREE) is None  # no cell was measurable
+
+
+def test_a_class_seen_too_rarely_gets_a_neutral_size_term():
+    rng = np.random.default_rng(2)
+    labels = ["big"] * 100 + ["mid"] * 100 + ["small"] * 2
+    rel = np.concatenate([rng.normal(0.6, 0.1, (100, 2)), rng.normal(0.0, 0.1, (100, 2)), [[-0.6, -1.2]] * 2])
+    prior = SizePrior.fit(labels, rel, THREE)
+    ll = prior.log_likelihood(np.array([[-0.6, -1.2], [0.6, 0.6]]))
+    assert prior.counts[2] == 2
+    for row in ll:  # the unfitted class sits between the two fitted ones: neither favoured nor ruled out
+        assert min(row[:2]) <= row[2] <= max(row[:2])
+
+
+def test_bundle_manifest_carries_the_prior_and_checks_its_labels():
+    labels = scheme("normal24")
+    rng = np.random.default_rng(3)
+    names = [labels.labels[i % 24] for i in range(480)]
+    rel = rng.normal(0, 0.3, (480, 2))
+    prior = SizePrior.fit(names, rel, labels)
+    manifest = Manifest(labels, PreprocessSpec(), {"fp32": {"file": "model.fp32.onnx"}}, cell_size=prior)
+    data = json.loads(json.dumps(manifest.to_dict()))
+    assert Manifest.from_dict(data).cell_size.labels == labels.labels
+    assert "cell_size" not in Manifest(labels, PreprocessSpec(), {"fp32": {"file": "m.onnx"}}).to_dict()
+    data["cell_size"]["labels"] = list(reversed(data["cell_size"]["labels"]))
+    with pytest.raises(BundleError, match="cell_size labels"):
+        Manifest.from_dict(data)
+    data["cell_size"]["mean"] = [[0.0]]
+    with pytest.raises(BundleError, match="malformed"):
+        Manifest.from_dict(data)
+
+
+def _cell_of(labels: LabelScheme, lengths: dict[str, float]) -> tuple[list[str], np.ndarray]:
+    """One normal 46,XY cell: two crops per autosome, X, Y; sizes from a per-chromosome length table."""
+    names = [c for c in labels.labels[:22] for _ in range(2)] + ["X", "Y"]
+    sizes = np.array([[lengths[n], lengths[n] ** 2 / 4] for n in names])
+    return names, sizes
+
+
+def test_evaluate_cells_reports_size_context_and_assembles_from_it():
+    labels = scheme("normal24")
+    lengths = {name: 120.0 * 0.96**i for i, name in enumerate(labels.labels)}
+    rng = np.random.default_rng(4)
+    samples, all_sizes, train_names = [], [], []
+    for cell in range(30):  # training cells give the prior; the same layout is then "held out"
+        names, sizes = _cell_of(labels, lengths)
+        sizes = sizes * rng.uniform(0.7, 1.3) * rng.normal(1, 0.02, sizes.shape)  # each cell its own scale
+        samples += [Sample(Path(f"/c{cell}/{i}.png"), n, "case", str(cell)) for i, n in enumerate(names)]
+        all_sizes.append(sizes)
+        train_names += names
+    all_sizes = np.concatenate(all_sizes)
+    data = LabeledTensors(np.zeros((len(samples), 1, 1, 1)), np.zeros(len(samples), int), samples, [], all_sizes)
+    from karyo.export.train import fit_size_prior
+
+    prior = fit_size_prior(data, labels)
+    assert prior is not None and prior.mean[0, 0] > prior.mean[21, 0]  # chromosome 1 longer than 22
+    # image probabilities that confuse 1 with 22 half the time; size tells them apart
+    truth = np.array([labels.index(s.label) for s in samples])
+    probs = np.full((len(samples), 24), 0.01)
+    probs[np.arange(len(samples)), truth] = 0.5
+    swap = {labels.index("1"): labels.index("22"), labels.index("22"): labels.index("1")}
+    for row, t in enumerate(truth):
+        if t in swap and row % 2:
+            probs[row, swap[t]] = 0.7
+    probs /= probs.sum(1, keepdims=True)
+    plain = evaluate_cells(samples, probs, labels)
+    sized = evaluate_cells(samples, probs, labels, sizes=all_sizes, size_prior=prior)
+    assert "crop_accuracy_size" not in plain
+    assert plain["crop_accuracy_top1"] == sized["crop_accuracy_top1"] < 0.96
+    assert sized["crop_accuracy_size"] == 1.0 and sized["complete_exact_rate"] == 1.0
+    # the same cell through karyotype_cell, with and without its sizes
+    rows = slice(0, 46)
+    assert karyotype_cell(probs[rows], labels, sizes=all_sizes[rows], size_prior=prior).karyotype == "46,XY"
+    unsized = karyotype_cell(probs[rows], labels, sizes=None, size_prior=prior)
+    assert sum(a.label != s.label for a, s in zip(unsized.assignments, samples[:46])) > 0
+
+
+def test_sizes_array_marks_unmeasured_crops():
+    out = sizes_array([(10.0, 40.0), None])
+    assert out[0].tolist() == [10.0, 40.0] and np.isnan(out[1]).all()
