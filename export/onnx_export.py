@@ -27,8 +27,15 @@ class ExportError(RuntimeError):
     """The ONNX graph failed to match its Keras model; the message carries the numbers."""
 
 
-def keras_to_onnx(model, out_path: Path, opset: int = DEFAULT_OPSET) -> Path:
-    """Convert a Keras model with one NHWC input to an ONNX file at out_path."""
+def keras_to_onnx(model, out_path: Path, opset: int = DEFAULT_OPSET, mirror: bool = False) -> Path:
+    """Convert a Keras model with one NHWC input to an ONNX file at out_path.
+
+    `mirror`: the graph classifies each crop and its left-right mirror image in one batch and
+    returns the mean of the two probability vectors (test-time augmentation). A chromosome seen
+    from the other side is the same chromosome, and training already showed the model both, so
+    the average cancels part of each view's noise. It lives in the graph, not in the runtime, so
+    every consumer (calibration, drift gate, `karyo bench`, the scanner) measures the same thing.
+    """
     configure_tensorflow()
     import onnx
     import tensorflow as tf
@@ -39,7 +46,11 @@ def keras_to_onnx(model, out_path: Path, opset: int = DEFAULT_OPSET) -> Path:
 
     @tf.function(input_signature=signature)
     def serve(image):
-        return model(image, training=False)
+        if not mirror:
+            return model(image, training=False)
+        count = tf.shape(image)[0]
+        probs = model(tf.concat([image, tf.reverse(image, axis=[2])], axis=0), training=False)
+        return (probs[:count] + probs[count:]) * 0.5
 
     if not hasattr(np, "product"):  # tf2onnx 1.17's large-model path still calls numpy 1's alias
         np.product = np.prod  # type: ignore[attr-defined]
@@ -51,6 +62,16 @@ def keras_to_onnx(model, out_path: Path, opset: int = DEFAULT_OPSET) -> Path:
     out_path = Path(out_path)
     onnx.save(proto, str(out_path))
     return out_path
+
+
+def keras_probabilities(model, x: np.ndarray, mirror: bool = False, batch_size: int = 128) -> np.ndarray:
+    """What the exported graph should compute, computed by Keras: the reference for the parity check."""
+    x = np.asarray(x, dtype=np.float32)
+    probs = np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float32)
+    if mirror:
+        flipped = np.ascontiguousarray(x[:, :, ::-1])
+        probs = (probs + np.asarray(model.predict(flipped, batch_size=batch_size, verbose=0), dtype=np.float32)) * 0.5
+    return probs
 
 
 def _inline_external_tensors(proto, storage) -> None:

@@ -80,6 +80,7 @@ def convert_command(
     precisions: str = typer.Option("fp32,fp16,int8", "--precisions", help="Comma-separated: fp32,fp16,int8 (fp32 is always made)."),
     calibration_data: Optional[List[Path]] = typer.Option(None, "--calibration-data", help="Labeled folder for INT8 calibration (default: the training crops)."),
     eval_data: Optional[List[Path]] = typer.Option(None, "--eval-data", help="Labeled folder for parity and accuracy (default: the held-out test split)."),
+    mirror: bool = typer.Option(True, "--mirror/--no-mirror", help="Average each crop with its mirror image inside the graph (twice the model time)."),
 ) -> None:
     """Export to ONNX, check FP32 parity with Keras, add FP16/INT8 with measured drift; write a verified bundle."""
     from .convert import convert_model
@@ -87,7 +88,10 @@ def convert_command(
     chosen = [p.strip().lower() for p in precisions.split(",") if p.strip()]
     if "fp32" not in chosen:
         chosen.insert(0, "fp32")
-    bundle = convert_model(model_dir, out, precisions=chosen, calibration_data=calibration_data or None, eval_data=eval_data or None)
+    bundle = convert_model(
+        model_dir, out, precisions=chosen, calibration_data=calibration_data or None, eval_data=eval_data or None,
+        mirror=mirror,
+    )
     from karyo.runtime.bundle import load_bundle
 
     loaded = load_bundle(bundle)

@@ -68,10 +68,22 @@ def test_convert_writes_verified_bundle_with_parity(trained):
     samples = read_labeled_folders([data])
     x = np.stack([preprocess_path(s.path, bundle.spec) for s in samples])
     model = keras.models.load_model(model_dir / "model.keras", compile=False)
-    expected = model.predict(x, batch_size=7, verbose=0)
+    plain = model.predict(x, batch_size=7, verbose=0)
+    mirrored = model.predict(np.ascontiguousarray(x[:, :, ::-1]), batch_size=7, verbose=0)
+    expected = (plain + mirrored) / 2  # the default graph averages each crop with its mirror image
     got = onnx_probabilities(bundle.model_path("fp32"), x, batch_size=5)
     assert np.max(np.abs(expected - got)) < 1e-4
     assert (expected.argmax(1) == got.argmax(1)).all()
+    noise = np.random.default_rng(0).normal(0, 1, (4, *x.shape[1:])).astype(np.float32)  # far from symmetric
+    graph_noise = onnx_probabilities(bundle.model_path("fp32"), noise)
+    plain_noise = model.predict(noise, verbose=0)
+    mirror_noise = (plain_noise + model.predict(np.ascontiguousarray(noise[:, :, ::-1]), verbose=0)) / 2
+    off_mirror, off_plain = np.max(np.abs(mirror_noise - graph_noise)), np.max(np.abs(plain_noise - graph_noise))
+    assert off_mirror < 1e-5 and off_plain > 20 * max(off_mirror, 1e-6)  # the mirror view really is in the graph
+    assert bundle.manifest.provenance["test_time_augmentation"] == "mirror"
+    single = load_bundle(convert_model(model_dir, root / "bundle-single", precisions=("fp32",), progress=False, mirror=False))
+    assert np.max(np.abs(plain - onnx_probabilities(single.model_path("fp32"), x, batch_size=5))) < 1e-4
+    assert single.manifest.provenance["test_time_augmentation"] is None
     provenance = bundle.manifest.provenance
     assert provenance["arch"] == "edge" and provenance["parameters"] == model.count_params()
     assert {"tensorflow", "tf2onnx", "onnx"} <= set(provenance["versions"])
