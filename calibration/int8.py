@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -57,15 +58,35 @@ def _quiet_quantizer() -> Iterator[None]:
 def prepare_for_quantization(fp32_path: Path, out_path: Path) -> tuple[Path, str | None]:
     """Shape inference + graph optimization (onnxruntime's recommended pre-processing step).
 
-    Returns the model to quantize and, if pre-processing failed, why (the FP32 model is then
-    quantized as is: still valid, just possibly with fewer fused nodes).
+    Returns the model to quantize and a note when the full step did not go through. Symbolic shape
+    inference gives up on some graphs (the mirror-averaging export is one) and then drops a debug
+    model into the current folder; it runs in a scratch folder, and on failure the step is redone
+    with ONNX's own shape inference, which is enough for a CNN with a fixed input box. Only if that
+    fails too is the FP32 model quantized as is: still valid, just with fewer fused nodes.
     """
-    try:
-        with _quiet_quantizer():
-            quant_pre_process(str(fp32_path), str(out_path), skip_symbolic_shape=False)
-        return out_path, None
-    except Exception as exc:  # symbolic shape inference rejects some exotic graphs
-        return fp32_path, f"quant_pre_process skipped: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+    fp32_path, out_path = Path(fp32_path).resolve(), Path(out_path).resolve()
+    failures: list[str] = []
+    for skip_symbolic in (False, True):
+        try:
+            with _quiet_quantizer(), _scratch_folder():
+                quant_pre_process(str(fp32_path), str(out_path), skip_symbolic_shape=skip_symbolic)
+        except Exception as exc:  # noqa: BLE001 - any failure here has a fallback
+            failures.append(f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}")
+            continue
+        return out_path, ("symbolic shape inference skipped: " + failures[0]) if failures else None
+    return fp32_path, "quant_pre_process skipped: " + "; ".join(failures)
+
+
+@contextlib.contextmanager
+def _scratch_folder() -> Iterator[None]:
+    """Run with a temporary working folder, so tools that write debug files beside the caller do not."""
+    previous = os.getcwd()
+    with tempfile.TemporaryDirectory(prefix="karyo-quant-") as scratch:
+        os.chdir(scratch)
+        try:
+            yield
+        finally:
+            os.chdir(previous)
 
 
 def quantize_int8(

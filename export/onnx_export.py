@@ -48,9 +48,11 @@ def keras_to_onnx(model, out_path: Path, opset: int = DEFAULT_OPSET, mirror: boo
     def serve(image):
         if not mirror:
             return model(image, training=False)
-        count = tf.shape(image)[0]
-        probs = model(tf.concat([image, tf.reverse(image, axis=[2])], axis=0), training=False)
-        return (probs[:count] + probs[count:]) * 0.5
+        # crop i and its mirror image become rows 2i and 2i+1 of one batch; only reshapes with
+        # constant shapes, which onnxruntime's symbolic shape inference (INT8 pre-processing) follows
+        both = tf.reshape(tf.stack([image, image[:, :, ::-1, :]], axis=1), [-1, *shape[1:]])
+        probs = model(both, training=False)
+        return tf.reduce_mean(tf.reshape(probs, [-1, 2, int(model.output_shape[-1])]), axis=1)
 
     if not hasattr(np, "product"):  # tf2onnx 1.17's large-model path still calls numpy 1's alias
         np.product = np.prod  # type: ignore[attr-defined]

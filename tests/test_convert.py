@@ -91,11 +91,13 @@ def test_convert_writes_verified_bundle_with_parity(trained):
 
 
 @pytest.mark.slow
-def test_convert_all_precisions_with_explicit_eval_data(trained):
+def test_convert_all_precisions_with_explicit_eval_data(trained, tmp_path, monkeypatch):
     from karyo.export.convert import convert_model
 
     root, data, model_dir = trained
+    monkeypatch.chdir(tmp_path)  # INT8 pre-processing must not leave debug models in the caller's folder
     bundle_path = convert_model(model_dir, root / "bundle_all", eval_data=data, calibration_data=data, progress=False)
+    assert list(tmp_path.iterdir()) == []
     bundle = load_bundle(bundle_path)
     assert bundle.available_precisions[0] == "fp32" and "fp16" in bundle.available_precisions
     n_all = len(read_labeled_folders([data]))
