@@ -1,8 +1,11 @@
 """Augmentation for preprocessed chromosome crops, in numpy/OpenCV so it runs fast on two cores.
 
 What varies between labs and metaphases, and what the model should not care about: a few degrees
-of tilt, chromosome length (condensation), a gentle bend, staining contrast, focus and noise,
-and the left-right mirror image (a chromosome seen from the other side). What it should care
+of tilt, chromosome length (condensation), a gentle bend, staining contrast and gamma, focus,
+noise, the scanner's resolution, and the left-right mirror image (a chromosome seen from the
+other side). Resolution matters more than it looks: every crop is scaled to fill the input box,
+so a small chromosome or a low-resolution scanner both show up as a blurrier image, and a model
+trained on one lab learns "blurry = small" (see `karyo.runtime.cell_size` for the measurements). What it should care
 about: which end is up. Straightened crops put the p arm on top, and the short arm is a cue for
 the class, so vertical flips are off by default; turn them on (`vflip`) for labs whose crops
 come in any orientation.
@@ -30,6 +33,9 @@ class AugmentConfig:
     brightness: float = 0.04  # additive on the [0, 1] scale, +-
     blur_probability: float = 0.2
     noise_std: float = 0.02
+    gamma: float = 0.25  # exponent between 1/(1+g) and 1+g on the foreground's darkness
+    resolution_probability: float = 0.5
+    min_resolution: float = 0.5  # down to this fraction of the input's pixels per side, then back up
     hflip: bool = True
     vflip: bool = False
 
@@ -72,7 +78,13 @@ class Augmenter:
             unit = unit[:, ::-1]
         if c.vflip and rng.random() < 0.5:
             unit = unit[::-1, :]
+        if c.resolution_probability > 0 and rng.random() < c.resolution_probability:
+            unit = self._coarsen(unit, float(rng.uniform(c.min_resolution, 1.0)))
         foreground = unit - self.background
+        if c.gamma > 0:  # darkness in [0, 1] (0 = background) through a random power: band contrast shifts
+            exponent = float(np.exp(rng.uniform(-1.0, 1.0) * np.log1p(c.gamma)))
+            magnitude = np.clip(np.abs(foreground), 0.0, 1.0) ** np.float32(exponent)
+            foreground = np.sign(foreground) * magnitude
         foreground *= np.float32(1.0 + rng.uniform(-c.contrast, c.contrast))
         unit = foreground + np.float32(self.background + rng.uniform(-c.brightness, c.brightness))
         if rng.random() < c.blur_probability:
@@ -81,6 +93,13 @@ class Augmenter:
             unit = unit + rng.normal(0.0, c.noise_std, unit.shape).astype(np.float32)
         unit = np.clip(unit, -0.1, 1.1)
         return ((unit - np.float32(spec.mean)) / np.float32(spec.std)).astype(np.float32)
+
+    @staticmethod
+    def _coarsen(unit: np.ndarray, fraction: float) -> np.ndarray:
+        """The same crop as a scanner with `fraction` of the resolution would have delivered it."""
+        height, width = unit.shape
+        small = cv2.resize(unit, (max(2, round(width * fraction)), max(2, round(height * fraction))), interpolation=cv2.INTER_AREA)
+        return cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)
 
     def _warp(self, unit: np.ndarray) -> np.ndarray:
         """Rotation, scale, shift and a bow along the vertical axis, as one remap.

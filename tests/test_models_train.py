@@ -109,6 +109,29 @@ def test_augmenter_keeps_shape_background_and_varies_images():
     np.testing.assert_array_equal(out, same)
 
 
+def test_augmenter_simulates_a_coarser_scanner_and_other_band_contrast():
+    from karyo.export.augment import AugmentConfig, Augmenter
+
+    spec = PreprocessSpec(size=48, width=16)
+    image = np.zeros((48, 16), np.float32)
+    image[8:40, 4:12] = 0.3
+    image[20:24, 4:12] = 0.9  # a dark band with sharp edges
+    coarse = Augmenter._coarsen(image, 0.5)
+    assert coarse.shape == image.shape
+    edge = lambda a: np.abs(np.diff(a[:, 8])).max()  # noqa: E731
+    assert edge(coarse) < 0.75 * edge(image)  # the band's edges are softer at half the resolution
+    assert abs(coarse.sum() - image.sum()) / image.sum() < 0.05  # same chromosome, not a different one
+    assert np.array_equal(Augmenter._coarsen(image, 1.0), image)
+
+    only_gamma = AugmentConfig(rotation_deg=0, scale=0, shift=0, bend=0, contrast=0, brightness=0, blur_probability=0,
+                               noise_std=0, hflip=False, resolution_probability=0, gamma=0.5)
+    out = Augmenter(spec, only_gamma, seed=3)(np.stack([image[:, :, None]] * 8))[..., 0]
+    assert np.abs(out[:, :4]).max() < 1e-6  # the background stays background
+    ratios = out[:, 30, 8] / out[:, 21, 8]  # pale arm over dark band: the band contrast changes
+    assert ratios.min() < 0.3 / 0.9 - 0.02 and ratios.max() > 0.3 / 0.9 + 0.02
+    assert np.all(out[:, 21, 8] >= out[:, 30, 8])  # ... but a dark band stays darker than the arm
+
+
 # ---------------------------------------------------------------- models
 
 
