@@ -80,7 +80,7 @@ def convert_command(
     precisions: str = typer.Option("fp32,fp16,int8", "--precisions", help="Comma-separated: fp32,fp16,int8 (fp32 is always made)."),
     calibration_data: Optional[List[Path]] = typer.Option(None, "--calibration-data", help="Labeled folder for INT8 calibration (default: the training crops)."),
     eval_data: Optional[List[Path]] = typer.Option(None, "--eval-data", help="Labeled folder for parity and accuracy (default: the held-out test split)."),
-    mirror: bool = typer.Option(True, "--mirror/--no-mirror", help="Average each crop with its mirror image inside the graph (twice the model time)."),
+    mirror: bool = typer.Option(False, "--mirror/--no-mirror", help="Average each crop with its mirror image inside the graph: +0.2 points of crop accuracy for 2.2x the model time."),
 ) -> None:
     """Export to ONNX, check FP32 parity with Keras, add FP16/INT8 with measured drift; write a verified bundle."""
     from .convert import convert_model

@@ -52,7 +52,7 @@ def test_convert_writes_verified_bundle_with_parity(trained):
     from karyo.export.onnx_export import onnx_probabilities
 
     root, data, model_dir = trained
-    bundle_path = convert_model(model_dir, root / "bundle", precisions=("fp32",), progress=False)
+    bundle_path = convert_model(model_dir, root / "bundle", precisions=("fp32",), progress=False, mirror=True)
     bundle = load_bundle(bundle_path)  # verifies every file's sha256
     assert bundle.available_precisions == ["fp32"]
     assert (bundle.spec.size, bundle.spec.width) == (32, 16) and list(bundle.labels.labels[:3]) == ["1", "2", "3"]
@@ -70,7 +70,7 @@ def test_convert_writes_verified_bundle_with_parity(trained):
     model = keras.models.load_model(model_dir / "model.keras", compile=False)
     plain = model.predict(x, batch_size=7, verbose=0)
     mirrored = model.predict(np.ascontiguousarray(x[:, :, ::-1]), batch_size=7, verbose=0)
-    expected = (plain + mirrored) / 2  # the default graph averages each crop with its mirror image
+    expected = (plain + mirrored) / 2  # the mirror graph averages each crop with its mirror image
     got = onnx_probabilities(bundle.model_path("fp32"), x, batch_size=5)
     assert np.max(np.abs(expected - got)) < 1e-4
     assert (expected.argmax(1) == got.argmax(1)).all()
@@ -81,7 +81,7 @@ def test_convert_writes_verified_bundle_with_parity(trained):
     off_mirror, off_plain = np.max(np.abs(mirror_noise - graph_noise)), np.max(np.abs(plain_noise - graph_noise))
     assert off_mirror < 1e-5 and off_plain > 20 * max(off_mirror, 1e-6)  # the mirror view really is in the graph
     assert bundle.manifest.provenance["test_time_augmentation"] == "mirror"
-    single = load_bundle(convert_model(model_dir, root / "bundle-single", precisions=("fp32",), progress=False, mirror=False))
+    single = load_bundle(convert_model(model_dir, root / "bundle-single", precisions=("fp32",), progress=False))
     assert np.max(np.abs(plain - onnx_probabilities(single.model_path("fp32"), x, batch_size=5))) < 1e-4
     assert single.manifest.provenance["test_time_augmentation"] is None
     provenance = bundle.manifest.provenance
