@@ -5,8 +5,8 @@ of tilt, chromosome length (condensation), a gentle bend, staining contrast and 
 noise, the scanner's resolution, and the left-right mirror image (a chromosome seen from the
 other side). Resolution matters more than it looks: every crop is scaled to fill the input box,
 so a small chromosome or a low-resolution scanner both show up as a blurrier image, and a model
-trained on one lab learns "blurry = small" (see `karyo.runtime.cell_size` for the measurements). What it should care
-about: which end is up. Straightened crops put the p arm on top, and the short arm is a cue for
+trained on one lab learns "blurry = small" (see `karyo.runtime.cell_size` for the measurements).
+What it should care about: which end is up. Straightened crops put the p arm on top, and the short arm is a cue for
 the class, so vertical flips are off by default; turn them on (`vflip`) for labs whose crops
 come in any orientation.
 """
