@@ -242,8 +242,8 @@ class Classifier:
             slots: list[int] = []
             errors: dict[int, str] = {}
             for offset, (prepared, error) in enumerate(self._map(prepare_one, chunk)):
-                if error is not None or prepared is None:
-                    errors[offset] = error or "not prepared"
+                if prepared is None:  # prepare_one returns a message exactly when it has no tensor
+                    errors[offset] = str(error)
                 else:
                     tensors.append(prepared[0])
                     measured[offset] = prepared[1]

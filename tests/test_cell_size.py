@@ -13,7 +13,7 @@ from karyo.runtime.cell_size import SizePrior, relative_sizes, sizes_array
 from karyo.runtime.dataset import Sample
 from karyo.runtime.karyotype import evaluate_cells, karyotype_cell
 from karyo.runtime.labels import LabelScheme, scheme
-from karyo.runtime.preprocess import PreprocessSpec, measure_chromosome, prepare_gray, preprocess_gray
+from karyo.runtime.preprocess import PreprocessSpec, measure_chromosome, prepare_gray
 from karyo.runtime.tensors import LabeledTensors
 
 THREE = LabelScheme("custom", ("big", "mid", "small"))
@@ -37,12 +37,15 @@ def test_measure_chromosome_reads_length_and_area_and_ignores_a_neighbour_at_the
     assert measure_chromosome(np.full((50, 30), 240.0, np.float32)) is None  # blank: nothing to measure
 
 
-def test_prepare_gray_gives_the_same_tensor_as_preprocess_gray_plus_the_size():
+def test_prepare_gray_measures_the_chromosome_not_the_neighbour_it_blanks():
     spec = PreprocessSpec(size=48, width=16)
-    image = rod()
-    tensor, size = prepare_gray(image, spec)
-    assert np.array_equal(tensor, preprocess_gray(image, spec))
-    assert size == measure_chromosome(image)
+    crowded = rod(length=60, thick=10)
+    crowded[90:120, 0:6] = 60.0  # a neighbour entering through the edge: blanked, and not measured
+    tensor, (length, area) = prepare_gray(crowded, spec)
+    assert tensor.shape == (48, 16, 1)
+    assert 58 <= length <= 62 and 560 <= area <= 640  # the 60 x 10 px rod alone
+    background = (255 - 240) / 255  # inverted paper level
+    assert np.allclose(tensor[-8:, :4], background, atol=1e-3)  # the neighbour's corner is paper in the model input
 
 
 def test_relative_sizes_divide_by_the_cell_median_and_skip_small_cells_and_blanks():
