@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from karyo.runtime.dataset import Sample
+from karyo.runtime.dataset import UNKNOWN, Sample
 from karyo.runtime.labels import LabelScheme
 from karyo.runtime.preprocess import PreprocessSpec
 
@@ -108,4 +108,4 @@ def sample_to_dict(sample: Sample) -> dict[str, str]:
 
 
 def sample_from_dict(data: dict[str, Any]) -> Sample:
-    return Sample(Path(data["path"]), str(data["label"]), str(data.get("case", "unknown")), str(data.get("cell", "unknown")))
+    return Sample(Path(data["path"]), str(data["label"]), str(data.get("case", UNKNOWN)), str(data.get("cell", UNKNOWN)))

@@ -18,6 +18,8 @@ import typer
 from karyo.runtime.bundle import Bundle, BundleError, load_bundle
 from karyo.runtime.dataset import Sample, read_labeled_folders
 
+from .data import sample_from_dict
+
 SPLIT_SUFFIX = " (held-out test)"
 
 
@@ -50,9 +52,7 @@ def recorded_evaluation(bundle: Bundle) -> tuple[list[Sample], str]:
             raise ValueError(f"recorded evaluation split {split_path} no longer exists; pass --eval-data DIR")
         split = json.loads(split_path.read_text(encoding="utf-8"))
         samples = [
-            Sample(Path(d["path"]), str(d["label"]), str(d.get("case", "unknown")), str(d.get("cell", "unknown")))
-            for d in split.get("test", [])
-            if Path(d["path"]).is_file() and str(d["label"]) in bundle.labels
+            sample_from_dict(d) for d in split.get("test", []) if Path(d["path"]).is_file() and str(d["label"]) in bundle.labels
         ]
     else:
         folders = [Path(part.strip()) for part in source.split(", ") if part.strip()]

@@ -304,7 +304,7 @@ def fit_size_prior(train: LabeledTensors, labels: LabelScheme) -> SizePrior | No
     """
     if train.sizes is None or not len(train):
         return None
-    cells = [s.cell_key if s.cell != "unknown" else f"unknown-{i}" for i, s in enumerate(train.samples)]
+    cells = [s.cell_key if s.has_cell else f"no-cell-{i}" for i, s in enumerate(train.samples)]
     relative = relative_sizes(train.sizes, cells)
     return SizePrior.fit([s.label for s in train.samples], relative, labels)
 

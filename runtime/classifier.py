@@ -19,7 +19,7 @@ import numpy as np
 from .bundle import Bundle, BundleError, load_bundle
 from .labels import LabelScheme
 from .cell_size import SizePrior
-from .preprocess import ChromosomeSize, ImageError, PreprocessSpec, prepare_gray, prepare_path, preprocess_array, to_gray
+from .preprocess import ChromosomeSize, ImageError, PreprocessSpec, prepare_array, prepare_path, preprocess_array
 from .session import create_session, cuda_status, input_name, n_outputs, output_name, run_probabilities
 
 # What "auto" means per provider: FP16 is fast on GPUs but emulated on most CPUs; INT8 is the
@@ -191,10 +191,7 @@ class Classifier:
     ) -> list[Prediction]:
         """Like predict_paths for in-memory crops (e.g. cut from a metaphase); bad crops get an error."""
         names = list(names) if names is not None else [None] * len(images)  # type: ignore[list-item]
-        return self._predict(
-            list(zip(names, images)), lambda image: prepare_gray(to_gray(image, self.spec.max_pixels), self.spec),
-            top_k, batch_size,
-        )
+        return self._predict(list(zip(names, images)), lambda image: prepare_array(image, self.spec), top_k, batch_size)
 
     def predict_paths(
         self, paths: Sequence[str | Path], top_k: int = 3, batch_size: int | None = None,

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Iterator
 
 from .labels import parse_label as _parse_label
+
+UNKNOWN = "unknown"  # case or cell the data did not give
 from .preprocess import IMAGE_SUFFIXES
 
 
@@ -26,6 +28,11 @@ class Sample:
     label: str
     case: str
     cell: str
+
+    @property
+    def has_cell(self) -> bool:
+        """Whether the data said which metaphase this crop came from (else cell is UNKNOWN)."""
+        return self.cell != UNKNOWN
 
     @property
     def cell_key(self) -> str:
@@ -78,8 +85,8 @@ def _read_manifest(root: Path) -> list[Sample]:
             label = parse_label(row["label"])
             if label is None:
                 raise ValueError(f"{root / MANIFEST_NAME}:{number}: unknown label {row['label']!r}")
-            case = (row.get("case") or "").strip() or "unknown"
-            cell = (row.get("cell") or "").strip() or "unknown"
+            case = (row.get("case") or "").strip() or UNKNOWN
+            cell = (row.get("cell") or "").strip() or UNKNOWN
             samples.append(Sample(root / row["path"], label, case, cell))
     return samples
 
@@ -92,10 +99,10 @@ def _scan_tree(root: Path) -> list[Sample]:
             continue
         parts = path.relative_to(root).parts
         top = parts[0] if len(parts) > 1 and parse_label(parts[0]) is None else ""
-        case = top or "unknown"
+        case = top or UNKNOWN
         # the folder right above the class folder groups one cell's crops when it is not the case
         cell_parts = [p for p in parts[:-1] if parse_label(p) is None]
-        cell = cell_parts[-1] if cell_parts else "unknown"
+        cell = cell_parts[-1] if cell_parts else UNKNOWN
         samples.append(Sample(path, label, case, cell))
     return samples
 

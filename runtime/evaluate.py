@@ -188,7 +188,7 @@ def _cell_metrics(
         check_scheme(labels)
     except ValueError:
         return {}
-    rows = [i for i, s in enumerate(samples) if s.cell != "unknown"]
+    rows = [i for i, s in enumerate(samples) if s.has_cell]
     if not rows:
         return {}
     known = [samples[i] for i in rows]

@@ -302,7 +302,12 @@ def prepare_gray(gray: np.ndarray, spec: PreprocessSpec) -> tuple[np.ndarray, Ch
 
 def preprocess_array(image: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     """A decoded image array (any supported dtype/channels) -> HxWx1 model input."""
-    return preprocess_gray(to_gray(image, spec.max_pixels), spec)
+    return prepare_array(image, spec)[0]
+
+
+def prepare_array(image: np.ndarray, spec: PreprocessSpec) -> tuple[np.ndarray, ChromosomeSize | None]:
+    """A decoded image array -> (model input, chromosome size)."""
+    return prepare_gray(to_gray(image, spec.max_pixels), spec)
 
 
 def preprocess_bytes(data: bytes, spec: PreprocessSpec) -> np.ndarray:
