@@ -13,8 +13,7 @@ import os
 import re
 import sys
 import tempfile
-from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Callable
 
 ARCHS: tuple[str, ...] = ("edge", "seed-dcnn")
 DEFAULT_ARCH = "edge"
@@ -187,9 +186,7 @@ def build_edge(n_classes: int, input_size: tuple[int, int] = (96, 32), width: fl
     if dropout > 0:
         x = layers.Dropout(dropout, name="dropout")(x)
     x = layers.Dense(n_classes, name="logits")(x)
-    # float32 softmax whatever the training precision: bfloat16 keeps 3 significant digits, too few
-    # for the loss of a confident prediction
-    outputs = layers.Activation("softmax", dtype="float32", name="probabilities")(x)
+    outputs = layers.Activation("softmax", name="probabilities")(x)
     return keras.Model(inputs, outputs, name="edge")
 
 
@@ -217,66 +214,3 @@ def build_model(arch: str, n_classes: int, input_size: tuple[int, int] | int | N
         raise ValueError(f"input size {input_size[0]}x{input_size[1]} px is too small (minimum 16)")
     options = {"width": width} if arch == "edge" else {}
     return _BUILDERS[arch](n_classes, tuple(input_size), **options)
-
-
-TRAIN_PRECISIONS: tuple[str, ...] = ("auto", "float32", "bfloat16")
-
-
-def cpu_has_bfloat16() -> bool:
-    """Whether this CPU multiplies bfloat16 natively (AVX-512 BF16 or AMX); without it, TensorFlow
-    emulates bfloat16 and mixed precision trains slower than float32."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
-            flags = next((line for line in info if line.startswith("flags")), "")
-    except OSError:
-        return False
-    return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
-
-
-def resolve_train_precision(precision: str) -> str:
-    """"auto" -> "bfloat16" on a CPU-only machine whose cores do bfloat16 natively, else "float32".
-
-    On such a CPU mixed precision trains `edge` about 1.3x faster (measured on 2 cores, README);
-    GPUs stay on float32 because older cards lack bfloat16 and training there is fast anyway.
-    """
-    if precision not in TRAIN_PRECISIONS:
-        raise ValueError(f"training precision {precision!r}: use one of {', '.join(TRAIN_PRECISIONS)}")
-    if precision != "auto":
-        return precision
-    tf = import_tensorflow_quietly()
-    if tf.config.list_physical_devices("GPU"):
-        return "float32"
-    return "bfloat16" if cpu_has_bfloat16() else "float32"
-
-
-@contextmanager
-def dtype_policy(precision: str) -> Iterator[None]:
-    """Build and train under mixed precision ("bfloat16": bfloat16 compute, float32 weights) and
-    restore the previous global policy afterwards, so later models in the process are float32."""
-    import keras
-
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("mixed_bfloat16" if precision == "bfloat16" else "float32")
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy(previous)
-
-
-def float32_copy(model):
-    """The same network and weights in plain float32, without optimizer state.
-
-    What export and the runtime need: a mixed-precision graph would carry bfloat16 casts into ONNX,
-    and AdamW's two slots per weight would triple the file (about 1 GB for seed-dcnn at 300 px).
-    """
-    import keras
-
-    def float32_layer(layer):
-        config = layer.get_config()
-        if "dtype" in config:
-            config["dtype"] = "float32"
-        return layer.__class__.from_config(config)
-
-    clean = keras.models.clone_model(model, clone_function=float32_layer)
-    clean.set_weights(model.get_weights())
-    return clean

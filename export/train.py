@@ -29,7 +29,7 @@ from .augment import AugmentConfig, Augmenter
 from karyo.runtime.tensors import LabeledTensors, load_labeled_tensors
 
 from .data import case_folds, case_split, sample_to_dict, select_scheme_samples, storage_dtype
-from .models import build_model, configure_tensorflow, default_input_size, dtype_policy, float32_copy, resolve_train_precision
+from .models import build_model, configure_tensorflow, default_input_size
 
 
 def class_weights(y: np.ndarray, n_classes: int) -> np.ndarray:
@@ -106,45 +106,40 @@ def fit_model(
     seed: int = 0,
     verbose: int = 2,
     width: float = 1.0,
-    precision: str = "float32",
 ):
-    """Build and train one model; returns (float32 model, history dict). Best validation epoch is restored.
-
-    `precision` "bfloat16" trains in mixed precision; the returned model is float32 either way.
-    """
+    """Build and train one model; returns (model, history dict). Best validation epoch is restored."""
     import keras
 
-    with dtype_policy(precision):
-        keras.utils.set_random_seed(seed)
-        n_classes = len(labels)
-        model = build_model(arch, n_classes, (spec.size, spec.width), width=width)
-        augmenter = Augmenter(spec, augment, seed) if augment is not None else None
-        batches = _batches_class()(train, n_classes, batch_size, augmenter, seed)
-        schedule = keras.optimizers.schedules.CosineDecay(
-            learning_rate, decay_steps=max(1, epochs * len(batches)), alpha=0.02
-        )
-        model.compile(
-            optimizer=keras.optimizers.AdamW(learning_rate=schedule, weight_decay=1e-4),
-            loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
-            metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
-        )
-        timer = _epoch_timer()
-        callbacks: list[Any] = [timer]
-        validation = None
-        if val is not None and len(val.y):
-            validation = (val.x.astype(np.float32), one_hot(val.y, n_classes))
-            # The first epochs do not count: batch-norm statistics still lag the weights there, so an
-            # early val_loss dip would stop a short run and restore an unsettled model.
-            callbacks.append(
-                keras.callbacks.EarlyStopping(
-                    monitor="val_loss", patience=patience, restore_best_weights=True, start_from_epoch=min(3, epochs // 4),
-                    verbose=0,
-                )
+    keras.utils.set_random_seed(seed)
+    n_classes = len(labels)
+    model = build_model(arch, n_classes, (spec.size, spec.width), width=width)
+    augmenter = Augmenter(spec, augment, seed) if augment is not None else None
+    batches = _batches_class()(train, n_classes, batch_size, augmenter, seed)
+    schedule = keras.optimizers.schedules.CosineDecay(
+        learning_rate, decay_steps=max(1, epochs * len(batches)), alpha=0.02
+    )
+    model.compile(
+        optimizer=keras.optimizers.AdamW(learning_rate=schedule, weight_decay=1e-4),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+    )
+    timer = _epoch_timer()
+    callbacks: list[Any] = [timer]
+    validation = None
+    if val is not None and len(val.y):
+        validation = (val.x.astype(np.float32), one_hot(val.y, n_classes))
+        # The first epochs do not count: batch-norm statistics still lag the weights there, so an
+        # early val_loss dip would stop a short run and restore an unsettled model.
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor="val_loss", patience=patience, restore_best_weights=True, start_from_epoch=min(3, epochs // 4),
+                verbose=0,
             )
-        fitted = model.fit(batches, validation_data=validation, epochs=epochs, callbacks=callbacks, verbose=verbose)
-        history = {k: [float(v) for v in values] for k, values in fitted.history.items()}
-        history["epoch_seconds"] = [round(s, 3) for s in timer.seconds]
-    return float32_copy(model), history
+        )
+    fitted = model.fit(batches, validation_data=validation, epochs=epochs, callbacks=callbacks, verbose=verbose)
+    history = {k: [float(v) for v in values] for k, values in fitted.history.items()}
+    history["epoch_seconds"] = [round(s, 3) for s in timer.seconds]
+    return model, history
 
 
 def predict(model, data: LabeledTensors, batch_size: int = 128) -> np.ndarray:
@@ -183,7 +178,6 @@ def train_model(
     progress: bool = True,
     threads: int | None = None,
     width: float = 1.0,
-    precision: str = "auto",
 ) -> Path:
     """Train `arch` on the crops under `data_roots` and write the model folder `out_dir` (atomically).
 
@@ -192,7 +186,6 @@ def train_model(
     the folder keeps fold 1's model and its held-out cases, so export evaluates on unseen data.
     `only_fold=n` trains fold n of k alone (the folds are fixed by the seed), so a k-fold study can
     run one fold per process and take every fold through convert and evaluate like a real model.
-    `precision` "auto" trains in mixed bfloat16 where the CPU has it (`resolve_train_precision`).
     """
     if only_fold is not None and not 1 <= only_fold <= max(folds, 0):
         raise ValueError(f"--fold {only_fold} needs --folds K with 1 <= {only_fold} <= K")
@@ -201,7 +194,6 @@ def train_model(
     import tensorflow as tf
 
     started = time.perf_counter()
-    precision = resolve_train_precision(precision)
     labels = make_scheme(scheme)
     box_height, box_width = input_size or default_input_size(arch)  # also rejects an unknown arch before minutes of preprocessing
     spec = PreprocessSpec(size=box_height, width=box_width)
@@ -216,7 +208,6 @@ def train_model(
     common = dict(
         arch=arch, labels=labels, spec=spec, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
         label_smoothing=label_smoothing, patience=patience, augment=augment, verbose=verbose, width=width,
-        precision=precision,
     )
 
     fold_reports: list[dict[str, Any]] = []
@@ -262,7 +253,6 @@ def train_model(
     config = {
         "arch": arch,
         "width": width,
-        "train_precision": precision,
         "scheme": labels.name,
         "labels": labels.to_dict(),
         "preprocess": spec.to_dict(),
@@ -296,7 +286,7 @@ def train_model(
     }
     out = Path(out_dir)
     with staged_folder(out) as stage:
-        kept_model.save(stage / "model.keras")
+        inference_copy(kept_model).save(stage / "model.keras")
         atomic_write_text(stage / "train_config.json", json.dumps(config, indent=2) + "\n")
         atomic_write_text(stage / "report.json", json.dumps(summary, indent=2) + "\n")
         atomic_write_text(stage / "split.json", json.dumps(split) + "\n")
@@ -335,6 +325,16 @@ def write_heldout_manifest(samples: Sequence[Sample], folder: Path) -> None:
     for s in samples:
         writer.writerow([str(Path(s.path).resolve()), s.label, s.case, s.cell])
     atomic_write_text(folder / "manifest.csv", text.getvalue())
+
+
+def inference_copy(model):
+    """The trained model without optimizer state: AdamW's two slots per weight would triple the
+    file (about 1 GB for seed-dcnn at 300 px) and nothing downstream resumes training."""
+    import keras
+
+    clean = keras.models.clone_model(model)
+    clean.set_weights(model.get_weights())
+    return clean
 
 
 def _write_confusion_png(report: dict[str, Any], path: Path, title: str) -> None:

@@ -188,20 +188,39 @@ def test_edge_is_small_and_softmax():
         build_model("resnet", 24)
 
 
+@pytest.mark.slow
+def test_edge_width_scales_channels_and_only_edge_has_the_knob():
+    from karyo.export.models import build_model
+
+    wide = build_model("edge", 24, width=1.25)  # 16/32/64/128 -> 16/40/80/160 (multiples of 8: 20 rounds to 16)
+    convs = [(1, 16), (16, 16), (16, 40), (40, 40), (40, 80), (80, 80), (80, 160), (160, 160)]
+    assert wide.count_params() == sum(9 * cin * cout + 4 * cout for cin, cout in convs) + 160 * 24 + 24
+    with pytest.raises(ValueError, match="only applies to edge"):
+        build_model("seed-dcnn", 24, (40, 40), width=1.25)
+    with pytest.raises(ValueError, match="channel multiplier"):
+        build_model("edge", 24, width=0.1)
+
+
 # ---------------------------------------------------------------- training
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("arch,size", [("edge", (32, 16)), ("seed-dcnn", (40, 40))])
-def test_train_writes_a_complete_model_folder(tmp_path, arch, size):
+@pytest.mark.parametrize("arch,size,width", [("edge", (32, 16), 0.5), ("seed-dcnn", (40, 40), 1.0)])
+def test_train_writes_a_complete_model_folder(tmp_path, arch, size, width):
     from karyo.export.train import train_model
 
     data = make_tiny_dataset(tmp_path / "data", cases=5, per_class=3)
-    out = train_model([data], tmp_path / "model", arch=arch, epochs=1, input_size=size, batch_size=16, progress=False)
+    out = train_model([data], tmp_path / "model", arch=arch, epochs=1, input_size=size, batch_size=16, progress=False,
+                      width=width)
     for name in ("model.keras", "train_config.json", "report.json", "split.json"):
         assert (out / name).is_file(), name
     config = json.loads((out / "train_config.json").read_text())
     assert config["arch"] == arch and (config["preprocess"]["size"], config["preprocess"]["width"]) == size
+    assert config["width"] == width
+    if arch == "edge":  # half width: 8/16/32/64 channels, and that is what was saved
+        convs = [(1, 8), (8, 8), (8, 16), (16, 16), (16, 32), (32, 32), (32, 64), (64, 64)]
+        expected = sum(9 * cin * cout + 4 * cout for cin, cout in convs)
+        assert config["parameters"] == expected + 64 * 24 + 24  # the normal24 head
     assert config["labels"]["names"][:3] == ["1", "2", "3"]
     assert config["cell_size"] is None  # folder-per-class crops without cell ids: no cell to be relative to
     split = json.loads((out / "split.json").read_text())
