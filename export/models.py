@@ -193,17 +193,22 @@ def build_edge(n_classes: int, input_size: tuple[int, int] = (96, 32), width: fl
 _BUILDERS: dict[str, Callable[..., object]] = {"edge": build_edge, "seed-dcnn": build_seed_dcnn}
 
 
+def check_width(arch: str, width: float) -> None:
+    """Reject a channel multiplier `arch` cannot take, before anything slow starts."""
+    _check_arch(arch)
+    if not 0.25 <= width <= 4.0:
+        raise ValueError(f"width {width}: use a channel multiplier between 0.25 and 4")
+    if arch != "edge" and width != 1.0:
+        raise ValueError(f"--width only applies to edge; {arch} is built as published")
+
+
 def build_model(arch: str, n_classes: int, input_size: tuple[int, int] | int | None = None, width: float = 1.0):
     """A fresh, uncompiled keras.Model for `arch` with input "image" (NHWC, 1 channel) and softmax output.
 
     `input_size` is (height, width), or one number for a square. `width` multiplies `edge`'s
     channels (rounded to multiples of 8); `seed-dcnn` is the study's network and has no knob.
     """
-    _check_arch(arch)
-    if not 0.25 <= width <= 4.0:
-        raise ValueError(f"width {width}: use a channel multiplier between 0.25 and 4")
-    if arch != "edge" and width != 1.0:
-        raise ValueError(f"--width only applies to edge; {arch} is built as published")
+    check_width(arch, width)
     if n_classes < 2:
         raise ValueError(f"need at least 2 classes, got {n_classes}")
     if input_size is None:

@@ -201,6 +201,23 @@ def test_edge_width_scales_channels_and_only_edge_has_the_knob():
         build_model("edge", 24, width=0.1)
 
 
+def test_train_command_rejects_width_for_seed_dcnn_before_reading_data(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import karyo.export.train as train
+    from karyo.export.cli import app
+
+    def must_not_read(*args, **kwargs):
+        raise AssertionError("crops were read before the options were checked")
+
+    monkeypatch.setattr(train, "read_labeled_folders", must_not_read)
+    data = make_tiny_dataset(tmp_path / "data", cases=2, per_class=1)
+    result = CliRunner().invoke(app, ["train", str(data), "--out", str(tmp_path / "m"), "--arch", "seed-dcnn", "--width", "1.25"])
+    assert result.exit_code == 2, result.output
+    assert "error: --width only applies to edge; seed-dcnn is built as published" in result.output
+    assert not (tmp_path / "m").exists()
+
+
 # ---------------------------------------------------------------- training
 
 
