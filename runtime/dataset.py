@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Iterator
 
 from .labels import parse_label as _parse_label
+from .preprocess import IMAGE_SUFFIXES
 
 UNKNOWN = "unknown"  # case or cell the data did not give
-from .preprocess import IMAGE_SUFFIXES
 
 
 @dataclass(frozen=True)
