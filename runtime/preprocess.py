@@ -40,6 +40,10 @@ class ImageError(ValueError):
     """An input that cannot become a model tensor; the message is meant for the user."""
 
 
+# 3: `align_axis`. A runtime refuses a manifest from a newer pipeline rather than serve it wrongly.
+PREPROCESS_VERSION = 3
+
+
 @dataclass(frozen=True)
 class PreprocessSpec:
     """How a crop becomes a model input. Serialized into the bundle manifest.
@@ -54,7 +58,10 @@ class PreprocessSpec:
     `invert` maps dark bands on a light background to bright-on-black, so zero padding and the
     background agree. `focus_main_object` blanks the neighbours that reach into crops cut as
     bounding boxes; `tight_crop` cuts the crop down to its chromosome, so a lab's margins do not
-    change how large a chromosome looks (see `focus_main_object()`).
+    change how large a chromosome looks (see `focus_main_object()`). `align_axis` turns a
+    chromosome that lies tilted in its crop upright (see `align_upright()`): crops cut as bounding
+    boxes out of a metaphase are not straightened, and a tilted chromosome fitted into the tall
+    box would otherwise shrink to a fraction of it.
     """
 
     size: int = 64
@@ -64,6 +71,7 @@ class PreprocessSpec:
     std: float = 1.0
     focus_main_object: bool = True
     tight_crop: bool = True
+    align_axis: bool = True
     max_pixels: int = DEFAULT_MAX_PIXELS
 
     def __post_init__(self) -> None:
@@ -88,16 +96,21 @@ class PreprocessSpec:
         object.__setattr__(self, "invert", bool(self.invert))
         object.__setattr__(self, "focus_main_object", bool(self.focus_main_object))
         object.__setattr__(self, "tight_crop", bool(self.tight_crop))
+        object.__setattr__(self, "align_axis", bool(self.align_axis))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"version": 2, "pipeline": "gray-pad-to-box-aspect-area-resize", **asdict(self)}
+        return {"version": PREPROCESS_VERSION, "pipeline": "gray-pad-to-box-aspect-area-resize", **asdict(self)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "PreprocessSpec":
+        version = data.get("version", 1)
+        if not isinstance(version, numbers.Integral) or version > PREPROCESS_VERSION:
+            raise ValueError(f"preprocess version {version!r} is newer than this karyo reads ({PREPROCESS_VERSION}): update karyo")
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
         values.setdefault("width", None)  # version-1 manifests: square input
         values.setdefault("tight_crop", False)  # bundles written before it existed were trained without
+        values.setdefault("align_axis", False)  # likewise
         return cls(**values)
 
     @property
@@ -229,34 +242,93 @@ def focus_main_object(
     return _focus(gray, background, blank, tight, margin)[0]
 
 
+# Tilts up to this many degrees are left alone: training rotates crops by up to 8 degrees anyway,
+# and turning a nearly upright chromosome would only blur its bands by interpolation.
+ALIGN_MIN_TILT_DEG = 10.0
+
+
+def major_axis_tilt(mask: np.ndarray) -> float | None:
+    """Degrees to turn `mask`'s object (counter-clockwise as displayed) to stand it upright, in (-90, 90].
+
+    The major axis of the object's second moments: for a straight chromosome its length, for a
+    bent one the chord between its ends. None when the object has no direction (a round blob).
+    """
+    m = cv2.moments(mask.astype(np.uint8), binaryImage=True)
+    spread = np.hypot(m["mu20"] - m["mu02"], 2.0 * m["mu11"])
+    if m["m00"] == 0 or spread < 0.05 * (m["mu20"] + m["mu02"]):
+        return None
+    axis = 0.5 * np.degrees(np.arctan2(2.0 * m["mu11"], m["mu20"] - m["mu02"]))  # clockwise from +x
+    turn = axis - 90.0 if axis > 0 else axis + 90.0
+    return float(turn if turn > -90.0 else turn + 180.0)
+
+
+def align_upright(
+    gray: np.ndarray, mask: np.ndarray, background: float, min_tilt: float = ALIGN_MIN_TILT_DEG
+) -> tuple[np.ndarray, np.ndarray]:
+    """Turn the crop so the chromosome in `mask` stands upright; returns (gray, mask) turned alike.
+
+    Which end ends up on top is not known (a straightened crop puts the p arm there; a lying one
+    gives no hint), so of the two upright poses this takes the smaller turn.
+    """
+    turn = major_axis_tilt(mask)
+    if turn is None or abs(turn) <= min_tilt:
+        return gray, mask
+    height, width = gray.shape
+    rotation = cv2.getRotationMatrix2D(((width - 1) / 2.0, (height - 1) / 2.0), turn, 1.0)
+    cos, sin = abs(rotation[0, 0]), abs(rotation[0, 1])
+    new_w, new_h = int(np.ceil(width * cos + height * sin)), int(np.ceil(width * sin + height * cos))
+    rotation[0, 2] += (new_w - width) / 2.0
+    rotation[1, 2] += (new_h - height) / 2.0
+    turned = cv2.warpAffine(
+        gray, rotation, (new_w, new_h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=float(background)
+    )
+    turned_mask = cv2.warpAffine(mask.astype(np.uint8), rotation, (new_w, new_h), flags=cv2.INTER_NEAREST)
+    return turned, turned_mask
+
+
 def _focus(
-    gray: np.ndarray, background: float, blank: bool, tight: bool, margin: int = 2
+    gray: np.ndarray, background: float, blank: bool, tight: bool, margin: int = 2, align: bool = False
 ) -> tuple[np.ndarray, ChromosomeSize | None]:
-    """`focus_main_object` plus the chromosome's size, from the one object labelling both need."""
+    """`focus_main_object` (and, with `align`, `align_upright`) plus the chromosome's size, all from
+    the one object labelling they need. The length is measured after turning, so a tilted
+    chromosome is not measured by the shorter side of its bounding box."""
     found = _objects(gray, background)
     if found is None:
         return gray, None
     labels, stats, main, intruders = found
     kept = [k for k in range(1, len(stats)) if k not in intruders]
-    x0 = int(min(stats[k, cv2.CC_STAT_LEFT] for k in kept))
-    y0 = int(min(stats[k, cv2.CC_STAT_TOP] for k in kept))
-    x1 = int(max(stats[k, cv2.CC_STAT_LEFT] + stats[k, cv2.CC_STAT_WIDTH] for k in kept))
-    y1 = int(max(stats[k, cv2.CC_STAT_TOP] + stats[k, cv2.CC_STAT_HEIGHT] for k in kept))
-    size = (float(max(x1 - x0, y1 - y0)), float(sum(stats[k, cv2.CC_STAT_AREA] for k in kept)))
+    area = float(sum(stats[k, cv2.CC_STAT_AREA] for k in kept))
     if blank and intruders:
         blank_mask = np.isin(labels, intruders).astype(np.uint8)
         keep = cv2.dilate((labels == main).astype(np.uint8), np.ones((3, 3), np.uint8), iterations=2)
         blank_mask = cv2.dilate(blank_mask, np.ones((3, 3), np.uint8), iterations=1) & (1 - keep)
         gray = np.where(blank_mask > 0, np.float32(background), gray).astype(np.float32)
-    if tight:
+    turned = False
+    if align:
+        lookup = np.zeros(len(stats), np.uint8)
+        lookup[kept] = 1
+        kept_mask = lookup[labels]  # np.isin is several times slower on every crop
+        aligned, aligned_mask = align_upright(gray, kept_mask, background)
+        turned = aligned is not gray
+    if turned:
+        gray = aligned
+        x0, y0, box_w, box_h = cv2.boundingRect(aligned_mask)
+        x1, y1 = x0 + box_w, y0 + box_h
+    else:
+        x0 = int(min(stats[k, cv2.CC_STAT_LEFT] for k in kept))
+        y0 = int(min(stats[k, cv2.CC_STAT_TOP] for k in kept))
+        x1 = int(max(stats[k, cv2.CC_STAT_LEFT] + stats[k, cv2.CC_STAT_WIDTH] for k in kept))
+        y1 = int(max(stats[k, cv2.CC_STAT_TOP] + stats[k, cv2.CC_STAT_HEIGHT] for k in kept))
+    size = (float(max(x1 - x0, y1 - y0)), area)
+    if tight or turned:  # a turned crop's corners are padding: always cut it back to the chromosome
         height, width = gray.shape
         gray = gray[max(0, y0 - margin) : min(height, y1 + margin), max(0, x0 - margin) : min(width, x1 + margin)]
     return gray, size
 
 
-def measure_chromosome(gray: np.ndarray) -> ChromosomeSize | None:
+def measure_chromosome(gray: np.ndarray, align: bool = False) -> ChromosomeSize | None:
     """(length, area) in source pixels of the crop's chromosome, None for a blank crop."""
-    return _focus(gray, background_level(gray), blank=False, tight=False)[1]
+    return _focus(gray, background_level(gray), blank=False, tight=False, align=align)[1]
 
 
 def pad_to_aspect(gray: np.ndarray, value: float, box_height: int, box_width: int) -> np.ndarray:
@@ -289,7 +361,9 @@ def prepare_gray(gray: np.ndarray, spec: PreprocessSpec) -> tuple[np.ndarray, Ch
             f"the {spec.max_pixels} pixel limit (not a chromosome crop?)"
         )
     background = background_level(gray)
-    gray, size = _focus(gray, background, blank=spec.focus_main_object, tight=spec.tight_crop)
+    gray, size = _focus(
+        gray, background, blank=spec.focus_main_object, tight=spec.tight_crop, align=spec.align_axis
+    )
     canvas = pad_to_aspect(gray, background, spec.size, spec.width)
     interpolation = cv2.INTER_AREA if canvas.shape[0] >= spec.size else cv2.INTER_LINEAR
     resized = cv2.resize(canvas, (spec.width, spec.size), interpolation=interpolation)

@@ -123,7 +123,7 @@ def test_focus_main_object_keeps_every_part_of_a_clean_crop():
 def test_tall_box_keeps_the_crop_aspect_and_pads_only_the_short_side():
     """A 12x4 crop in a 6x2 box (same aspect) is only resized; a 4x4 crop in the 6x2 box is padded
     to 12x4 (rows above and below), never stretched."""
-    spec = PreprocessSpec(size=6, width=2, invert=False)
+    spec = PreprocessSpec(size=6, width=2, invert=False, align_axis=False)  # padding geometry only
     tall = np.full((12, 4), 100, np.uint8)
     tall[:, :2] = 0
     tensor = preprocess_array(tall, spec)
