@@ -1,11 +1,14 @@
-"""How a bundle copes with crops cut as bounding boxes, with and without focusing on the main object.
+"""How a bundle copes with crops cut as bounding boxes, with and without each focusing step.
 
-Labs that cut crops as axis-aligned bounding boxes get neighbours reaching into the crop. We have
-no such data, so we make it from held-out clean crops: each crop is placed on a wider canvas of
-its own background, and a piece of another held-out chromosome (randomly rotated) is laid in so
-that it enters through the canvas edge, as a neighbour would. The same bundle is then scored on
-the clean and the bounding-box crops with `focus_main_object` off and on, so one run shows what
-the focusing costs on clean crops (should be nothing) and what it buys on crowded ones.
+Labs that cut crops as axis-aligned bounding boxes out of the metaphase get neighbours reaching
+into the crop, and chromosomes lying at any angle (nobody straightened them). We have no such
+data, so we make it from held-out clean crops: "bounding_box" places each crop on a wider canvas
+of its own background and lays in a piece of another held-out chromosome (randomly rotated) so
+that it enters through the canvas edge, as a neighbour would; "tilted" turns each crop by a
+random angle in +-90 degrees and cuts it to the turned chromosome's box; "tilted_bounding_box"
+does both. The same bundle is then scored on all four with the focusing steps switched on one
+after the other (`focus_main_object`, `tight_crop`, `align_axis`), so one run shows what each
+step costs on clean crops (should be nothing) and what it buys on the others.
 
     python benchmarks/bbox_robustness.py BUNDLE MODEL/heldout --out runs/bbox
 
@@ -59,6 +62,33 @@ def with_neighbour(main: np.ndarray, other: np.ndarray, rng: np.random.Generator
     return canvas
 
 
+def tilted(main: np.ndarray, rng: np.random.Generator, margin: int = 3) -> np.ndarray:
+    """`main` turned by a random angle in +-90 degrees and cut to the turned chromosome's box + `margin`."""
+    background = background_level(main)
+    height, width = main.shape
+    angle = float(rng.uniform(-90, 90))
+    rotation = cv2.getRotationMatrix2D(((width - 1) / 2, (height - 1) / 2), angle, 1.0)
+    cos, sin = abs(rotation[0, 0]), abs(rotation[0, 1])
+    new_w, new_h = int(np.ceil(width * cos + height * sin)), int(np.ceil(width * sin + height * cos))
+    rotation[:, 2] += (new_w - width) / 2, (new_h - height) / 2
+    turned = cv2.warpAffine(main, rotation, (new_w, new_h), flags=cv2.INTER_LINEAR, borderValue=background)
+    rows, cols = np.nonzero((background - turned) > 20)
+    if len(rows) == 0:
+        return turned
+    return turned[
+        max(0, rows.min() - margin) : rows.max() + 1 + margin, max(0, cols.min() - margin) : cols.max() + 1 + margin
+    ]
+
+
+# (name, focus_main_object, tight_crop, align_axis): each step on top of the previous one
+SETTINGS = (
+    ("plain", False, False, False),
+    ("focus", True, False, False),
+    ("focus_tight", True, True, False),
+    ("focus_tight_align", True, True, True),
+)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("bundle", type=Path)
@@ -77,24 +107,28 @@ def main(argv: list[str] | None = None) -> int:
     labels = bundle.labels
     truth = np.array([labels.index(s.label) for s in samples])
     grays = [load_gray(s.path) for s in samples]
-    crowded = [with_neighbour(g, grays[int(j)], rng) for g, j in zip(grays, rng.permutation(len(grays)))]
+    others = rng.permutation(len(grays))
+    crowded = [with_neighbour(g, grays[int(j)], rng) for g, j in zip(grays, others)]
+    turned = [tilted(g, rng) for g in grays]
+    turned_crowded = [with_neighbour(g, grays[int(j)], rng) for g, j in zip(turned, others)]
+    image_sets = (("clean", grays), ("bounding_box", crowded), ("tilted", turned), ("tilted_bounding_box", turned_crowded))
     figures: dict[str, float] = {}
-    for focus, tight in ((False, False), (True, False), (True, True)):
-        spec = dataclasses.replace(bundle.spec, focus_main_object=focus, tight_crop=tight)
-        for name, images in (("clean", grays), ("bounding_box", crowded)):
+    for setting, focus, tight, align in SETTINGS:
+        spec = dataclasses.replace(bundle.spec, focus_main_object=focus, tight_crop=tight, align_axis=align)
+        for name, images in image_sets:
             x = np.stack([preprocess_gray(g, spec) for g in images])
             predicted = classifier.predict_tensors(x).argmax(axis=1)
-            key = f"{name}_{'focus' if focus else 'plain'}{'_tight' if tight else ''}"
+            key = f"{name}_{setting}"
             figures[key] = float(np.mean(predicted == truth))
             print(f"{key}: {figures[key]:.4f}", file=sys.stderr)
     args.out.mkdir(parents=True, exist_ok=True)
     record = {"bundle": str(args.bundle), "precision": args.precision, "crops": len(samples), "accuracy": figures,
               "bundle_preprocess": bundle.spec.to_dict()}
     (args.out / "bbox.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    on = dataclasses.replace(bundle.spec, focus_main_object=True, tight_crop=True)
-    off = dataclasses.replace(bundle.spec, focus_main_object=False, tight_crop=False)
+    on = dataclasses.replace(bundle.spec, focus_main_object=True, tight_crop=True, align_axis=True)
+    off = dataclasses.replace(bundle.spec, focus_main_object=False, tight_crop=False, align_axis=False)
     tiles = []
-    for g in crowded[:12]:
+    for g in crowded[:6] + turned_crowded[:6]:
         pair = [preprocess_gray(g, off)[..., 0], preprocess_gray(g, on)[..., 0]]
         tiles.append(np.concatenate(pair + [np.zeros((pair[0].shape[0], 4), np.float32)], axis=1))
     sheet = np.concatenate(tiles, axis=1)

@@ -276,3 +276,65 @@ def test_specs_from_before_the_tight_crop_keep_their_behaviour():
     data = PreprocessSpec(size=64, width=32).to_dict()
     del data["tight_crop"]
     assert PreprocessSpec.from_dict(data).tight_crop is False
+
+
+def banded_rod(angle: float, length: int = 90, thick: int = 14, canvas: int = 140) -> np.ndarray:
+    """A dark rod with a bright band one third down its length, turned `angle` degrees on paper."""
+    upright = np.full((canvas, canvas), 245, np.uint8)
+    top, left = (canvas - length) // 2, (canvas - thick) // 2
+    upright[top : top + length, left : left + thick] = 60
+    upright[top + length // 3 : top + length // 3 + 8, left : left + thick] = 150
+    turn = cv2.getRotationMatrix2D(((canvas - 1) / 2, (canvas - 1) / 2), angle, 1.0)
+    return cv2.warpAffine(upright, turn, (canvas, canvas), flags=cv2.INTER_LINEAR, borderValue=245)
+
+
+def _rows_and_cols_covered(tensor: np.ndarray) -> tuple[int, int]:
+    ink = tensor[..., 0] > 0.3  # inverted: the rod is bright, the paper near 0
+    return int(ink.any(axis=1).sum()), int(ink.any(axis=0).sum())
+
+
+@pytest.mark.parametrize("angle", [-75, -40, 25, 60, 90])
+def test_align_axis_stands_a_tilted_chromosome_upright_in_the_box(angle):
+    """A rod at any angle fills the tall box as the upright rod does; without alignment a rod
+    across the crop shrinks to a sliver (its box is fitted whole into the tall, narrow input)."""
+    spec = PreprocessSpec(size=48, width=16)
+    upright = preprocess_array(banded_rod(0), spec)
+    turned = preprocess_array(banded_rod(angle), spec)
+    rows, cols = _rows_and_cols_covered(turned)
+    assert rows >= 44 and cols <= 12
+    assert _rows_and_cols_covered(upright)[0] >= 44
+    # upright again, with the band one third from one end (which end is up is not knowable)
+    def band_row(tensor: np.ndarray) -> int:
+        return int(np.argmin(tensor[6:-6, 8, 0])) + 6
+
+    band, expected = band_row(turned), band_row(upright)
+    assert min(abs(band - expected), abs(band - (47 - expected))) <= 2
+    unaligned = preprocess_array(banded_rod(angle), PreprocessSpec(size=48, width=16, align_axis=False))
+    assert _rows_and_cols_covered(unaligned)[0] < 0.85 * rows
+
+
+def test_align_axis_leaves_a_nearly_upright_crop_untouched():
+    """Tilts inside the training augmentation's range are not turned: no interpolation blur on clean crops."""
+    crop = banded_rod(6)
+    on = preprocess_array(crop, PreprocessSpec(size=48, width=16))
+    off = preprocess_array(crop, PreprocessSpec(size=48, width=16, align_axis=False))
+    np.testing.assert_array_equal(on, off)
+
+
+def test_align_axis_measures_a_tilted_chromosome_by_its_length():
+    """The size prior compares lengths within a cell: a rod lying at 45 degrees must measure as long
+    as the same rod upright, not as the side of its bounding box."""
+    from karyo.runtime.preprocess import measure_chromosome
+
+    upright_length = measure_chromosome(banded_rod(0).astype(np.float32), align=True)[0]
+    assert measure_chromosome(banded_rod(45).astype(np.float32), align=True)[0] == pytest.approx(upright_length, abs=3)
+    assert measure_chromosome(banded_rod(45).astype(np.float32), align=False)[0] < 0.85 * upright_length
+
+
+def test_specs_from_before_alignment_keep_their_behaviour_and_newer_ones_are_refused():
+    data = PreprocessSpec(size=64, width=32).to_dict()
+    assert data["version"] == 3 and PreprocessSpec.from_dict(data).align_axis is True
+    del data["align_axis"]
+    assert PreprocessSpec.from_dict(data).align_axis is False
+    with pytest.raises(ValueError, match="newer than this karyo"):
+        PreprocessSpec.from_dict({**data, "version": 4})
