@@ -23,7 +23,7 @@ from .cell_size import sizes_array
 from .dataset import iter_images, read_labeled_folder
 from .karyotype import AssemblyPriors, KaryotypeCall, call_karyotype, check_scheme, karyotype_cell
 from .cli_common import stderr_progress
-from .preprocess import ImageError
+from .preprocess import ImageError, PreprocessSpec
 
 
 @dataclass
@@ -157,7 +157,7 @@ def karyotype(
             entry["truth"] = truth.karyotype
         if targets:
             try:
-                entry["karyogram"] = str(_write_karyogram(targets[number], good, call))
+                entry["karyogram"] = str(_write_karyogram(targets[number], good, call, classifier.spec))
             except (OSError, ValueError) as exc:
                 typer.echo(f"error: karyogram {targets[number]}: {exc}", err=True)
                 exit_code = 1
@@ -175,14 +175,14 @@ def _error_text(prediction: Any) -> str:
     return message if str(prediction.path) in message else f"{prediction.path}: {message}"
 
 
-def _write_karyogram(target: Path, good: list, call: KaryotypeCall) -> Path:
+def _write_karyogram(target: Path, good: list, call: KaryotypeCall, spec: PreprocessSpec) -> Path:
     from .karyogram import draw_karyogram
-    from .preprocess import load_gray
+    from .preprocess import focused_crop, load_gray
 
     crops = []
     for prediction in good:
         try:
-            crops.append(load_gray(prediction.path))
+            crops.append(focused_crop(load_gray(prediction.path, spec.max_pixels), spec))
         except ImageError:  # classified a moment ago, so only a file changed underneath us lands here
             crops.append(None)
     keep = [i for i, crop in enumerate(crops) if crop is not None]

@@ -326,6 +326,13 @@ def _focus(
     return gray, size
 
 
+def focused_crop(gray: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """The crop as the model reads it, at source resolution: neighbours blanked, cut down, turned
+    upright (as `spec` says). Karyograms show this, so a reviewer sees the chromosome the call is
+    about, standing the way a karyogram stands it."""
+    return _focus(gray, background_level(gray), spec.focus_main_object, spec.tight_crop, align=spec.align_axis)[0]
+
+
 def measure_chromosome(gray: np.ndarray, align: bool = False) -> ChromosomeSize | None:
     """(length, area) in source pixels of the crop's chromosome, None for a blank crop."""
     return _focus(gray, background_level(gray), blank=False, tight=False, align=align)[1]

@@ -338,3 +338,13 @@ def test_specs_from_before_alignment_keep_their_behaviour_and_newer_ones_are_ref
     assert PreprocessSpec.from_dict(data).align_axis is False
     with pytest.raises(ValueError, match="newer than this karyo"):
         PreprocessSpec.from_dict({**data, "version": 4})
+
+
+def test_focused_crop_is_what_the_model_reads_at_source_resolution():
+    """Karyograms draw this: the tilted rod comes back upright, cut to itself, not resized."""
+    from karyo.runtime.preprocess import focused_crop
+
+    shown = focused_crop(banded_rod(50).astype(np.float32), PreprocessSpec(size=48, width=16))
+    assert 88 <= shown.shape[0] <= 98 and 14 <= shown.shape[1] <= 24  # rod 90 x 14, plus 2 px margins
+    raw = focused_crop(banded_rod(50).astype(np.float32), PreprocessSpec(size=48, width=16, align_axis=False))
+    assert raw.shape[0] < 80 and raw.shape[1] > 60
