@@ -257,22 +257,22 @@ def major_axis_tilt(mask: np.ndarray) -> float | None:
     spread = np.hypot(m["mu20"] - m["mu02"], 2.0 * m["mu11"])
     if m["m00"] == 0 or spread < 0.05 * (m["mu20"] + m["mu02"]):
         return None
-    axis = 0.5 * np.degrees(np.arctan2(2.0 * m["mu11"], m["mu20"] - m["mu02"]))  # clockwise from +x
-    turn = axis - 90.0 if axis > 0 else axis + 90.0
-    return float(turn if turn > -90.0 else turn + 180.0)
+    axis = 0.5 * np.degrees(np.arctan2(2.0 * m["mu11"], m["mu20"] - m["mu02"]))  # clockwise from +x, [-90, 90]
+    return float(axis - 90.0 if axis > 0 else axis + 90.0)
 
 
 def align_upright(
     gray: np.ndarray, mask: np.ndarray, background: float, min_tilt: float = ALIGN_MIN_TILT_DEG
-) -> tuple[np.ndarray, np.ndarray]:
-    """Turn the crop so the chromosome in `mask` stands upright; returns (gray, mask) turned alike.
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Turn the crop so the chromosome in `mask` stands upright: (gray, mask) turned alike, or None
+    when it already stands within `min_tilt` degrees (or has no direction) and is left as it is.
 
     Which end ends up on top is not known (a straightened crop puts the p arm there; a lying one
     gives no hint), so of the two upright poses this takes the smaller turn.
     """
     turn = major_axis_tilt(mask)
     if turn is None or abs(turn) <= min_tilt:
-        return gray, mask
+        return None
     height, width = gray.shape
     rotation = cv2.getRotationMatrix2D(((width - 1) / 2.0, (height - 1) / 2.0), turn, 1.0)
     cos, sin = abs(rotation[0, 0]), abs(rotation[0, 1])
@@ -303,24 +303,25 @@ def _focus(
         keep = cv2.dilate((labels == main).astype(np.uint8), np.ones((3, 3), np.uint8), iterations=2)
         blank_mask = cv2.dilate(blank_mask, np.ones((3, 3), np.uint8), iterations=1) & (1 - keep)
         gray = np.where(blank_mask > 0, np.float32(background), gray).astype(np.float32)
-    turned = False
+    x0 = int(min(stats[k, cv2.CC_STAT_LEFT] for k in kept))
+    y0 = int(min(stats[k, cv2.CC_STAT_TOP] for k in kept))
+    x1 = int(max(stats[k, cv2.CC_STAT_LEFT] + stats[k, cv2.CC_STAT_WIDTH] for k in kept))
+    y1 = int(max(stats[k, cv2.CC_STAT_TOP] + stats[k, cv2.CC_STAT_HEIGHT] for k in kept))
+    turned = None
     if align:
+        # turn only the chromosome's box (plus margin): a crop with wide margins, or a whole
+        # metaphase passed by mistake, would otherwise be rotated in full
         lookup = np.zeros(len(stats), np.uint8)
         lookup[kept] = 1
-        kept_mask = lookup[labels]  # np.isin is several times slower on every crop
-        aligned, aligned_mask = align_upright(gray, kept_mask, background)
-        turned = aligned is not gray
-    if turned:
-        gray = aligned
-        x0, y0, box_w, box_h = cv2.boundingRect(aligned_mask)
+        top, left = max(0, y0 - margin), max(0, x0 - margin)
+        window = (slice(top, y1 + margin), slice(left, x1 + margin))
+        turned = align_upright(gray[window], lookup[labels[window]], background)  # lookup: np.isin is slower
+    if turned is not None:
+        gray, turned_mask = turned
+        x0, y0, box_w, box_h = cv2.boundingRect(turned_mask)
         x1, y1 = x0 + box_w, y0 + box_h
-    else:
-        x0 = int(min(stats[k, cv2.CC_STAT_LEFT] for k in kept))
-        y0 = int(min(stats[k, cv2.CC_STAT_TOP] for k in kept))
-        x1 = int(max(stats[k, cv2.CC_STAT_LEFT] + stats[k, cv2.CC_STAT_WIDTH] for k in kept))
-        y1 = int(max(stats[k, cv2.CC_STAT_TOP] + stats[k, cv2.CC_STAT_HEIGHT] for k in kept))
     size = (float(max(x1 - x0, y1 - y0)), area)
-    if tight or turned:  # a turned crop's corners are padding: always cut it back to the chromosome
+    if tight or turned is not None:  # a turned crop's corners are padding: always cut it back
         height, width = gray.shape
         gray = gray[max(0, y0 - margin) : min(height, y1 + margin), max(0, x0 - margin) : min(width, x1 + margin)]
     return gray, size
