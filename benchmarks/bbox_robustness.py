@@ -29,7 +29,7 @@ import numpy as np
 from karyo.runtime.bundle import load_bundle
 from karyo.runtime.classifier import Classifier
 from karyo.runtime.dataset import read_labeled_folder
-from karyo.runtime.preprocess import background_level, load_gray, preprocess_gray
+from karyo.runtime.preprocess import background_level, load_gray, preprocess_gray, rotate_whole
 
 
 def with_neighbour(main: np.ndarray, other: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -65,13 +65,7 @@ def with_neighbour(main: np.ndarray, other: np.ndarray, rng: np.random.Generator
 def tilted(main: np.ndarray, rng: np.random.Generator, margin: int = 3) -> np.ndarray:
     """`main` turned by a random angle in +-90 degrees and cut to the turned chromosome's box + `margin`."""
     background = background_level(main)
-    height, width = main.shape
-    angle = float(rng.uniform(-90, 90))
-    rotation = cv2.getRotationMatrix2D(((width - 1) / 2, (height - 1) / 2), angle, 1.0)
-    cos, sin = abs(rotation[0, 0]), abs(rotation[0, 1])
-    new_w, new_h = int(np.ceil(width * cos + height * sin)), int(np.ceil(width * sin + height * cos))
-    rotation[:, 2] += (new_w - width) / 2, (new_h - height) / 2
-    turned = cv2.warpAffine(main, rotation, (new_w, new_h), flags=cv2.INTER_LINEAR, borderValue=background)
+    turned = rotate_whole(main, float(rng.uniform(-90, 90)), background)
     rows, cols = np.nonzero((background - turned) > 20)
     if len(rows) == 0:
         return turned

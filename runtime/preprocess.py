@@ -261,6 +261,20 @@ def major_axis_tilt(mask: np.ndarray) -> float | None:
     return float(axis - 90.0 if axis > 0 else axis + 90.0)
 
 
+def rotate_whole(image: np.ndarray, degrees: float, fill: float, interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
+    """`image` turned `degrees` counter-clockwise (as displayed) on a canvas grown to hold all of it,
+    the new corners filled with `fill`."""
+    height, width = image.shape[:2]
+    rotation = cv2.getRotationMatrix2D(((width - 1) / 2.0, (height - 1) / 2.0), degrees, 1.0)
+    cos, sin = abs(rotation[0, 0]), abs(rotation[0, 1])
+    new_w, new_h = int(np.ceil(width * cos + height * sin)), int(np.ceil(width * sin + height * cos))
+    rotation[0, 2] += (new_w - width) / 2.0
+    rotation[1, 2] += (new_h - height) / 2.0
+    return cv2.warpAffine(
+        image, rotation, (new_w, new_h), flags=interpolation, borderMode=cv2.BORDER_CONSTANT, borderValue=float(fill)
+    )
+
+
 def align_upright(
     gray: np.ndarray, mask: np.ndarray, background: float, min_tilt: float = ALIGN_MIN_TILT_DEG
 ) -> tuple[np.ndarray, np.ndarray] | None:
@@ -273,17 +287,7 @@ def align_upright(
     turn = major_axis_tilt(mask)
     if turn is None or abs(turn) <= min_tilt:
         return None
-    height, width = gray.shape
-    rotation = cv2.getRotationMatrix2D(((width - 1) / 2.0, (height - 1) / 2.0), turn, 1.0)
-    cos, sin = abs(rotation[0, 0]), abs(rotation[0, 1])
-    new_w, new_h = int(np.ceil(width * cos + height * sin)), int(np.ceil(width * sin + height * cos))
-    rotation[0, 2] += (new_w - width) / 2.0
-    rotation[1, 2] += (new_h - height) / 2.0
-    turned = cv2.warpAffine(
-        gray, rotation, (new_w, new_h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=float(background)
-    )
-    turned_mask = cv2.warpAffine(mask.astype(np.uint8), rotation, (new_w, new_h), flags=cv2.INTER_NEAREST)
-    return turned, turned_mask
+    return rotate_whole(gray, turn, background), rotate_whole(mask.astype(np.uint8), turn, 0, cv2.INTER_NEAREST)
 
 
 def _focus(
