@@ -158,8 +158,22 @@ def _conv_bn_relu(x, filters: int, name: str):
 # Channels per stage; each stage is two 3x3 conv + BN + ReLU, stages joined by 2x2 max-pooling.
 EDGE_STAGES: tuple[int, ...] = (16, 32, 64, 128)
 
+# How edge turns its last feature map into class scores. "pool" averages over the whole map, so a
+# band pattern counts the same wherever it sits. "rows" averages across the width only and keeps
+# one feature vector per row: the preprocessing puts a chromosome's length along the box's height,
+# so a row is a place along the chromosome (near the p-arm end, the centromere, the q-arm end) and
+# the head can weigh where bands are, like an ideogram does.
+EDGE_HEADS: tuple[str, ...] = ("pool", "rows")
+DEFAULT_EDGE_HEAD = "pool"
 
-def build_edge(n_classes: int, input_size: tuple[int, int] = (96, 32), width: float = 1.0, dropout: float = 0.2):
+
+def build_edge(
+    n_classes: int,
+    input_size: tuple[int, int] = (96, 32),
+    width: float = 1.0,
+    dropout: float = 0.2,
+    head: str = DEFAULT_EDGE_HEAD,
+):
     """Compact CNN for the scanner PC: 0.30M parameters, 39M multiply-adds at 96x32 (seed-dcnn: 82M, 692M).
 
     Plain 3x3 convolutions, narrow and doubling per stage (VGG-like), then global average pooling
@@ -182,7 +196,11 @@ def build_edge(n_classes: int, input_size: tuple[int, int] = (96, 32), width: fl
             x = layers.MaxPooling2D(2, name=f"stage{stage}_pool")(x)
         x = _conv_bn_relu(x, w(filters), f"stage{stage}a")
         x = _conv_bn_relu(x, w(filters), f"stage{stage}b")
-    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    if head == "rows":
+        x = layers.AveragePooling2D((1, x.shape[2]), name="row_pool")(x)
+        x = layers.Flatten(name="rows")(x)
+    else:
+        x = layers.GlobalAveragePooling2D(name="pool")(x)
     if dropout > 0:
         x = layers.Dropout(dropout, name="dropout")(x)
     x = layers.Dense(n_classes, name="logits")(x)
@@ -193,22 +211,32 @@ def build_edge(n_classes: int, input_size: tuple[int, int] = (96, 32), width: fl
 _BUILDERS: dict[str, Callable[..., object]] = {"edge": build_edge, "seed-dcnn": build_seed_dcnn}
 
 
-def check_width(arch: str, width: float) -> None:
-    """Reject a channel multiplier `arch` cannot take, before anything slow starts."""
+def check_width(arch: str, width: float, head: str = DEFAULT_EDGE_HEAD) -> None:
+    """Reject a channel multiplier or head `arch` cannot take, before anything slow starts."""
     _check_arch(arch)
+    if head not in EDGE_HEADS:
+        raise ValueError(f"unknown head {head!r}: use one of {', '.join(EDGE_HEADS)}")
+    if arch != "edge" and head != DEFAULT_EDGE_HEAD:
+        raise ValueError(f"--head only applies to edge; {arch} is built as published")
     if not 0.25 <= width <= 4.0:
         raise ValueError(f"width {width}: use a channel multiplier between 0.25 and 4")
     if arch != "edge" and width != 1.0:
         raise ValueError(f"--width only applies to edge; {arch} is built as published")
 
 
-def build_model(arch: str, n_classes: int, input_size: tuple[int, int] | int | None = None, width: float = 1.0):
+def build_model(
+    arch: str,
+    n_classes: int,
+    input_size: tuple[int, int] | int | None = None,
+    width: float = 1.0,
+    head: str = DEFAULT_EDGE_HEAD,
+):
     """A fresh, uncompiled keras.Model for `arch` with input "image" (NHWC, 1 channel) and softmax output.
 
     `input_size` is (height, width), or one number for a square. `width` multiplies `edge`'s
     channels (rounded to multiples of 8); `seed-dcnn` is the study's network and has no knob.
     """
-    check_width(arch, width)
+    check_width(arch, width, head)
     if n_classes < 2:
         raise ValueError(f"need at least 2 classes, got {n_classes}")
     if input_size is None:
@@ -217,5 +245,5 @@ def build_model(arch: str, n_classes: int, input_size: tuple[int, int] | int | N
         input_size = (input_size, input_size)
     if min(input_size) < 16:
         raise ValueError(f"input size {input_size[0]}x{input_size[1]} px is too small (minimum 16)")
-    options = {"width": width} if arch == "edge" else {}
+    options = {"width": width, "head": head} if arch == "edge" else {}
     return _BUILDERS[arch](n_classes, tuple(input_size), **options)

@@ -29,7 +29,7 @@ from .augment import AugmentConfig, Augmenter
 from karyo.runtime.tensors import LabeledTensors, load_labeled_tensors
 
 from .data import case_folds, case_split, sample_to_dict, select_scheme_samples, storage_dtype
-from .models import build_model, check_width, configure_tensorflow, default_input_size
+from .models import DEFAULT_EDGE_HEAD, build_model, check_width, configure_tensorflow, default_input_size
 
 
 def class_weights(y: np.ndarray, n_classes: int) -> np.ndarray:
@@ -106,13 +106,14 @@ def fit_model(
     seed: int = 0,
     verbose: int = 2,
     width: float = 1.0,
+    head: str = DEFAULT_EDGE_HEAD,
 ):
     """Build and train one model; returns (model, history dict). Best validation epoch is restored."""
     import keras
 
     keras.utils.set_random_seed(seed)
     n_classes = len(labels)
-    model = build_model(arch, n_classes, (spec.size, spec.width), width=width)
+    model = build_model(arch, n_classes, (spec.size, spec.width), width=width, head=head)
     augmenter = Augmenter(spec, augment, seed) if augment is not None else None
     batches = _batches_class()(train, n_classes, batch_size, augmenter, seed)
     schedule = keras.optimizers.schedules.CosineDecay(
@@ -178,6 +179,7 @@ def train_model(
     progress: bool = True,
     threads: int | None = None,
     width: float = 1.0,
+    head: str = DEFAULT_EDGE_HEAD,
 ) -> Path:
     """Train `arch` on the crops under `data_roots` and write the model folder `out_dir` (atomically).
 
@@ -196,7 +198,7 @@ def train_model(
     started = time.perf_counter()
     labels = make_scheme(scheme)
     box_height, box_width = input_size or default_input_size(arch)  # also rejects an unknown arch before minutes of preprocessing
-    check_width(arch, width)
+    check_width(arch, width, head)
     spec = PreprocessSpec(size=box_height, width=box_width)
     roots = [Path(r).resolve() for r in data_roots]
     samples, dropped = select_scheme_samples(read_labeled_folders(roots), labels)
@@ -209,6 +211,7 @@ def train_model(
     common = dict(
         arch=arch, labels=labels, spec=spec, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
         label_smoothing=label_smoothing, patience=patience, augment=augment, verbose=verbose, width=width,
+        head=head,
     )
 
     fold_reports: list[dict[str, Any]] = []
@@ -254,6 +257,7 @@ def train_model(
     config = {
         "arch": arch,
         "width": width,
+        "head": head if arch == "edge" else None,
         "scheme": labels.name,
         "labels": labels.to_dict(),
         "preprocess": spec.to_dict(),
