@@ -106,7 +106,7 @@ def fit_model(
     seed: int = 0,
     verbose: int = 2,
     width: float = 1.0,
-    head: str = DEFAULT_EDGE_HEAD,
+    head: str | None = None,
 ):
     """Build and train one model; returns (model, history dict). Best validation epoch is restored."""
     import keras
@@ -179,7 +179,7 @@ def train_model(
     progress: bool = True,
     threads: int | None = None,
     width: float = 1.0,
-    head: str = DEFAULT_EDGE_HEAD,
+    head: str | None = None,
 ) -> Path:
     """Train `arch` on the crops under `data_roots` and write the model folder `out_dir` (atomically).
 
@@ -257,7 +257,7 @@ def train_model(
     config = {
         "arch": arch,
         "width": width,
-        "head": head if arch == "edge" else None,
+        "head": (head or DEFAULT_EDGE_HEAD) if arch == "edge" else None,
         "scheme": labels.name,
         "labels": labels.to_dict(),
         "preprocess": spec.to_dict(),

@@ -12,6 +12,8 @@ import typer
 
 from karyo.runtime.labels import SCHEME_NAMES
 
+from .models import DEFAULT_EDGE_HEAD
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -51,7 +53,7 @@ def train_command(
     learning_rate: float = typer.Option(2e-3, "--learning-rate", min=0.0),
     label_smoothing: float = typer.Option(0.05, "--label-smoothing", min=0.0, max=0.5),
     width: float = typer.Option(1.0, "--width", min=0.25, max=4.0, help="edge channel multiplier (1.0: 16/32/64/128 channels; 1.25: 16/40/80/160, about 1.4x the training time)."),
-    head: str = typer.Option("pool", "--head", help="edge's head: pool (average the last feature map) or rows (keep one feature vector per place along the chromosome)."),
+    head: Optional[str] = typer.Option(None, "--head", help=f"edge's head (default {DEFAULT_EDGE_HEAD}): rows keeps one feature vector per place along the chromosome, pool averages the whole last feature map (the earlier design)."),
     vflip: bool = typer.Option(False, "--vflip", help="Also flip crops upside down (for labs whose crops are not p-arm up)."),
     no_augment: bool = typer.Option(False, "--no-augment", help="Train on the crops as they are."),
 ) -> None:

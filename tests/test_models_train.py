@@ -174,7 +174,7 @@ def test_seed_dcnn_matches_the_study_architecture_at_300_px():
 def test_edge_is_small_and_softmax():
     from karyo.export.models import build_model
 
-    model = build_model("edge", 24)
+    model = build_model("edge", 24, head="pool")
     assert model.input_shape == (None, 96, 32, 1) and model.inputs[0].name == "image"
     # 4 stages of two 3x3 convs (16, 32, 64, 128 channels, BN without conv bias) + dense 128 -> 24
     convs = [(1, 16), (16, 16), (16, 32), (32, 32), (32, 64), (64, 64), (64, 128), (128, 128)]
@@ -194,14 +194,45 @@ def test_edge_width_scales_channels_and_only_edge_has_the_knob():
 
     wide = build_model("edge", 24, width=1.25)  # 16/32/64/128 -> 16/40/80/160 (multiples of 8: 20 rounds to 16)
     convs = [(1, 16), (16, 16), (16, 40), (40, 40), (40, 80), (80, 80), (80, 160), (160, 160)]
-    assert wide.count_params() == sum(9 * cin * cout + 4 * cout for cin, cout in convs) + 160 * 24 + 24
+    head = 12 * 160 * 24 + 24  # the default rows head: 12 places along 96 px, 160 channels each
+    assert wide.count_params() == sum(9 * cin * cout + 4 * cout for cin, cout in convs) + head
     with pytest.raises(ValueError, match="only applies to edge"):
         build_model("seed-dcnn", 24, (40, 40), width=1.25)
     with pytest.raises(ValueError, match="channel multiplier"):
         build_model("edge", 24, width=0.1)
 
 
-def test_train_command_rejects_width_for_seed_dcnn_before_reading_data(tmp_path, monkeypatch):
+@pytest.mark.slow
+def test_edge_rows_head_keeps_one_feature_vector_per_place_along_the_chromosome():
+    from karyo.export.models import build_model
+
+    model = build_model("edge", 24)  # the default head; 96x32 -> last map 12x4x128, averaged across the width
+    convs = [(1, 16), (16, 16), (16, 32), (32, 32), (32, 64), (64, 64), (64, 128), (128, 128)]
+    assert model.get_layer("rows").output.shape == (None, 12 * 128)
+    assert model.count_params() == sum(9 * cin * cout + 4 * cout for cin, cout in convs) + 12 * 128 * 24 + 24
+    # a row's features come from its own place: changing only the bottom eighth of the image leaves
+    # the top rows' features exactly as they were (pooled over the whole map, every feature moves)
+    features = keras_submodel(model, "rows")
+    image = np.random.default_rng(1).random((1, 96, 32, 1), dtype=np.float32)
+    changed = image.copy()
+    changed[:, 84:] = 0.0
+    a, b = features(image).numpy().reshape(12, 128), features(changed).numpy().reshape(12, 128)
+    np.testing.assert_array_equal(a[:6], b[:6])
+    assert np.abs(a[-1] - b[-1]).max() > 1e-3
+    with pytest.raises(ValueError, match="unknown head"):
+        build_model("edge", 24, head="attention")
+    with pytest.raises(ValueError, match="--head only applies to edge"):
+        build_model("seed-dcnn", 24, (40, 40), head="rows")
+
+
+def keras_submodel(model, layer: str):
+    import keras
+
+    return keras.Model(model.inputs, model.get_layer(layer).output)
+
+
+@pytest.mark.parametrize("option,value", [("--width", "1.25"), ("--head", "rows")])
+def test_train_command_rejects_edge_options_for_seed_dcnn_before_reading_data(tmp_path, monkeypatch, option, value):
     from typer.testing import CliRunner
 
     import karyo.export.train as train
@@ -212,9 +243,9 @@ def test_train_command_rejects_width_for_seed_dcnn_before_reading_data(tmp_path,
 
     monkeypatch.setattr(train, "read_labeled_folders", must_not_read)
     data = make_tiny_dataset(tmp_path / "data", cases=2, per_class=1)
-    result = CliRunner().invoke(app, ["train", str(data), "--out", str(tmp_path / "m"), "--arch", "seed-dcnn", "--width", "1.25"])
+    result = CliRunner().invoke(app, ["train", str(data), "--out", str(tmp_path / "m"), "--arch", "seed-dcnn", option, value])
     assert result.exit_code == 2, result.output
-    assert "error: --width only applies to edge; seed-dcnn is built as published" in result.output
+    assert f"error: {option} only applies to edge; seed-dcnn is built as published" in result.output
     assert not (tmp_path / "m").exists()
 
 
@@ -237,7 +268,8 @@ def test_train_writes_a_complete_model_folder(tmp_path, arch, size, width):
     if arch == "edge":  # half width: 8/16/32/64 channels, and that is what was saved
         convs = [(1, 8), (8, 8), (8, 16), (16, 16), (16, 32), (32, 32), (32, 64), (64, 64)]
         expected = sum(9 * cin * cout + 4 * cout for cin, cout in convs)
-        assert config["parameters"] == expected + 64 * 24 + 24  # the normal24 head
+        assert config["parameters"] == expected + 4 * 64 * 24 + 24  # rows head: 32 px / 8 = 4 places x 64 channels
+        assert config["head"] == "rows"
     assert config["labels"]["names"][:3] == ["1", "2", "3"]
     assert config["cell_size"] is None  # folder-per-class crops without cell ids: no cell to be relative to
     split = json.loads((out / "split.json").read_text())
