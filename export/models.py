@@ -162,9 +162,9 @@ EDGE_STAGES: tuple[int, ...] = (16, 32, 64, 128)
 # band pattern counts the same wherever it sits. "rows" averages across the width only and keeps
 # one feature vector per row: the preprocessing puts a chromosome's length along the box's height,
 # so a row is a place along the chromosome (near the p-arm end, the centromere, the q-arm end) and
-# the head can weigh where bands are, like an ideogram does. Measured on folds 1 and 2 of the
-# case-wise 5-fold split (README): rows 96.86% INT8 crops / 99.43% assembled against 96.51 / 99.29
-# for pool, for 12x the head's weights (37k, still 0.33M in all) and no measurable time.
+# the head can weigh where bands are, like an ideogram does. Case-wise 5-fold (README): rows
+# 96.86% INT8 crops / 99.31% assembled against 96.57 / 99.21 for pool, better in every fold, for
+# 12x the head's weights (37k more, 0.33M in all) and no measurable time.
 EDGE_HEADS: tuple[str, ...] = ("pool", "rows")
 DEFAULT_EDGE_HEAD = "rows"
 
