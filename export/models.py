@@ -163,8 +163,9 @@ EDGE_STAGES: tuple[int, ...] = (16, 32, 64, 128)
 # one feature vector per row: the preprocessing puts a chromosome's length along the box's height,
 # so a row is a place along the chromosome (near the p-arm end, the centromere, the q-arm end) and
 # the head can weigh where bands are, like an ideogram does. Case-wise 5-fold (README): rows
-# 96.86% INT8 crops / 99.31% assembled against 96.57 / 99.21 for pool, better in every fold, for
-# 12x the head's weights (37k more, 0.33M in all) and no measurable time.
+# 96.86% INT8 crops / 99.31% assembled against 96.57 / 99.21 for pool (that run without turning
+# crops upright, which changes nothing on these straightened crops: folds 1-2 with and without),
+# better in every fold, for 12x the head's weights (37k more, 0.33M in all) and no measurable time.
 EDGE_HEADS: tuple[str, ...] = ("pool", "rows")
 DEFAULT_EDGE_HEAD = "rows"
 
@@ -216,7 +217,7 @@ def build_edge(
 _BUILDERS: dict[str, Callable[..., object]] = {"edge": build_edge, "seed-dcnn": build_seed_dcnn}
 
 
-def check_width(arch: str, width: float, head: str | None = None) -> None:
+def check_edge_options(arch: str, width: float, head: str | None = None) -> None:
     """Reject a channel multiplier or head `arch` cannot take, before anything slow starts.
 
     `head=None` means the architecture's own (edge: DEFAULT_EDGE_HEAD); naming one for seed-dcnn is an error.
@@ -245,7 +246,7 @@ def build_model(
     channels (rounded to multiples of 8) and `head` picks its head (None: rows); `seed-dcnn` is the
     study's network and has neither knob.
     """
-    check_width(arch, width, head)
+    check_edge_options(arch, width, head)
     if n_classes < 2:
         raise ValueError(f"need at least 2 classes, got {n_classes}")
     if input_size is None:

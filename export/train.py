@@ -29,7 +29,7 @@ from .augment import AugmentConfig, Augmenter
 from karyo.runtime.tensors import LabeledTensors, load_labeled_tensors
 
 from .data import case_folds, case_split, sample_to_dict, select_scheme_samples, storage_dtype
-from .models import DEFAULT_EDGE_HEAD, build_model, check_width, configure_tensorflow, default_input_size
+from .models import DEFAULT_EDGE_HEAD, build_model, check_edge_options, configure_tensorflow, default_input_size
 
 
 def class_weights(y: np.ndarray, n_classes: int) -> np.ndarray:
@@ -198,7 +198,7 @@ def train_model(
     started = time.perf_counter()
     labels = make_scheme(scheme)
     box_height, box_width = input_size or default_input_size(arch)  # also rejects an unknown arch before minutes of preprocessing
-    check_width(arch, width, head)
+    check_edge_options(arch, width, head)
     spec = PreprocessSpec(size=box_height, width=box_width)
     roots = [Path(r).resolve() for r in data_roots]
     samples, dropped = select_scheme_samples(read_labeled_folders(roots), labels)
