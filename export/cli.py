@@ -20,8 +20,19 @@ from .train_cli import demo_command as _demo; app.command("demo")(_demo)  # noqa
 from .quantize_cli import quantize_command as _quantize; app.command("quantize")(_quantize)  # noqa: E402, E702
 
 
+# What `pip install "karyo[export]"` adds; the scanner PC's runtime-only install has none of them.
+EXPORT_EXTRA_MODULES = frozenset({"tensorflow", "keras", "tf2onnx", "onnx", "onnxconverter_common", "sympy"})
+
+
 def main() -> None:
-    app()
+    try:
+        app()
+    except ModuleNotFoundError as exc:
+        missing = (exc.name or "").split(".")[0]
+        if missing not in EXPORT_EXTRA_MODULES:
+            raise
+        typer.echo(f"error: karyo-export needs the training extra, and {missing} is not installed: pip install 'karyo[export]'", err=True)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -191,14 +191,15 @@ def train_model(
     """
     if only_fold is not None and not 1 <= only_fold <= max(folds, 0):
         raise ValueError(f"--fold {only_fold} needs --folds K with 1 <= {only_fold} <= K")
+    started = time.perf_counter()
+    # Options first: a wrong one must be refused before TensorFlow loads and before minutes of preprocessing.
+    labels = make_scheme(scheme)
+    box_height, box_width = input_size or default_input_size(arch)
+    check_edge_options(arch, width, head)
     configure_tensorflow(threads)
     import keras
     import tensorflow as tf
 
-    started = time.perf_counter()
-    labels = make_scheme(scheme)
-    box_height, box_width = input_size or default_input_size(arch)  # also rejects an unknown arch before minutes of preprocessing
-    check_edge_options(arch, width, head)
     spec = PreprocessSpec(size=box_height, width=box_width)
     roots = [Path(r).resolve() for r in data_roots]
     samples, dropped = select_scheme_samples(read_labeled_folders(roots), labels)

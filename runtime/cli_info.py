@@ -15,7 +15,7 @@ from .cli_common import short_float, user_errors
 def bundle_info(path: Path) -> dict[str, Any]:
     from .bundle import load_bundle
     from .classifier import choose_auto_precision
-    from .session import cuda_status
+    from .session import probe_cuda
 
     bundle = load_bundle(path, verify=True)
     manifest = bundle.manifest
@@ -30,6 +30,8 @@ def bundle_info(path: Path) -> dict[str, Any]:
             "metrics": bundle.metrics(name),
         }
     available = bundle.available_precisions
+    # A real session, not the cheap checks: a driver with its GPU hidden or taken passes those.
+    cuda_problem = probe_cuda(bundle.model_path(available[0])) if available else "not probed: no model file"
     return {
         "bundle": str(bundle.path),
         "verified": True,
@@ -41,7 +43,7 @@ def bundle_info(path: Path) -> dict[str, Any]:
         "preprocess": data["preprocess"],
         "precisions": precisions,
         "auto_precision": {p: choose_auto_precision(available, p)[0] for p in ("cpu", "cuda")} if available else {},
-        "cuda": cuda_status() or "available",
+        "cuda": cuda_problem or "usable",
         "provenance": manifest.provenance,
     }
 

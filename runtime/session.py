@@ -15,6 +15,7 @@ import ctypes
 import io
 import os
 import platform
+import re
 import threading
 from pathlib import Path
 from typing import Literal
@@ -32,6 +33,12 @@ _CUDA_EP = "CUDAExecutionProvider"
 _CPU_EP = "CPUExecutionProvider"
 _ORT_DEFAULT_SEVERITY = 2  # onnxruntime's own default (warning)
 _QUIET_SEVERITY = 4  # fatal only: hides the provider-bridge load errors during the CUDA attempt
+
+# ORT wraps a failed CUDA call in its source location and a C++ template signature, a screen wide
+# (seen on an H100 with the GPU hidden). The operator needs the library's own words.
+_GPU_LIBRARY_FAILURE = re.compile(r"\b(CUDA|CUDNN|CUBLAS|CUBLASLT|CUFFT|CURAND|CUSPARSE|NCCL) failure (\d+): ([^;]*)")
+_ORT_SOURCE_LOCATION = re.compile(r"\S*onnxruntime_src/\S+:\d+\s*")
+_CPP_SIGNATURE = re.compile(r"\S*std::conditional_t<.*?\[with [^\]]*\]\s*")
 
 # Session creation touches process-wide state (the default logger, DLL preloading, our cache), so
 # it is serialized. `InferenceSession.run` itself is thread-safe and never takes this lock.
@@ -119,7 +126,7 @@ def _printed_ep_error(text: str) -> str | None:
     """onnxruntime *prints* (to stdout) why an EP failed before retrying on the CPU; recover that reason."""
     for line in text.splitlines():
         if line.startswith("EP Error"):
-            detail = line[len("EP Error") :].lstrip(": ").split(" when using ")[0].strip()
+            detail = condense_ort_message(line[len("EP Error") :].lstrip(": ").split(" when using ")[0])
             return f"CUDA EP failed: {detail}" if detail else None
     return None
 
@@ -180,6 +187,19 @@ def cuda_status() -> str | None:
         return _cuda_failure or cuda_precheck()
 
 
+def probe_cuda(model_path: str | Path) -> str | None:
+    """None if a CUDA session of model_path really runs on the GPU, else why not (opens a session to find out).
+
+    `cuda_status` alone only knows the cheap checks until a session has been tried: a machine with
+    the driver but its GPU hidden or taken passes them. `karyo info` must not call that usable.
+    """
+    try:
+        _, used = create_session(model_path, "auto", threads=1)
+    except BundleError as exc:
+        return f"not probed: {exc}"
+    return None if used == "cuda" else cuda_status()
+
+
 def reset_cuda_probe() -> None:
     """Forget a cached CUDA failure (tests; a driver installed while the process runs)."""
     global _cuda_failure
@@ -226,10 +246,23 @@ def run_probabilities(session: ort.InferenceSession, batch: np.ndarray, batch_si
     return np.concatenate(chunks, axis=0)
 
 
-def _one_line(exc: BaseException, limit: int = 400) -> str:
-    """ORT messages span lines ("Got invalid dimensions ... / index: 1 Got: 8 Expected: 16 / Please fix"); join them."""
-    text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or type(exc).__name__
+def condense_ort_message(text: str, limit: int = 400) -> str:
+    """One line an operator can act on: a GPU library's own failure text, without ORT's source paths.
+
+    ORT messages span lines ("Got invalid dimensions ... / index: 1 Got: 8 Expected: 16 / Please
+    fix"), and CUDA failures come wrapped in file names and template signatures.
+    """
+    text = " ".join(line.strip() for line in text.splitlines() if line.strip())
+    failure = _GPU_LIBRARY_FAILURE.search(text)
+    if failure:
+        text = f"{failure.group(1)} failure {failure.group(2)}: {failure.group(3).strip()}"
+    else:
+        text = _CPP_SIGNATURE.sub("", _ORT_SOURCE_LOCATION.sub("", text)).strip()
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _one_line(exc: BaseException, limit: int = 400) -> str:
+    return condense_ort_message(str(exc), limit) or type(exc).__name__
 
 
 def default_threads() -> int | None:

@@ -21,6 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 cv2 = pytest.importorskip("cv2")
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime.quantization")
+pytest.importorskip("onnxconverter_common", reason="karyo.calibration needs the export extra (onnxconverter-common)")
 
 from karyo.calibration import (  # noqa: E402
     GateConfig,

@@ -133,6 +133,63 @@ def test_cuda_load_failure_falls_back_once_and_is_cached(tiny_bundle, monkeypatc
     assert len(attempts) == 1  # later sessions do not retry (and re-log) a known failure
 
 
+# What onnxruntime-gpu 1.31.1 printed on an H100 with CUDA_VISIBLE_DEVICES="" (one line).
+_H100_HIDDEN_GPU = (
+    "EP Error /onnxruntime_src/onnxruntime/core/providers/cuda/cuda_call.cc:154 std::conditional_t<THRW, void, "
+    "onnxruntime::common::Status> onnxruntime::CudaCall(ERRTYPE, const char*, const char*, SUCCTYPE, const char*, "
+    "const char*, int) [with ERRTYPE = cudaError; bool THRW = true; SUCCTYPE = cudaError; std::conditional_t<THRW, "
+    "void, common::Status> = void] /onnxruntime_src/onnxruntime/core/providers/cuda/cuda_call.cc:146 "
+    "std::conditional_t<THRW, void, onnxruntime::common::Status> onnxruntime::CudaCall(ERRTYPE, const char*, const "
+    "char*, SUCCTYPE, const char*, const char*, int) [with ERRTYPE = cudaError; bool THRW = true; SUCCTYPE = "
+    "cudaError; std::conditional_t<THRW, void, common::Status> = void] CUDA failure 100: no CUDA-capable device is "
+    "detected ; GPU=-1 ; hostname=vm ; file=/onnxruntime_src/onnxruntime/core/providers/cuda/cuda_execution_provider.cc "
+    "; line=355 ; expr=cudaSetDevice(info_.device_id); when using ['CUDAExecutionProvider', 'CPUExecutionProvider']"
+)
+
+
+def test_printed_cuda_failure_is_cut_down_to_the_library_message():
+    printed = "\n".join(["*************** EP Error ***************", _H100_HIDDEN_GPU, "Falling back to ['CPUExecutionProvider'] and retrying."])
+    assert session_module._printed_ep_error(printed) == "CUDA EP failed: CUDA failure 100: no CUDA-capable device is detected"
+    # without a library failure code only ORT's source paths and template signatures go
+    load = "/onnxruntime_src/onnxruntime/core/graph/model.cc:180 Unsupported model IR version: 11, max supported IR version: 10"
+    assert session_module.condense_ort_message(load) == "Unsupported model IR version: 11, max supported IR version: 10"
+    assert session_module.condense_ort_message("Got: 8\n Expected: 16\n", limit=12) == "Got: 8 Ex..."
+
+
+def test_cuda_really_runs_and_agrees_with_the_cpu(tiny_bundle, labeled_crops):
+    """Runs where a GPU is usable (passed on an H100 with onnxruntime-gpu 1.31.1); skips elsewhere, saying why."""
+    reason = session_module.probe_cuda(tiny_bundle.path / "model.fp32.onnx")
+    if reason is not None:
+        pytest.skip(f"no usable CUDA here: {reason}")
+    tensors = _tensors([p for p, _ in labeled_crops[1]], tiny_bundle.spec)
+    for precision, tolerance in (("fp32", 1e-4), ("fp16", 5e-3)):
+        model = tiny_bundle.path / f"model.{precision}.onnx"
+        gpu, used = create_session(model, "cuda")
+        cpu, _ = create_session(model, "cpu")
+        assert used == "cuda" and gpu.get_providers()[0] == "CUDAExecutionProvider"
+        np.testing.assert_allclose(run_probabilities(gpu, tensors), run_probabilities(cpu, tensors), atol=tolerance)
+
+
+def test_info_reports_cuda_from_a_real_session_not_the_cheap_checks(tiny_bundle, monkeypatch):
+    from karyo.runtime.cli_info import bundle_info
+
+    precheck = cuda_precheck()
+    if precheck is not None:  # this machine: the cheap checks already say no, and info repeats them
+        assert bundle_info(tiny_bundle.path)["cuda"] == precheck
+    monkeypatch.setattr(session_module, "cuda_precheck", lambda: None)  # a driver is there...
+    monkeypatch.setattr(session_module, "_try_cuda_session", lambda path, threads: (None, "CUDA EP failed: CUDA failure 100: no CUDA-capable device is detected"))
+    session_module.reset_cuda_probe()
+    assert bundle_info(tiny_bundle.path)["cuda"] == "CUDA EP failed: CUDA failure 100: no CUDA-capable device is detected"
+
+    def working(model_path, threads):
+        real, _ = create_session(model_path, "cpu", threads)
+        return _FakeCudaSession(real), None
+
+    monkeypatch.setattr(session_module, "_try_cuda_session", working)
+    session_module.reset_cuda_probe()
+    assert bundle_info(tiny_bundle.path)["cuda"] == "usable"
+
+
 @pytest.mark.parametrize(
     "have,provider,expected",
     [(("fp32", "fp16", "int8"), "cpu", "int8"), (("fp32", "fp16"), "cpu", "fp32"), (("fp16",), "cpu", "fp16"),

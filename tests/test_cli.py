@@ -38,7 +38,9 @@ def bad_folder(tmp_path_factory, tiny_bundle):
 
 def test_classify_json_is_one_document_matching_the_model(tiny_bundle, labeled_crops):
     root, crops = labeled_crops
-    result = invoke("classify", tiny_bundle.path, root / "1", root / "X" / "c22_0.png", "--json", "--precision", "fp32", "--top-k", "2")
+    result = invoke(
+        "classify", tiny_bundle.path, root / "1", root / "X" / "c22_0.png", "--json", "--precision", "fp32", "--top-k", "2", "--provider", "cpu"
+    )
     assert result.exit_code == 0, result.output
     document = json.loads(result.stdout)
     assert document["provider"] == "cpu" and document["precision"] == "fp32"
@@ -73,11 +75,36 @@ def test_classify_csv_and_table(tiny_bundle, bad_folder):
     good = [r for r in rows if r["label"]]
     assert all(r["top_k"].split(";")[0].startswith(r["label"] + ":") and float(r["probability"]) > 0 for r in good)
 
-    table = invoke("classify", tiny_bundle.path, bad_folder)
+    table = invoke("classify", tiny_bundle.path, bad_folder, "--provider", "cpu")
     assert table.exit_code == 1
     lines = table.stdout.splitlines()
     assert lines[0].split()[:3] == ["path", "label", "prob"] and len(lines) == 4
     assert "provider: cpu" in table.stderr and "precision: int8" in table.stderr
+
+
+def test_auto_reports_the_provider_the_session_really_got(tiny_bundle, labeled_crops):
+    """CPU-only machine: cpu + int8 and the reason; GPU machine (checked on an H100): cuda + fp16, no reason."""
+    from karyo.runtime.session import create_session, cuda_status
+
+    _, used = create_session(tiny_bundle.path / "model.fp32.onnx", "auto")
+    result = invoke("classify", tiny_bundle.path, labeled_crops[0] / "1", "--json")
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document["provider"] == used and document["precision"] == {"cpu": "int8", "cuda": "fp16"}[used]
+    assert document["cuda_unavailable"] == (None if used == "cuda" else cuda_status())
+    assert (document["cuda_unavailable"] is None) == (used == "cuda")
+
+
+def test_cuda_request_with_the_gpu_hidden_is_one_short_line(tiny_bundle, labeled_crops):
+    """A GPU taken away (here hidden) must not dump ORT's C++ call chain on the operator."""
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    crop = next((labeled_crops[0] / "1").iterdir())
+    command = [sys.executable, "-m", "karyo.runtime.cli", "classify", str(tiny_bundle.path), str(crop), "--provider", "cuda"]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 2 and result.stdout == ""
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: CUDA requested but unavailable: ") and line.endswith("or use --provider cpu")
+    assert "onnxruntime_src" not in line and "std::" not in line and len(line) < 400
 
 
 def test_classify_usage_errors_exit_2(tiny_bundle, tmp_path):

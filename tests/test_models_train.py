@@ -249,6 +249,22 @@ def test_train_command_rejects_edge_options_for_seed_dcnn_before_reading_data(tm
     assert not (tmp_path / "m").exists()
 
 
+def test_export_commands_without_the_training_extra_say_what_to_install(tmp_path, monkeypatch, capsys):
+    """The scanner PC's runtime-only install: `karyo-export train` gives one line and exit 2, not a traceback."""
+    import sys
+
+    from karyo.export.cli import main
+
+    data = make_tiny_dataset(tmp_path / "data", cases=2, per_class=1)
+    monkeypatch.setitem(sys.modules, "tensorflow", None)  # `import tensorflow` now fails as on a machine without it
+    monkeypatch.setattr(sys, "argv", ["karyo-export", "train", str(data), "--out", str(tmp_path / "m")])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == "error: karyo-export needs the training extra, and tensorflow is not installed: pip install 'karyo[export]'\n"
+    assert not (tmp_path / "m").exists()
+
+
 # ---------------------------------------------------------------- training
 
 
