@@ -138,6 +138,9 @@ def _try_cuda_session(model_path: Path, threads: int | None) -> tuple[ort.Infere
     load errors on stderr; both are captured here and turned into the one-line reason instead.
     """
     _preload_cuda_libraries()
+    # TF32 stays on (ORT's default): "fp32" convolutions on Ampere and newer round the inputs to a 10-bit
+    # mantissa, probabilities move by ~6e-4 on an H100 and top-1 did not move on 1,747 real crops.
+    # use_tf32=0 made cuDNN's frontend log "No execution plans support the graph" on every new shape.
     cuda_options = {"cudnn_conv_algo_search": "HEURISTIC"}
     printed = io.StringIO()
     ort.set_default_logger_severity(_QUIET_SEVERITY)

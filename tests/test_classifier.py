@@ -162,12 +162,15 @@ def test_cuda_really_runs_and_agrees_with_the_cpu(tiny_bundle, labeled_crops):
     if reason is not None:
         pytest.skip(f"no usable CUDA here: {reason}")
     tensors = _tensors([p for p, _ in labeled_crops[1]], tiny_bundle.spec)
-    for precision, tolerance in (("fp32", 1e-4), ("fp16", 5e-3)):
+    for precision in ("fp32", "fp16"):
         model = tiny_bundle.path / f"model.{precision}.onnx"
         gpu, used = create_session(model, "cuda")
         cpu, _ = create_session(model, "cpu")
         assert used == "cuda" and gpu.get_providers()[0] == "CUDAExecutionProvider"
-        np.testing.assert_allclose(run_probabilities(gpu, tensors), run_probabilities(cpu, tensors), atol=tolerance)
+        on_gpu, on_cpu = run_probabilities(gpu, tensors), run_probabilities(cpu, tensors)
+        # TF32 convolutions (fp32 on an H100 moved probabilities by 6e-4) and true fp16 arithmetic
+        np.testing.assert_allclose(on_gpu, on_cpu, atol=3e-3)
+        assert (on_gpu.argmax(axis=1) == on_cpu.argmax(axis=1)).all()
 
 
 def test_info_reports_cuda_from_a_real_session_not_the_cheap_checks(tiny_bundle, monkeypatch):
