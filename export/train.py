@@ -30,6 +30,7 @@ from karyo.runtime.tensors import LabeledTensors, load_labeled_tensors
 
 from .data import case_folds, case_split, sample_to_dict, select_scheme_samples, storage_dtype
 from .models import DEFAULT_EDGE_HEAD, build_model, check_edge_options, configure_tensorflow, default_input_size
+from .warm_start import WarmStart, check_warm_start, load_warm_start
 
 
 def class_weights(y: np.ndarray, n_classes: int) -> np.ndarray:
@@ -107,6 +108,7 @@ def fit_model(
     verbose: int = 2,
     width: float = 1.0,
     head: str | None = None,
+    warm_start: WarmStart | None = None,
 ):
     """Build and train one model; returns (model, history dict). Best validation epoch is restored."""
     import keras
@@ -114,6 +116,8 @@ def fit_model(
     keras.utils.set_random_seed(seed)
     n_classes = len(labels)
     model = build_model(arch, n_classes, (spec.size, spec.width), width=width, head=head)
+    if warm_start is not None:
+        load_warm_start(model, warm_start)
     augmenter = Augmenter(spec, augment, seed) if augment is not None else None
     batches = _batches_class()(train, n_classes, batch_size, augmenter, seed)
     schedule = keras.optimizers.schedules.CosineDecay(
@@ -180,6 +184,7 @@ def train_model(
     threads: int | None = None,
     width: float = 1.0,
     head: str | None = None,
+    init_from: str | Path | None = None,
 ) -> Path:
     """Train `arch` on the crops under `data_roots` and write the model folder `out_dir` (atomically).
 
@@ -196,6 +201,10 @@ def train_model(
     labels = make_scheme(scheme)
     box_height, box_width = input_size or default_input_size(arch)
     check_edge_options(arch, width, head)
+    resolved_head = (head or DEFAULT_EDGE_HEAD) if arch == "edge" else None
+    warm_start = None
+    if init_from is not None:
+        warm_start = check_warm_start(init_from, arch, width, resolved_head, labels, (box_height, box_width))
     configure_tensorflow(threads)
     import keras
     import tensorflow as tf
@@ -212,7 +221,7 @@ def train_model(
     common = dict(
         arch=arch, labels=labels, spec=spec, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
         label_smoothing=label_smoothing, patience=patience, augment=augment, verbose=verbose, width=width,
-        head=head,
+        head=head, warm_start=warm_start,
     )
 
     fold_reports: list[dict[str, Any]] = []
@@ -258,8 +267,9 @@ def train_model(
     config = {
         "arch": arch,
         "width": width,
-        "head": (head or DEFAULT_EDGE_HEAD) if arch == "edge" else None,
+        "head": resolved_head,
         "scheme": labels.name,
+        "init_from": warm_start.to_dict() if warm_start is not None else None,
         "labels": labels.to_dict(),
         "preprocess": spec.to_dict(),
         "seed": seed,

@@ -54,6 +54,7 @@ def train_command(
     label_smoothing: float = typer.Option(0.05, "--label-smoothing", min=0.0, max=0.5),
     width: float = typer.Option(1.0, "--width", min=0.25, max=4.0, help="edge channel multiplier (1.0: 16/32/64/128 channels; 1.25: 16/40/80/160, about 1.4x the training time)."),
     head: Optional[str] = typer.Option(None, "--head", help=f"edge's head (default {DEFAULT_EDGE_HEAD}): rows keeps one feature vector per place along the chromosome, pool averages the whole last feature map (the earlier design)."),
+    init_from: Optional[Path] = typer.Option(None, "--init-from", help="Start from the weights of an earlier `karyo-export train` folder with the same network, input and labels (e.g. one trained on `karyo-export synth` chromosomes)."),
     vflip: bool = typer.Option(False, "--vflip", help="Also flip crops upside down (for labs whose crops are not p-arm up)."),
     no_augment: bool = typer.Option(False, "--no-augment", help="Train on the crops as they are."),
 ) -> None:
@@ -67,7 +68,7 @@ def train_command(
     out_dir = train_model(
         data, out, arch=arch, scheme=scheme, epochs=epochs, input_size=size, folds=folds, only_fold=fold, seed=seed,
         batch_size=batch_size, learning_rate=learning_rate, label_smoothing=label_smoothing, augment=augment,
-        width=width, head=head,
+        width=width, head=head, init_from=init_from,
     )
     report = json.loads((out_dir / "report.json").read_text(encoding="utf-8"))
     if report.get("cross_validation"):

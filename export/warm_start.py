@@ -1,0 +1,76 @@
+"""Start training from an earlier model folder's weights (`karyo-export train --init-from`).
+
+Why: a lab can pretrain once on synthetic chromosomes (`karyo-export synth`, no patient data, so
+such weights may be shared) and fine-tune on its own crops, or continue from its last model when
+new cases arrive. Weights only carry over between the same network, the same input box and the
+same labels; anything else would silently scramble what each output means, so it is refused
+before a single crop is read.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from karyo.runtime.bundle import sha256_file
+from karyo.runtime.labels import LabelScheme
+
+MODEL_FILE = "model.keras"
+CONFIG_FILE = "train_config.json"
+
+
+@dataclass(frozen=True)
+class WarmStart:
+    """Where the starting weights come from, recorded in the new folder's train_config.json."""
+
+    folder: Path
+    model_file: Path
+    sha256: str
+    trained_on: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"folder": str(self.folder), "model_sha256": self.sha256, "trained_on": self.trained_on}
+
+
+def check_warm_start(
+    folder: str | Path, arch: str, width: float, head: str | None, labels: LabelScheme, input_size: tuple[int, int]
+) -> WarmStart:
+    """The folder's weights, if they fit this run; else ValueError naming the first difference."""
+    folder = Path(folder).resolve()
+    model_file, config_file = folder / MODEL_FILE, folder / CONFIG_FILE
+    for needed in (model_file, config_file):
+        if not needed.is_file():
+            raise ValueError(f"--init-from {folder}: no {needed.name} (give a folder written by `karyo-export train`)")
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"--init-from {folder}: unreadable {CONFIG_FILE} ({exc})") from None
+    preprocess = config.get("preprocess") or {}
+    theirs = {
+        "arch": config.get("arch"),
+        "width": config.get("width", 1.0),
+        "head": config.get("head"),
+        "labels": list((config.get("labels") or {}).get("names") or []),
+        "input": (preprocess.get("size"), preprocess.get("width", preprocess.get("size"))),
+    }
+    ours = {"arch": arch, "width": width, "head": head, "labels": list(labels.labels), "input": tuple(input_size)}
+    for key, value in ours.items():
+        if theirs[key] != value:
+            shown = {"input": lambda v: "x".join(map(str, v)), "labels": lambda v: f"{len(v)} labels ({', '.join(v[:3])}...)"}
+            fmt = shown.get(key, str)
+            raise ValueError(f"--init-from {folder}: trained with {key} {fmt(theirs[key])}, this run has {fmt(value)}")
+    return WarmStart(folder, model_file, sha256_file(model_file), [str(r) for r in config.get("data_roots", [])])
+
+
+def load_warm_start(model: Any, start: WarmStart) -> None:
+    """Copy the folder's weights into `model` (same layer shapes, checked once more on the real tensors)."""
+    import keras
+
+    source = keras.models.load_model(start.model_file, compile=False)
+    theirs, ours = source.get_weights(), model.get_weights()
+    shapes_differ = len(theirs) != len(ours) or any(a.shape != b.shape for a, b in zip(theirs, ours))
+    if shapes_differ:
+        raise ValueError(f"--init-from {start.folder}: its layers differ from this run's network")
+    model.set_weights(theirs)
