@@ -265,6 +265,47 @@ def test_export_commands_without_the_training_extra_say_what_to_install(tmp_path
     assert not (tmp_path / "m").exists()
 
 
+def _model_folder(root: Path, **changes) -> Path:
+    """A folder as `karyo-export train` writes it (config + model file), for the --init-from checks."""
+    from karyo.runtime.labels import scheme
+
+    config = {"arch": "edge", "width": 1.0, "head": "rows", "labels": scheme("normal24").to_dict(),
+              "preprocess": {"size": 96, "width": 32}, "data_roots": ["/synthetic"]}
+    config.update(changes)
+    root.mkdir(parents=True)
+    (root / "train_config.json").write_text(json.dumps(config))
+    (root / "model.keras").write_bytes(b"weights")
+    return root
+
+
+@pytest.mark.parametrize(
+    "changes,message",
+    [({"head": "pool"}, "trained with head pool, this run has rows"),
+     ({"preprocess": {"size": 64, "width": 64}}, "trained with input 64x64, this run has 96x32"),
+     ({"arch": "seed-dcnn", "head": None}, "trained with arch seed-dcnn, this run has edge"),
+     ({"labels": {"names": ["normal", "abnormal"]}}, "trained with labels 2 labels (normal, abnormal...), this run has 24 labels")],
+)
+def test_init_from_refuses_other_networks_before_reading_crops(tmp_path, monkeypatch, changes, message):
+    from typer.testing import CliRunner
+
+    import karyo.export.train as train
+    from karyo.export.cli import app
+
+    def must_not_read(*args, **kwargs):
+        raise AssertionError("crops were read before --init-from was checked")
+
+    monkeypatch.setattr(train, "read_labeled_folders", must_not_read)
+    start = _model_folder(tmp_path / "pretrained", **changes)
+    data = make_tiny_dataset(tmp_path / "data", cases=2, per_class=1)
+    result = CliRunner().invoke(app, ["train", str(data), "--out", str(tmp_path / "m"), "--init-from", str(start)])
+    assert result.exit_code == 2, result.output
+    assert f"error: --init-from {start.resolve()}: {message}" in result.output
+    (start / "model.keras").unlink()
+    result = CliRunner().invoke(app, ["train", str(data), "--out", str(tmp_path / "m"), "--init-from", str(start)])
+    assert result.exit_code == 2 and "no model.keras (give a folder written by `karyo-export train`)" in result.output
+    assert not (tmp_path / "m").exists()
+
+
 # ---------------------------------------------------------------- training
 
 
@@ -327,3 +368,23 @@ def test_one_fold_alone_holds_out_the_same_cases_as_in_the_full_kfold(tmp_path):
     assert json.loads((out / "split.json").read_text())["test_cases"] == expected
     with pytest.raises(ValueError, match="--fold 4 needs --folds K"):
         train_model([data], tmp_path / "bad", epochs=1, folds=3, only_fold=4, progress=False)
+
+
+@pytest.mark.slow
+def test_init_from_continues_from_the_earlier_weights(tmp_path):
+    """Fine-tuning starts where the first run ended: its first epoch's loss is below the first run's,
+    and the new folder records which weights it started from."""
+    from karyo.runtime.bundle import sha256_file
+    from karyo.export.train import train_model
+
+    data = make_tiny_dataset(tmp_path / "data", cases=5, per_class=3)
+    common = dict(input_size=(32, 16), batch_size=16, progress=False, width=0.5)
+    first = train_model([data], tmp_path / "first", epochs=4, **common)
+    second = train_model([data], tmp_path / "second", epochs=1, init_from=first, **common)
+    first_loss = json.loads((first / "report.json").read_text())["history"]["loss"]
+    second_loss = json.loads((second / "report.json").read_text())["history"]["loss"]
+    assert second_loss[0] < first_loss[0] - 0.3, (first_loss, second_loss)
+    config = json.loads((second / "train_config.json").read_text())
+    assert config["init_from"] == {"folder": str(first.resolve()), "model_sha256": sha256_file(first / "model.keras"),
+                                   "trained_on": [str(data.resolve())]}
+    assert json.loads((first / "train_config.json").read_text())["init_from"] is None
