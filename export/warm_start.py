@@ -51,7 +51,7 @@ def check_warm_start(
     theirs = {
         "arch": config.get("arch"),
         "width": config.get("width", 1.0),
-        "head": config.get("head"),
+        "head": config.get("head", "pool" if config.get("arch") == "edge" else None),  # folders from before --head
         "labels": list((config.get("labels") or {}).get("names") or []),
         "input": (preprocess.get("size"), preprocess.get("width", preprocess.get("size"))),
     }

@@ -272,6 +272,7 @@ def _model_folder(root: Path, **changes) -> Path:
     config = {"arch": "edge", "width": 1.0, "head": "rows", "labels": scheme("normal24").to_dict(),
               "preprocess": {"size": 96, "width": 32}, "data_roots": ["/synthetic"]}
     config.update(changes)
+    config = {key: value for key, value in config.items() if value != "(absent)"}
     root.mkdir(parents=True)
     (root / "train_config.json").write_text(json.dumps(config))
     (root / "model.keras").write_bytes(b"weights")
@@ -281,6 +282,7 @@ def _model_folder(root: Path, **changes) -> Path:
 @pytest.mark.parametrize(
     "changes,message",
     [({"head": "pool"}, "trained with head pool, this run has rows"),
+     ({"head": "(absent)"}, "trained with head pool, this run has rows"),  # folders from before --head had pool
      ({"preprocess": {"size": 64, "width": 64}}, "trained with input 64x64, this run has 96x32"),
      ({"arch": "seed-dcnn", "head": None}, "trained with arch seed-dcnn, this run has edge"),
      ({"labels": {"names": ["normal", "abnormal"]}}, "trained with labels 2 labels (normal, abnormal...), this run has 24 labels")],
