@@ -40,10 +40,15 @@ class ConvertError(ValueError):
 
 
 def read_model_folder(model_dir: Path) -> tuple[dict[str, Any], LabelScheme, PreprocessSpec]:
+    """A folder written by `karyo-export train` (convert reads it, so does train --init-from)."""
     config_path = model_dir / "train_config.json"
-    if not (model_dir / "model.keras").is_file() or not config_path.is_file():
-        raise ConvertError(f"{model_dir}: not a model folder (needs model.keras and train_config.json from `karyo-export train`)")
-    config = json.loads(config_path.read_text(encoding="utf-8"))
+    for needed in (model_dir / "model.keras", config_path):
+        if not needed.is_file():
+            raise ConvertError(f"{model_dir}: not a model folder: no {needed.name} (give a folder written by `karyo-export train`)")
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConvertError(f"{model_dir}: unreadable {config_path.name} ({exc})") from None
     return config, LabelScheme.from_dict(config["labels"]), PreprocessSpec.from_dict(config["preprocess"])
 
 

@@ -233,6 +233,11 @@ def check_edge_options(arch: str, width: float, head: str | None = None) -> None
         raise ValueError(f"--width only applies to edge; {arch} is built as published")
 
 
+def edge_head(arch: str, head: str | None) -> str | None:
+    """The head a model of `arch` really gets: edge's default when none is named, None for seed-dcnn."""
+    return (head or DEFAULT_EDGE_HEAD) if arch == "edge" else None
+
+
 def build_model(
     arch: str,
     n_classes: int,
@@ -255,5 +260,5 @@ def build_model(
         input_size = (input_size, input_size)
     if min(input_size) < 16:
         raise ValueError(f"input size {input_size[0]}x{input_size[1]} px is too small (minimum 16)")
-    options = {"width": width, "head": head or DEFAULT_EDGE_HEAD} if arch == "edge" else {}
+    options = {"width": width, "head": edge_head(arch, head)} if arch == "edge" else {}
     return _BUILDERS[arch](n_classes, tuple(input_size), **options)

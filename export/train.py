@@ -29,7 +29,7 @@ from .augment import AugmentConfig, Augmenter
 from karyo.runtime.tensors import LabeledTensors, load_labeled_tensors
 
 from .data import case_folds, case_split, sample_to_dict, select_scheme_samples, storage_dtype
-from .models import DEFAULT_EDGE_HEAD, build_model, check_edge_options, configure_tensorflow, default_input_size
+from .models import build_model, check_edge_options, configure_tensorflow, default_input_size, edge_head
 from .warm_start import WarmStart, check_warm_start, load_warm_start
 
 
@@ -201,7 +201,7 @@ def train_model(
     labels = make_scheme(scheme)
     box_height, box_width = input_size or default_input_size(arch)
     check_edge_options(arch, width, head)
-    resolved_head = (head or DEFAULT_EDGE_HEAD) if arch == "edge" else None
+    resolved_head = edge_head(arch, head)
     warm_start = None
     if init_from is not None:
         warm_start = check_warm_start(init_from, arch, width, resolved_head, labels, (box_height, box_width))

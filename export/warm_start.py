@@ -9,7 +9,6 @@ before a single crop is read.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,8 +16,7 @@ from typing import Any
 from karyo.runtime.bundle import sha256_file
 from karyo.runtime.labels import LabelScheme
 
-MODEL_FILE = "model.keras"
-CONFIG_FILE = "train_config.json"
+from .convert import ConvertError, read_model_folder
 
 
 @dataclass(frozen=True)
@@ -39,21 +37,18 @@ def check_warm_start(
 ) -> WarmStart:
     """The folder's weights, if they fit this run; else ValueError naming the first difference."""
     folder = Path(folder).resolve()
-    model_file, config_file = folder / MODEL_FILE, folder / CONFIG_FILE
-    for needed in (model_file, config_file):
-        if not needed.is_file():
-            raise ValueError(f"--init-from {folder}: no {needed.name} (give a folder written by `karyo-export train`)")
     try:
-        config = json.loads(config_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"--init-from {folder}: unreadable {CONFIG_FILE} ({exc})") from None
-    preprocess = config.get("preprocess") or {}
+        config, their_labels, their_spec = read_model_folder(folder)
+    except ConvertError as exc:
+        raise ValueError(f"--init-from: {exc}") from None
+    except KeyError as exc:
+        raise ValueError(f"--init-from {folder}: its train_config.json has no {exc}") from None
     theirs = {
         "arch": config.get("arch"),
         "width": config.get("width", 1.0),
         "head": config.get("head", "pool" if config.get("arch") == "edge" else None),  # folders from before --head
-        "labels": list((config.get("labels") or {}).get("names") or []),
-        "input": (preprocess.get("size"), preprocess.get("width", preprocess.get("size"))),
+        "labels": list(their_labels.labels),
+        "input": tuple(their_spec.input_shape[:2]),
     }
     ours = {"arch": arch, "width": width, "head": head, "labels": list(labels.labels), "input": tuple(input_size)}
     for key, value in ours.items():
@@ -61,6 +56,7 @@ def check_warm_start(
             shown = {"input": lambda v: "x".join(map(str, v)), "labels": lambda v: f"{len(v)} labels ({', '.join(v[:3])}...)"}
             fmt = shown.get(key, str)
             raise ValueError(f"--init-from {folder}: trained with {key} {fmt(theirs[key])}, this run has {fmt(value)}")
+    model_file = folder / "model.keras"
     return WarmStart(folder, model_file, sha256_file(model_file), [str(r) for r in config.get("data_roots", [])])
 
 

@@ -197,10 +197,12 @@ def probe_cuda(model_path: str | Path) -> str | None:
     the driver but its GPU hidden or taken passes them. `karyo info` must not call that usable.
     """
     try:
-        _, used = create_session(model_path, "auto", threads=1)
+        create_session(model_path, "cuda", threads=1)  # refuses instead of opening a CPU session nobody uses
+    except ProviderError:
+        return cuda_status()
     except BundleError as exc:
         return f"not probed: {exc}"
-    return None if used == "cuda" else cuda_status()
+    return None
 
 
 def reset_cuda_probe() -> None:
