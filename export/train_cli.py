@@ -49,6 +49,7 @@ def train_command(
     folds: int = typer.Option(0, "--folds", min=0, help="Case-wise k-fold cross-validation (0: one train/val/test split)."),
     fold: Optional[int] = typer.Option(None, "--fold", min=1, help="With --folds K: train only fold N (1..K), e.g. one fold per machine; the folder holds that fold's model and held-out cases."),
     seed: int = typer.Option(0, "--seed", help="Seed for splits, augmentation and weights."),
+    val_fraction: float = typer.Option(0.12, "--val-fraction", min=0.0, max=0.5, help="Share of the training cases held back for early stopping (0: train on every case; the cosine schedule then simply runs its --epochs)."),
     batch_size: int = typer.Option(64, "--batch-size", min=1),
     learning_rate: float = typer.Option(2e-3, "--learning-rate", min=0.0),
     label_smoothing: float = typer.Option(0.05, "--label-smoothing", min=0.0, max=0.5),
@@ -68,7 +69,7 @@ def train_command(
     out_dir = train_model(
         data, out, arch=arch, scheme=scheme, epochs=epochs, input_size=size, folds=folds, only_fold=fold, seed=seed,
         batch_size=batch_size, learning_rate=learning_rate, label_smoothing=label_smoothing, augment=augment,
-        width=width, head=head, init_from=init_from,
+        val_fraction=val_fraction, width=width, head=head, init_from=init_from,
     )
     report = json.loads((out_dir / "report.json").read_text(encoding="utf-8"))
     if report.get("cross_validation"):
