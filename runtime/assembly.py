@@ -80,7 +80,11 @@ class AssemblyPriors:
 
 @dataclass(frozen=True)
 class CropAssignment:
-    """One crop's place in the assembled cell. `review`: assembly overrode top-1, or top-1 was close."""
+    """One crop's place in the assembled cell. `review`: assembly overrode top-1, or top-1 was close.
+
+    `fragment`: the object is far too small to be a whole chromosome of its cell
+    (``karyo.runtime.cell_size.fragment_mask``); it fills no slot, is not counted, keeps its top-1
+    label only as a hint, and is always up for review."""
 
     index: int
     label: str
@@ -89,10 +93,11 @@ class CropAssignment:
     top_probability: float
     review: bool
     path: str | None = None
+    fragment: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {"path": self.path, "label": self.label, "probability": self.probability, "review": self.review,
-                "top_label": self.top_label, "top_probability": self.top_probability}
+                "top_label": self.top_label, "top_probability": self.top_probability, "fragment": self.fragment}
 
 
 @dataclass(frozen=True)

@@ -53,6 +53,8 @@ def format_report(result: Any) -> str:
         if abnormal:
             right = sum(row["right"] for row in abnormal)
             lines.append(f"cells whose truth is not 46,XX/46,XY: {right}/{len(abnormal)} called exactly")
+        for fragment in c.get("fragments", []):
+            lines.append(f"not counted (too small for a whole chromosome): {fragment['path']} (labelled {fragment['truth']})")
     lines += ["", f"per-class recall ({data['precision']}):"]
     cells = [
         f"{label:>15} {short_float(v['recall'], 3):>6} (n={v['support']})"

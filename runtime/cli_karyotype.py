@@ -149,8 +149,8 @@ def karyotype(
         truth = call_karyotype(cell.truth) if cell.truth is not None else None
         entry: dict[str, Any] = {
             "cell": cell.name, "karyotype": call.karyotype, "count": call.count, "complete": call.complete,
-            "assignments": [{"path": a.path, "label": a.label, "probability": a.probability, "review": a.review}
-                            for a in call.assignments],
+            "assignments": [{"path": a.path, "label": a.label, "probability": a.probability, "review": a.review,
+                             "fragment": a.fragment} for a in call.assignments],
             "findings": call.findings, "errors": errors,
         }
         if truth is not None:

@@ -4,7 +4,8 @@ Rows 1-5, 6-12, 13-18 and 19-22 + X, Y; each chromosome's copies side by side (p
 extra copies after, variants after the normal copies) standing on a common baseline with the
 chromosome number under them. All crops share one scale, so a small 21 stays small next to a
 large 1, which is part of what a cytogeneticist checks. Crops the assembly overrode or was
-unsure about (``review``) get a red box; the karyotype call is the title.
+unsure about (``review``) get a red box; objects too small for a whole chromosome (``fragment``)
+stand apart at the end of the last row, under "not counted". The karyotype call is the title.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ ROWS: tuple[tuple[str, ...], ...] = (
     ("13", "14", "15", "16", "17", "18"),
     ("19", "20", "21", "22", "X", "Y"),
 )
+NOT_COUNTED = "not counted"  # the group of fragments: objects that fill no chromosome slot
 REVIEW_COLOR = (0, 0, 255)  # BGR red
 TEXT_COLOR = (40, 40, 40)
 FONT = cv2.FONT_HERSHEY_SIMPLEX
@@ -78,9 +80,12 @@ def layout_karyogram(
     scale = tile_height / max(tallest, 1)
     scaled = [(max(1, round(h * scale)), max(1, round(w * scale))) for h, w in sizes]
     typical_width = int(np.median([w for _, w in scaled])) if scaled else tile_height // 3
-    members: dict[str, list[int]] = {c: [] for row in ROWS for c in row}
+    rows = ROWS
+    if any(a.fragment for a in assignments):
+        rows = ROWS[:-1] + (ROWS[-1] + (NOT_COUNTED,),)
+    members: dict[str, list[int]] = {c: [] for row in rows for c in row}
     for position, assignment in enumerate(assignments):
-        members[chromosome_of(assignment.label)].append(position)
+        members[NOT_COUNTED if assignment.fragment else chromosome_of(assignment.label)].append(position)
     for chromosome in members:
         members[chromosome].sort(key=lambda p: _order_key(assignments[p], p))
     has_variants = any(a.label in STRUCTURAL for a in assignments)
@@ -88,15 +93,16 @@ def layout_karyogram(
     def group_width(chromosome: str) -> int:
         widths = [scaled[p][1] for p in members[chromosome]]
         content = sum(widths) + CROP_GAP * max(0, len(widths) - 1)
-        return max(content, 2 * typical_width + CROP_GAP, 30)
+        label_width = cv2.getTextSize(chromosome, FONT, 0.5, 1)[0][0] + 8  # "not counted" is wider than "22"
+        return max(content, 2 * typical_width + CROP_GAP, 30, label_width)
 
-    row_widths = [sum(group_width(c) for c in row) + GROUP_GAP * (len(row) - 1) for row in ROWS]
+    row_widths = [sum(group_width(c) for c in row) + GROUP_GAP * (len(row) - 1) for row in rows]
     title_width = cv2.getTextSize(title, FONT, 0.8, 2)[0][0] if title else 0
     width = max(max(row_widths), title_width) + 2 * MARGIN
     boxes: list[tuple[int, int, int, int]] = [(0, 0, 0, 0)] * len(sizes)
     centers: dict[str, tuple[int, int]] = {}
     y = TITLE_HEIGHT
-    for row, row_width in zip(ROWS, row_widths):
+    for row, row_width in zip(rows, row_widths):
         row_height = max([scaled[p][0] for c in row for p in members[c]] or [tile_height // 2])
         baseline = y + row_height
         spare = (width - 2 * MARGIN - row_width) / max(1, len(row) - 1) if len(row) > 1 else 0
@@ -149,7 +155,7 @@ def render_karyogram(
     for x, y, w, h in reviews:
         cv2.rectangle(image, (x - 2, y - 2), (x + w + 1, y + h + 1), REVIEW_COLOR, 2)
     if reviews:
-        note = f"red box: {len(reviews)} crop(s) to review (assembly changed top-1 or close call)"
+        note = f"red box: {len(reviews)} crop(s) to review (assembly changed top-1, a close call, or not counted)"
         cv2.putText(image, note, (MARGIN, layout.height - 9), FONT, 0.45, REVIEW_COLOR, 1, cv2.LINE_AA)
     return image, layout
 

@@ -21,7 +21,7 @@ monosomies. The crop count and the missing copies are in the findings.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -35,7 +35,7 @@ from .assembly import (  # re-exported: karyo.runtime.karyotype is the public fa
     assemble_cell,
     check_scheme,
 )
-from .cell_size import SizePrior, relative_sizes
+from .cell_size import MIN_CELL_CROPS, SizePrior, fragment_mask, relative_sizes
 from .dataset import Sample
 from .labels import AUTOSOMES, STRUCTURAL, LabelScheme, chromosome_of
 
@@ -135,17 +135,61 @@ def karyotype_cell(
 ) -> KaryotypeCall:
     """Assemble one cell (`probs`: N crops x classes) and call it; `paths` are carried into the assignments.
 
-    With `sizes` (N x 2 chromosome length and area, NaN if unmeasured) and the bundle's `size_prior`,
-    each crop's size relative to this cell is weighed in first (``karyo.runtime.cell_size``)."""
-    if sizes is not None and size_prior is not None:
-        probs = size_prior.apply(probs, relative_sizes(sizes, ["cell"] * len(probs), size_prior.min_cell_crops))
-    assembly = assemble_cell(probs, labels, priors)
-    assignments = assembly.assignments
+    With `sizes` (N x 2 chromosome length and area, NaN if unmeasured), objects far too small for a
+    chromosome of this cell are left out of the count (:func:`call_cell`), and with the bundle's
+    `size_prior` each crop's size relative to this cell is weighed in first (``karyo.runtime.cell_size``)."""
+    fragments = None
+    if sizes is not None:
+        relative = relative_sizes(sizes, ["cell"] * len(probs), size_prior.min_cell_crops if size_prior else MIN_CELL_CROPS)
+        fragments = fragment_mask(relative)
+        if size_prior is not None:
+            probs = size_prior.apply(probs, relative)
+    return call_cell(probs, labels, priors, fragments, paths, full_cell=full_cell, max_losses=max_losses)
+
+
+def call_cell(
+    probs: np.ndarray,
+    labels: LabelScheme,
+    priors: AssemblyPriors | None = None,
+    fragments: np.ndarray | None = None,
+    paths: list[str] | None = None,
+    full_cell: int = FULL_CELL,
+    max_losses: int = 1,
+) -> KaryotypeCall:
+    """Assemble and call one cell whose probabilities already carry any size evidence.
+
+    Crops marked in `fragments` take no chromosome slot: a speck that assembly had to place would
+    become a spurious extra copy (a "third 21", a second Y) or push a real crop out of its pair.
+    They are not counted, stay in the assignments (``fragment=True``, up for review, their top-1
+    label only a hint) and are named in the findings, because a small supernumerary marker
+    chromosome looks the same to size and only a person can tell it from debris.
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    n = len(probs)
+    fragments = np.zeros(n, dtype=bool) if fragments is None else np.asarray(fragments, dtype=bool)
+    if fragments.shape != (n,):
+        raise ValueError(f"{fragments.shape[0]} fragment flags for {n} crops")
+    if paths is not None and len(paths) != n:
+        raise ValueError(f"{len(paths)} paths for {n} crops")
+    whole = np.flatnonzero(~fragments)
+    assembly = assemble_cell(probs[whole], labels, priors)
+    placed: list[CropAssignment] = [None] * n  # type: ignore[list-item]  # every row is filled below
+    for assignment, row in zip(assembly.assignments, whole):
+        placed[row] = replace(assignment, index=int(row))
+    for row in np.flatnonzero(fragments):
+        top = int(probs[row].argmax())
+        label, p = labels.labels[top], float(probs[row, top])
+        placed[row] = CropAssignment(int(row), label, p, label, p, review=True, fragment=True)
     if paths is not None:
-        if len(paths) != len(assignments):
-            raise ValueError(f"{len(paths)} paths for {len(assignments)} crops")
-        assignments = [CropAssignment(**{**asdict(a), "path": str(p)}) for a, p in zip(assignments, paths)]
-    return call_karyotype([a.label for a in assignments], assignments, full_cell=full_cell, max_losses=max_losses)
+        placed = [replace(a, path=str(path)) for a, path in zip(placed, paths)]
+    call = call_karyotype([placed[row].label for row in whole], placed, full_cell=full_cell, max_losses=max_losses)
+    if fragments.any():
+        k = int(fragments.sum())
+        call.findings.append(
+            f"{k} object{'s' if k > 1 else ''} too small for a whole chromosome, not counted "
+            f"(debris, a fragment or a small marker): review"
+        )
+    return call
 
 
 def evaluate_cells(
@@ -161,7 +205,9 @@ def evaluate_cells(
 
     `crop_accuracy_top1` is the crop classifier alone; with `sizes` and a `size_prior`,
     `crop_accuracy_size` is top-1 after each crop's size relative to its cell is weighed in, and
-    assembly and the calls start from those probabilities.
+    assembly and the calls start from those probabilities. With `sizes`, crops too small for a
+    whole chromosome are left out of the calls and listed in `fragments`; in
+    `crop_accuracy_assembled` they count as wrong (they got no chromosome).
 
     Truth is the karyotype string the same caller builds from the true labels; "complete" counts
     the cells whose truth is complete, and `complete_exact_rate` is the share of those called
@@ -171,24 +217,30 @@ def evaluate_cells(
     if probs.shape != (len(samples), len(labels)):
         raise ValueError(f"probabilities must be {len(samples)} x {len(labels)}, got {probs.shape}")
     with_size = sizes is not None and size_prior is not None
-    if with_size:
-        relative = relative_sizes(sizes, [s.cell_key for s in samples], size_prior.min_cell_crops)
-        sized = size_prior.apply(probs, relative)
-    else:
-        sized = probs
+    fragments = np.zeros(len(samples), dtype=bool)
+    sized = probs
+    if sizes is not None:
+        min_cell_crops = size_prior.min_cell_crops if size_prior is not None else MIN_CELL_CROPS
+        relative = relative_sizes(sizes, [s.cell_key for s in samples], min_cell_crops)
+        fragments = fragment_mask(relative)
+        if size_prior is not None:
+            sized = size_prior.apply(probs, relative)
     by_cell: dict[str, list[int]] = defaultdict(list)
     for index, sample in enumerate(samples):
         by_cell[sample.cell_key].append(index)
     right_top1 = right_size = right_assembled = complete = complete_exact = agree_complete = 0
     errors: list[dict[str, Any]] = []
     abnormal: list[dict[str, Any]] = []  # every cell whose truth is not 46,XX / 46,XY, right or wrong
+    not_counted: list[dict[str, Any]] = []  # crops set aside as too small for a whole chromosome
     for key, rows in by_cell.items():
         truth_labels = [samples[i].label for i in rows]
         truth = call_karyotype(truth_labels, max_losses=max_losses)
-        called = karyotype_cell(sized[rows], labels, priors, max_losses=max_losses)
+        called = call_cell(sized[rows], labels, priors, fragments[rows], max_losses=max_losses)
         top1 = [labels.labels[int(i)] for i in probs[rows].argmax(axis=1)]
         right_size += sum(t == labels.labels[int(i)] for t, i in zip(truth_labels, sized[rows].argmax(axis=1)))
-        assembled = [a.label for a in called.assignments]
+        assembled = [None if a.fragment else a.label for a in called.assignments]  # a fragment has no label
+        not_counted += [{"cell": key, "path": str(samples[i].path), "truth": samples[i].label}
+                        for i, a in zip(rows, called.assignments) if a.fragment]
         wrong_top1 = sum(t != p for t, p in zip(truth_labels, top1))
         wrong_assembled = sum(t != p for t, p in zip(truth_labels, assembled))
         right_top1 += len(rows) - wrong_top1
@@ -215,11 +267,12 @@ def evaluate_cells(
         "complete_exact_rate": complete_exact / complete if complete else 0.0,
         "completeness_agreement": agree_complete / len(by_cell) if by_cell else 0.0,
         "abnormal_cells": sorted(abnormal, key=lambda row: row["cell"]),
+        "fragments": not_counted,
         "errors": errors,
     }
 
 
 __all__ = [
     "AssemblyPriors", "Assembly", "CropAssignment", "KaryotypeCall", "SEX_COMPLEMENTS", "VIABLE_TRISOMIES",
-    "assemble_cell", "call_karyotype", "check_scheme", "evaluate_cells", "karyotype_cell", "FULL_CELL",
+    "assemble_cell", "call_cell", "call_karyotype", "check_scheme", "evaluate_cells", "karyotype_cell", "FULL_CELL",
 ]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from karyo.runtime.bundle import BundleError, Manifest
-from karyo.runtime.cell_size import SizePrior, relative_sizes, sizes_array
+from karyo.runtime.cell_size import FRAGMENT_RELATIVE_AREA, SizePrior, fragment_mask, relative_sizes, sizes_array
 from karyo.runtime.dataset import Sample
 from karyo.runtime.karyotype import evaluate_cells, karyotype_cell
 from karyo.runtime.labels import LabelScheme, scheme
@@ -173,3 +173,52 @@ def test_evaluate_cells_reports_size_context_and_assembles_from_it():
 def test_sizes_array_marks_unmeasured_crops():
     out = sizes_array([(10.0, 40.0), None])
     assert out[0].tolist() == [10.0, 40.0] and np.isnan(out[1]).all()
+
+
+def _female_cell_with_a_speck(labels: LabelScheme) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """A 46,XX cell's labels and sizes (length, area) plus one 6 x 9 px speck the image model reads as Y."""
+    names = [c for c in labels.labels if c not in ("X", "Y") for _ in range(2)] + ["X", "X"]
+    lengths = np.array([120.0 * 0.96 ** labels.index(n) for n in names])
+    sizes = np.stack([lengths, lengths * 12.0], axis=1)
+    sizes = np.concatenate([sizes, [[9.0, 40.0]]])
+    probs = np.full((len(names) + 1, len(labels)), 0.1 / (len(labels) - 1))
+    probs[np.arange(len(names)), [labels.index(n) for n in names]] = 0.9
+    probs[-1] = 0.02 / (len(labels) - 1)
+    probs[-1, labels.index("Y")] = 0.98
+    return names + ["13"], sizes, probs
+
+
+def test_fragment_mask_flags_only_objects_far_below_the_smallest_chromosome():
+    labels = scheme("normal24")
+    names, sizes, _ = _female_cell_with_a_speck(labels)
+    relative = relative_sizes(sizes, ["cell"] * len(sizes))
+    flagged = fragment_mask(relative)
+    assert flagged.tolist() == [False] * 46 + [True]
+    # the smallest real chromosome of the cell sits well above the cut: a 21 is ~0.4 of the median area
+    assert np.exp(relative[:46, 1].min()) > 3 * FRAGMENT_RELATIVE_AREA
+    # unknown sizes and cells too small for a median are never fragments
+    assert not fragment_mask(relative_sizes(sizes[-5:], ["cell"] * 5)).any()
+    assert not fragment_mask(np.full((3, 2), np.nan)).any()
+
+
+def test_a_speck_takes_no_chromosome_slot_and_is_named_for_review():
+    labels = scheme("normal24")
+    names, sizes, probs = _female_cell_with_a_speck(labels)
+    paths = [f"/cell/{i}.png" for i in range(len(names))]
+    # without sizes the speck has to fill a slot: a confident Y makes a female cell XXY
+    assert karyotype_cell(probs, labels).karyotype == "47,XXY"
+    call = karyotype_cell(probs, labels, paths=paths, sizes=sizes)
+    assert call.karyotype == "46,XX" and call.count == 46 and call.complete
+    speck = call.assignments[-1]
+    assert speck.fragment and speck.review and speck.path == "/cell/46.png" and speck.top_label == "Y"
+    assert not any(a.fragment for a in call.assignments[:-1])
+    assert [a.label for a in call.assignments[:-1]] == names[:-1]
+    assert [a.index for a in call.assignments] == list(range(47))
+    assert call.findings == ["1 object too small for a whole chromosome, not counted (debris, a fragment or a small marker): review"]
+    assert call.to_dict()["assignments"][-1]["fragment"] is True
+    # evaluation: the speck (labelled "13" in truth, like the real one in pki-dev) is listed and counts as wrong
+    samples = [Sample(Path(p), n, "case", "1") for p, n in zip(paths, names)]
+    result = evaluate_cells(samples, probs, labels, sizes=sizes)
+    assert result["fragments"] == [{"cell": "case/1", "path": "/cell/46.png", "truth": "13"}]
+    assert result["crop_accuracy_assembled"] == pytest.approx(46 / 47)
+    assert result["errors"][0]["truth"] == "47,XX,+13" and result["errors"][0]["called"] == "46,XX"

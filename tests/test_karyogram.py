@@ -8,6 +8,7 @@ import pytest
 
 from karyo.runtime.karyogram import (
     CROP_GAP,
+    NOT_COUNTED,
     ROWS,
     TITLE_HEIGHT,
     draw_karyogram,
@@ -106,6 +107,23 @@ def test_empty_group_leaves_room_and_light_on_dark_crops_are_inverted():
     y_group_x, y_group_baseline = layout.group_centers["Y"]
     x_group_x, x_group_baseline = layout.group_centers["X"]
     assert y_group_x > x_group_x + 40 and y_group_baseline == x_group_baseline  # Y keeps its place
+
+
+def test_a_fragment_stands_apart_under_not_counted_with_a_red_box():
+    crops, assignments = make_cell(MALE + ["21"])
+    speck = np.full((8, 9), 255, np.uint8)
+    speck[2:6, 2:7] = 40
+    crops[-1] = speck
+    assignments[-1] = CropAssignment(46, "21", 0.9, "21", 0.9, review=True, fragment=True)
+    image, layout = render_karyogram(crops, assignments, title="46,XY")
+    x, y, w, h = layout.boxes[-1]
+    center_x, baseline = layout.group_centers[NOT_COUNTED]
+    assert y + h == baseline == layout.group_centers["Y"][1]  # on the last row ...
+    assert x > max(bx + bw for bx, by, bw, bh in layout.boxes[:-1] if by + bh == baseline)  # ... right of Y
+    assert len([b for b, a in zip(layout.boxes, assignments) if a.label == "21" and not a.fragment]) == 2
+    ring = np.concatenate([image[y - 2, x - 2 : x + w + 2], image[y + h + 1, x - 2 : x + w + 2]])
+    assert is_red(ring).mean() > 0.9
+    assert NOT_COUNTED not in layout_karyogram([c.shape for c in crops[:-1]], assignments[:-1]).group_centers
 
 
 def test_mismatched_inputs_are_refused():
