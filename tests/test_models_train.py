@@ -342,6 +342,27 @@ def test_train_writes_a_complete_model_folder(tmp_path, arch, size, width):
 
 
 @pytest.mark.slow
+def test_val_fraction_zero_trains_on_every_case_but_the_test_ones(tmp_path):
+    from typer.testing import CliRunner
+
+    from karyo.export.cli import app
+
+    data = make_tiny_dataset(tmp_path / "data", cases=6, per_class=2)
+    common = ["--epochs", "1", "--input-size", "32x16", "--batch-size", "16"]
+    result = CliRunner().invoke(app, ["train", str(data), "--out", str(tmp_path / "m"), "--val-fraction", "0", *common])
+    assert result.exit_code == 0, result.output
+    split = json.loads((tmp_path / "m" / "split.json").read_text())
+    config = json.loads((tmp_path / "m" / "train_config.json").read_text())
+    everyone = {s.case for s in read_labeled_folders([data])}
+    assert split["val_cases"] == [] and config["counts"]["val"] == 0
+    assert split["test_cases"] and set(split["train_cases"]) == everyone - set(split["test_cases"])
+    history = json.loads((tmp_path / "m" / "report.json").read_text())["history"]
+    assert "val_loss" not in history and len(history["loss"]) == 1  # no early stopping without a hold-out
+    refused = CliRunner().invoke(app, ["train", str(data), "--out", str(tmp_path / "n"), "--val-fraction", "0.6", *common])
+    assert refused.exit_code == 2 and not (tmp_path / "n").exists()
+
+
+@pytest.mark.slow
 def test_kfold_reports_mean_and_spread(tmp_path):
     from karyo.export.train import train_model
 
