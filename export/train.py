@@ -110,7 +110,7 @@ def fit_model(
     head: str | None = None,
     warm_start: WarmStart | None = None,
 ):
-    """Build and train one model; returns (model, history dict). Best validation epoch is restored."""
+    """Build and train one model; returns (model, history dict). With a validation split, its best epoch is restored."""
     import keras
 
     keras.utils.set_random_seed(seed)

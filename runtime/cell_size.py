@@ -35,8 +35,8 @@ FEATURES: tuple[str, ...] = ("ln_relative_length", "ln_relative_area")
 MIN_CELL_CROPS = 10  # a median over fewer chromosomes says little about the cell's scale
 MIN_CLASS_CROPS = 5  # classes with fewer measured crops get no size term (flat likelihood)
 # An object with less than this share of its cell's median chromosome area is not a whole
-# chromosome: the smallest ones (21, 22, Y) measure about 0.34 of the median here (ln -1.08 +- 0.13
-# for 21 over both data sets), so the cut is a quarter of a 21. Of 20,322 crops of both labs one
+# chromosome: the smallest, 21, measures about 0.34 of the median here (ln -1.08 +- 0.13 over both
+# data sets; 22 0.39, Y 0.43), so the cut is a quarter of a 21. Of 20,322 crops of both labs one
 # falls below it (0.04: a 6 x 9 px blank cut labelled "13"); the next smallest is at 0.17.
 FRAGMENT_RELATIVE_AREA = 0.08
 

@@ -138,13 +138,20 @@ def karyotype_cell(
     With `sizes` (N x 2 chromosome length and area, NaN if unmeasured), objects far too small for a
     chromosome of this cell are left out of the count (:func:`call_cell`), and with the bundle's
     `size_prior` each crop's size relative to this cell is weighed in first (``karyo.runtime.cell_size``)."""
-    fragments = None
-    if sizes is not None:
-        relative = relative_sizes(sizes, ["cell"] * len(probs), size_prior.min_cell_crops if size_prior else MIN_CELL_CROPS)
-        fragments = fragment_mask(relative)
-        if size_prior is not None:
-            probs = size_prior.apply(probs, relative)
+    probs, fragments = _size_evidence(probs, sizes, ["cell"] * len(probs), size_prior)
     return call_cell(probs, labels, priors, fragments, paths, full_cell=full_cell, max_losses=max_losses)
+
+
+def _size_evidence(
+    probs: np.ndarray, sizes: np.ndarray | None, cells: list[str], size_prior: SizePrior | None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Probabilities with each crop's size relative to its cell weighed in (with a prior), and which
+    crops are too small for a whole chromosome; `probs` and None without sizes."""
+    if sizes is None:
+        return probs, None
+    relative = relative_sizes(sizes, cells, size_prior.min_cell_crops if size_prior is not None else MIN_CELL_CROPS)
+    sized = size_prior.apply(probs, relative) if size_prior is not None else probs
+    return sized, fragment_mask(relative)
 
 
 def call_cell(
@@ -217,14 +224,9 @@ def evaluate_cells(
     if probs.shape != (len(samples), len(labels)):
         raise ValueError(f"probabilities must be {len(samples)} x {len(labels)}, got {probs.shape}")
     with_size = sizes is not None and size_prior is not None
-    fragments = np.zeros(len(samples), dtype=bool)
-    sized = probs
-    if sizes is not None:
-        min_cell_crops = size_prior.min_cell_crops if size_prior is not None else MIN_CELL_CROPS
-        relative = relative_sizes(sizes, [s.cell_key for s in samples], min_cell_crops)
-        fragments = fragment_mask(relative)
-        if size_prior is not None:
-            sized = size_prior.apply(probs, relative)
+    sized, fragments = _size_evidence(probs, sizes, [s.cell_key for s in samples], size_prior)
+    if fragments is None:
+        fragments = np.zeros(len(samples), dtype=bool)
     by_cell: dict[str, list[int]] = defaultdict(list)
     for index, sample in enumerate(samples):
         by_cell[sample.cell_key].append(index)
