@@ -79,6 +79,7 @@ def fold_figures(work: Path, data: list[str], folds: int, number: int, seed: int
         "cells": cells.get("cells"),
         "complete_cells": cells.get("complete_cells"),
         "exact": cells.get("complete_exact_rate"),
+        "review": {**cells["review"], "crops": cells["crops"]} if "review" in cells else None,
         "abnormal": [(row["cell"], row["truth"], row["called"]) for row in cells.get("abnormal_cells", [])],
         "errors": [(row["cell"], row["truth"], row["called"]) for row in cells.get("errors", [])],
         "epochs_run": len(report["history"]["loss"]),
@@ -95,23 +96,41 @@ def spread(values: list[float]) -> str:
     return f"{100 * mean:.2f} +- {100 * sd:.2f}"
 
 
+def flagged(review: dict[str, Any] | None) -> str:
+    if not review:
+        return "-"
+    return f"{100 * review['flagged_rate']:.1f}% ({review['wrong_flagged']} of {review['wrong_assembled']})"
+
+
+def sum_reviews(reviews: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The folds' review flags pooled: every held-out crop counts once."""
+    if not reviews:
+        return None
+    total = {k: sum(v[k] for v in reviews) for k in ("flagged", "wrong_assembled", "wrong_flagged", "crops")}
+    return {**total, "flagged_rate": total["flagged"] / total["crops"] if total["crops"] else 0.0}
+
+
 def markdown(rows: list[dict[str, Any]], folds: int) -> str:
     head = ("| fold | test cases | crops | FP32 | INT8 | INT8 + size in cell | INT8 after assembly | "
+            "flagged for review (wrong among them) | flagged put right | "
             "exact karyotype (complete cells) | abnormal cells right | train min |")
-    lines = [head, "| " + " | ".join(["---"] * 10) + " |"]
+    lines = [head, "| " + " | ".join(["---"] * 12) + " |"]
     pct = lambda v: "-" if v is None else f"{100 * v:.2f}%"  # noqa: E731
     for r in rows:
         right = sum(t == c for _, t, c in r["abnormal"])
         lines.append(
             f"| {r['fold']} | {r['test_cases']} | {r['crops']} | {pct(r['fp32'])} | {pct(r['int8'])} | {pct(r['with_size'])} | {pct(r['assembled'])} | "
+            f"{flagged(r.get('review'))} | {pct((r.get('review') or {}).get('crop_accuracy_after_review'))} | "
             f"{pct(r['exact'])} of {r['complete_cells']} | {right}/{len(r['abnormal'])} | {(r['train_seconds'] or 0) / 60:.1f} |"
         )
     pick = lambda key: [r[key] for r in rows if r.get(key) is not None]  # noqa: E731
     right = sum(t == c for r in rows for _, t, c in r["abnormal"])
     total = sum(len(r["abnormal"]) for r in rows)
+    reviews = [r["review"] for r in rows if r.get("review")]
     lines.append(
         f"| mean +- sd ({len(rows)} of {folds}) | | {sum(r['crops'] for r in rows)} | {spread(pick('fp32'))} | {spread(pick('int8'))} | "
-        f"{spread(pick('with_size'))} | {spread(pick('assembled'))} | {spread(pick('exact'))} | {right}/{total} | |"
+        f"{spread(pick('with_size'))} | {spread(pick('assembled'))} | {flagged(sum_reviews(reviews))} | "
+        f"{spread([v['crop_accuracy_after_review'] for v in reviews])} | {spread(pick('exact'))} | {right}/{total} | |"
     )
     return "\n".join(lines) + "\n"
 

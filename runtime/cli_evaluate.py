@@ -45,6 +45,13 @@ def format_report(result: Any) -> str:
             + f"{short_float(c['crop_accuracy_assembled'])} after assembly; exact karyotype "
             f"{c['complete_exact']}/{c['complete_cells']} complete cells ({short_float(c['complete_exact_rate'])})",
         ]
+        review = c.get("review")
+        if review:
+            lines.append(
+                f"flagged for review: {review['flagged']} crops ({100 * review['flagged_rate']:.1f}%), holding "
+                f"{review['wrong_flagged']} of the {review['wrong_assembled']} wrong after assembly; with those put "
+                f"right {short_float(review['crop_accuracy_after_review'])}"
+            )
         for error in c["errors"][:10]:
             lines.append(f"  {error['cell']}: called {error['called']}, truth {error['truth']}")
         if len(c["errors"]) > 10:

@@ -83,6 +83,15 @@ def _karyogram_targets(target: Path, cells: list[CellInput]) -> list[Path]:
     return [target / f"{name}.png" for name in names]
 
 
+def assignment_rows(call: KaryotypeCall) -> list[dict[str, Any]]:
+    """The JSON view of a call's crops; `swap_with` names the other crop by its path, as the user knows it."""
+    return [
+        {"path": a.path, "label": a.label, "probability": a.probability, "review": a.review, "fragment": a.fragment,
+         "swap_with": None if a.swap_with is None else call.assignments[a.swap_with].path}
+        for a in call.assignments
+    ]
+
+
 def _plain_line(cell: CellInput, call: KaryotypeCall, truth: KaryotypeCall | None, failed: int) -> str:
     reviews = sum(a.review for a in call.assignments)
     parts = [f"{call.count} crops"] + ([f"{reviews} to review"] if reviews else []) + (
@@ -105,6 +114,8 @@ def karyotype(
     provider: str = typer.Option("auto", "--provider", help="auto, cpu or cuda."),
     review_margin: float = typer.Option(0.2, "--review-margin", min=0.0, max=1.0,
                                         help="Flag crops whose top-1 leads the runner-up by less than this."),
+    review_swap_odds: float = typer.Option(10.0, "--review-swap-odds", min=1.0,
+                                           help="Flag two crops when exchanging their labels is at least 1/N as likely (1: off)."),
 ) -> None:
     """Karyotype call per cell (e.g. 46,XY / 47,XX,+21 / 45,X), with optional karyogram PNGs."""
     try:
@@ -124,7 +135,7 @@ def karyotype(
     all_paths = [p for cell in inputs for p in cell.paths]
     progress = None if as_json else stderr_progress("  classified")
     predictions = classifier.predict_paths(all_paths, progress=progress)
-    priors = AssemblyPriors(review_margin=review_margin)
+    priors = AssemblyPriors(review_margin=review_margin, review_swap_odds=review_swap_odds)
     exit_code = 0
     results: list[dict[str, Any]] = []
     start = 0
@@ -149,8 +160,7 @@ def karyotype(
         truth = call_karyotype(cell.truth) if cell.truth is not None else None
         entry: dict[str, Any] = {
             "cell": cell.name, "karyotype": call.karyotype, "count": call.count, "complete": call.complete,
-            "assignments": [{"path": a.path, "label": a.label, "probability": a.probability, "review": a.review,
-                             "fragment": a.fragment} for a in call.assignments],
+            "assignments": assignment_rows(call),
             "findings": call.findings, "errors": errors,
         }
         if truth is not None:

@@ -155,7 +155,7 @@ def render_karyogram(
     for x, y, w, h in reviews:
         cv2.rectangle(image, (x - 2, y - 2), (x + w + 1, y + h + 1), REVIEW_COLOR, 2)
     if reviews:
-        note = f"red box: {len(reviews)} crop(s) to review (assembly changed top-1, a close call, or not counted)"
+        note = f"red box: {len(reviews)} crop(s) to review (top-1 overridden, a close call, a possible swap, or not counted)"
         cv2.putText(image, note, (MARGIN, layout.height - 9), FONT, 0.45, REVIEW_COLOR, 1, cv2.LINE_AA)
     return image, layout
 

@@ -182,7 +182,8 @@ def call_cell(
     assembly = assemble_cell(probs[whole], labels, priors)
     placed: list[CropAssignment] = [None] * n  # type: ignore[list-item]  # every row is filled below
     for assignment, row in zip(assembly.assignments, whole):
-        placed[row] = replace(assignment, index=int(row))
+        partner = None if assignment.swap_with is None else int(whole[assignment.swap_with])
+        placed[row] = replace(assignment, index=int(row), swap_with=partner)
     for row in np.flatnonzero(fragments):
         top = int(probs[row].argmax())
         label, p = labels.labels[top], float(probs[row, top])
@@ -216,6 +217,10 @@ def evaluate_cells(
     whole chromosome are left out of the calls and listed in `fragments`; in
     `crop_accuracy_assembled` they count as wrong (they got no chromosome).
 
+    `review` measures the flags a reviewer is shown: how many crops are flagged, how many of the
+    crops assembly still gets wrong are among them, and `crop_accuracy_after_review`, the accuracy
+    once a reviewer has put every flagged crop right (what a lab gets for checking the red boxes).
+
     Truth is the karyotype string the same caller builds from the true labels; "complete" counts
     the cells whose truth is complete, and `complete_exact_rate` is the share of those called
     exactly right. `errors` lists every cell whose call differs from its truth.
@@ -231,6 +236,7 @@ def evaluate_cells(
     for index, sample in enumerate(samples):
         by_cell[sample.cell_key].append(index)
     right_top1 = right_size = right_assembled = complete = complete_exact = agree_complete = 0
+    flagged = wrong_flagged = 0
     errors: list[dict[str, Any]] = []
     abnormal: list[dict[str, Any]] = []  # every cell whose truth is not 46,XX / 46,XY, right or wrong
     not_counted: list[dict[str, Any]] = []  # crops set aside as too small for a whole chromosome
@@ -245,6 +251,8 @@ def evaluate_cells(
                         for i, a in zip(rows, called.assignments) if a.fragment]
         wrong_top1 = sum(t != p for t, p in zip(truth_labels, top1))
         wrong_assembled = sum(t != p for t, p in zip(truth_labels, assembled))
+        flagged += sum(a.review for a in called.assignments)
+        wrong_flagged += sum(a.review and t != p for a, t, p in zip(called.assignments, truth_labels, assembled))
         right_top1 += len(rows) - wrong_top1
         right_assembled += len(rows) - wrong_assembled
         agree_complete += truth.complete == called.complete
@@ -264,6 +272,13 @@ def evaluate_cells(
         "crop_accuracy_top1": right_top1 / n if n else 0.0,
         **({"crop_accuracy_size": right_size / n if n else 0.0} if with_size else {}),
         "crop_accuracy_assembled": right_assembled / n if n else 0.0,
+        "review": {
+            "flagged": flagged,
+            "flagged_rate": flagged / n if n else 0.0,
+            "wrong_assembled": n - right_assembled,
+            "wrong_flagged": wrong_flagged,
+            "crop_accuracy_after_review": (right_assembled + wrong_flagged) / n if n else 0.0,
+        },
         "complete_cells": complete,
         "complete_exact": complete_exact,
         "complete_exact_rate": complete_exact / complete if complete else 0.0,

@@ -88,6 +88,7 @@ def test_line_plot_png(tmp_path):
 
 def test_cell_figures_when_the_manifest_names_cells(tiny_bundle, tmp_path):
     """With case/cell known, evaluate adds assembly and exact-karyotype figures; without, it adds none."""
+    from karyo.runtime.cli_evaluate import format_report
     from karyo.runtime.karyotype import evaluate_cells
 
     root = tmp_path / "cells"
@@ -102,5 +103,11 @@ def test_cell_figures_when_the_manifest_names_cells(tiny_bundle, tmp_path):
     assert cells == evaluate_cells(result.samples, result.probs["fp32"], tiny_bundle.labels)
     summary = result.to_dict()["precisions"]["fp32"]
     assert summary["crop_accuracy_assembled"] == cells["crop_accuracy_assembled"]
+    review = cells["review"]
+    assert review["wrong_assembled"] == round((1 - cells["crop_accuracy_assembled"]) * len(written))
+    assert 0 <= review["wrong_flagged"] <= min(review["flagged"], review["wrong_assembled"])
+    text = format_report(result)
+    assert (f"flagged for review: {review['flagged']} crops ({100 * review['flagged_rate']:.1f}%), holding "
+            f"{review['wrong_flagged']} of the {review['wrong_assembled']} wrong after assembly") in text
     (root / "manifest.csv").unlink()
     assert "cells" not in evaluate_bundle(tiny_bundle.path, root, precision="fp32").to_dict()

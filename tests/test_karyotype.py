@@ -173,6 +173,58 @@ def test_review_margin_is_configurable():
     assert relaxed.assignments[0].label == "1"
 
 
+def near_swap(p_wrong: float) -> tuple[np.ndarray, int, int]:
+    """A male cell whose first 4 and first 5 each look like the other with p_wrong (the rest on the truth)."""
+    probs = confident(MALE)
+    four, five = MALE.index("4"), MALE.index("5")
+    set_probs(probs, four, NORMAL, c5=p_wrong, c4=0.98 - p_wrong)
+    set_probs(probs, five, NORMAL, c4=p_wrong, c5=0.98 - p_wrong)
+    return probs, four, five
+
+
+def test_two_crops_that_may_be_swapped_are_flagged_as_a_pair():
+    probs, four, five = near_swap(0.7)  # each leads by 0.42: the margin rule sees nothing
+    call = karyotype_cell(probs, NORMAL)
+    assert call.karyotype == "46,XY"  # the counts are right either way
+    a, b = call.assignments[four], call.assignments[five]
+    assert (a.label, b.label) == ("5", "4")  # the images say so; only a person can overrule
+    # exchanging them costs 2 ln(0.7 / 0.28) = 1.83 nats, a 1-in-6.3 alternative: within 10:1
+    assert a.review and b.review and (a.swap_with, b.swap_with) == (five, four)
+    assert sum(x.review for x in call.assignments) == 2
+    assert all(x.swap_with is None for i, x in enumerate(call.assignments) if i not in (four, five))
+    off = karyotype_cell(probs, NORMAL, AssemblyPriors(review_swap_odds=1.0))
+    assert not any(x.review for x in off.assignments)
+    strict = karyotype_cell(probs, NORMAL, AssemblyPriors(review_swap_odds=6.0))  # 6.25:1 is outside 6:1
+    assert not any(x.review for x in strict.assignments)
+
+
+def test_json_names_the_swap_partner_by_its_path():
+    from karyo.runtime.cli_karyotype import assignment_rows
+
+    probs, four, five = near_swap(0.7)
+    rows = assignment_rows(karyotype_cell(probs, NORMAL, paths=[f"/cell/{i}.png" for i in range(46)]))
+    assert rows[four]["swap_with"] == f"/cell/{five}.png" and rows[five]["swap_with"] == f"/cell/{four}.png"
+    assert rows[four]["review"] and sum(r["swap_with"] is not None for r in rows) == 2
+
+
+def test_a_confident_pair_is_not_flagged_as_a_possible_swap():
+    probs, four, five = near_swap(0.85)  # 2 ln(0.85 / 0.13) = 3.76 nats, 1 in 43
+    call = karyotype_cell(probs, NORMAL)
+    assert not any(x.review for x in call.assignments)
+    with pytest.raises(ValueError, match="review_swap_odds"):
+        AssemblyPriors(review_swap_odds=0.5)
+
+
+def test_swap_partner_indexes_the_cell_when_a_fragment_is_left_out():
+    probs, four, five = near_swap(0.7)
+    probs = np.vstack([probs[:1], confident(["21"]), probs[1:]])  # a speck at row 1 shifts the rest
+    sizes = np.array([[100.0, 600.0]] * len(probs))
+    sizes[1] = [8.0, 20.0]
+    call = karyotype_cell(probs, NORMAL, sizes=sizes)
+    assert call.assignments[1].fragment
+    assert (call.assignments[four + 1].swap_with, call.assignments[five + 1].swap_with) == (five + 1, four + 1)
+
+
 def test_binary_scheme_is_refused():
     labels = scheme("binary:del(5)(p14)")
     with pytest.raises(ValueError, match="all 24 chromosomes"):
@@ -389,6 +441,9 @@ def test_evaluate_cells_counts_crops_and_exact_calls():
     assert result["complete_cells"] == 2  # B/1 misses six copies: incomplete in truth too
     assert result["complete_exact"] == 2 and result["complete_exact_rate"] == 1.0
     assert result["errors"] == []
+    # the one crop assembly moved is flagged, and it was right
+    assert result["review"] == {"flagged": 1, "flagged_rate": pytest.approx(1 / n), "wrong_assembled": 0,
+                                "wrong_flagged": 0, "crop_accuracy_after_review": 1.0}
     # now a cell the assembly cannot fix: a confident wrong label (a 1 read as 3 with p 0.999)
     set_probs(probs, 0, NORMAL, c3=0.999, c1=1e-6)
     result = evaluate_cells(samples, probs, NORMAL)
@@ -396,6 +451,17 @@ def test_evaluate_cells_counts_crops_and_exact_calls():
     assert result["errors"][0]["cell"] == "A/1"
     assert result["errors"][0]["truth"] == "46,XY"
     assert result["errors"][0]["called"] == "46,XY,-1,+3"
+    assert result["review"]["wrong_assembled"] == 1 and result["review"]["wrong_flagged"] == 0  # too sure to flag
+
+
+def test_evaluate_cells_counts_the_errors_a_reviewer_is_shown():
+    probs, four, five = near_swap(0.7)
+    samples = [Sample(Path(f"A/1/{i}.png"), label, "A", "1") for i, label in enumerate(MALE)]
+    result = evaluate_cells(samples, probs, NORMAL)
+    assert result["crop_accuracy_assembled"] == pytest.approx(44 / 46)
+    assert result["errors"] == []  # a swap keeps the karyotype right
+    assert result["review"] == {"flagged": 2, "flagged_rate": pytest.approx(2 / 46), "wrong_assembled": 2,
+                                "wrong_flagged": 2, "crop_accuracy_after_review": 1.0}
 
 
 def test_real_cell_truth_strings(shared_data):
