@@ -92,6 +92,20 @@ def assignment_rows(call: KaryotypeCall) -> list[dict[str, Any]]:
     ]
 
 
+def possible_swaps(call: KaryotypeCall) -> list[str]:
+    """Each crop flagged with its likely exchange partner, as "4 <-> 5", every pair once (in crop order)."""
+    seen: set[tuple[int, int]] = set()
+    pairs = []
+    for a in call.assignments:
+        if a.swap_with is None:
+            continue
+        first, second = sorted((a.index, a.swap_with))
+        if (first, second) not in seen:
+            seen.add((first, second))
+            pairs.append(f"{call.assignments[first].label} <-> {call.assignments[second].label}")
+    return pairs
+
+
 def _plain_line(cell: CellInput, call: KaryotypeCall, truth: KaryotypeCall | None, failed: int) -> str:
     reviews = sum(a.review for a in call.assignments)
     parts = [f"{call.count} crops"] + ([f"{reviews} to review"] if reviews else []) + (
@@ -99,6 +113,9 @@ def _plain_line(cell: CellInput, call: KaryotypeCall, truth: KaryotypeCall | Non
     line = f"{cell.name}: {call.karyotype}  ({', '.join(parts)})"
     if call.findings:
         line += "  " + "; ".join(call.findings)
+    swaps = possible_swaps(call)
+    if swaps:
+        line += "  possible swap" + ("s" if len(swaps) > 1 else "") + ": " + ", ".join(swaps)
     if truth is not None:
         line += f"  [truth {truth.karyotype}{'' if truth.karyotype == call.karyotype else ' MISMATCH'}]"
     return line

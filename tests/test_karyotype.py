@@ -207,6 +207,14 @@ def test_json_names_the_swap_partner_by_its_path():
     assert rows[four]["review"] and sum(r["swap_with"] is not None for r in rows) == 2
 
 
+def test_plain_output_names_the_pair_that_may_be_swapped():
+    from karyo.runtime.cli_karyotype import possible_swaps
+
+    probs, four, five = near_swap(0.7)
+    assert possible_swaps(karyotype_cell(probs, NORMAL)) == ["5 <-> 4"]  # the first 4 was read as 5
+    assert possible_swaps(karyotype_cell(confident(MALE), NORMAL)) == []
+
+
 def test_a_confident_pair_is_not_flagged_as_a_possible_swap():
     probs, four, five = near_swap(0.85)  # 2 ln(0.85 / 0.13) = 3.76 nats, 1 in 43
     call = karyotype_cell(probs, NORMAL)
