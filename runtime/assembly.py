@@ -91,7 +91,12 @@ class CropAssignment:
 
     `fragment`: the object is far too small to be a whole chromosome of its cell
     (``karyo.runtime.cell_size.fragment_mask``); it fills no slot, is not counted, keeps its top-1
-    label only as a hint, and is always up for review."""
+    label only as a hint, and is always up for review.
+
+    `alternative` (crops up for review only): the label the reviewer should weigh against `label`.
+    A red box alone says "look here" but not "as what"; the answer differs by why the crop was
+    flagged: the partner's label for a possible swap, else the most probable other label (the
+    network's own top-1 where assembly overrode it, the runner-up of a close call)."""
 
     index: int
     label: str
@@ -102,11 +107,12 @@ class CropAssignment:
     path: str | None = None
     fragment: bool = False
     swap_with: int | None = None
+    alternative: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"path": self.path, "label": self.label, "probability": self.probability, "review": self.review,
                 "top_label": self.top_label, "top_probability": self.top_probability, "fragment": self.fragment,
-                "swap_with": self.swap_with}
+                "swap_with": self.swap_with, "alternative": self.alternative}
 
 
 @dataclass(frozen=True)
@@ -227,6 +233,11 @@ def assemble_cell(probs: np.ndarray, labels: LabelScheme, priors: AssemblyPriors
     margin = ranked[:, -1] - (ranked[:, -2] if probs.shape[1] > 1 else 0.0)
     swap_cost, partner = cheapest_swaps(np.log(np.maximum(probs, priors.prob_floor)), chosen)
     close_swap = swap_cost < math.log(priors.review_swap_odds)
+    review = (chosen != top) | (margin < priors.review_margin) | close_swap
+    others = probs.copy()
+    others[rows, chosen] = -np.inf
+    other = others.argmax(axis=1)  # the most probable label other than the chosen one
+    alternative = np.where(close_swap, chosen[partner], other)
     assignments = [
         CropAssignment(
             index=int(i),
@@ -234,8 +245,9 @@ def assemble_cell(probs: np.ndarray, labels: LabelScheme, priors: AssemblyPriors
             probability=float(probs[i, chosen[i]]),
             top_label=labels.labels[top[i]],
             top_probability=float(probs[i, top[i]]),
-            review=bool(chosen[i] != top[i] or margin[i] < priors.review_margin or close_swap[i]),
+            review=bool(review[i]),
             swap_with=int(partner[i]) if close_swap[i] else None,
+            alternative=labels.labels[alternative[i]] if review[i] else None,
         )
         for i in rows
     ]

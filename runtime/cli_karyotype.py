@@ -87,7 +87,8 @@ def assignment_rows(call: KaryotypeCall) -> list[dict[str, Any]]:
     """The JSON view of a call's crops; `swap_with` names the other crop by its path, as the user knows it."""
     return [
         {"path": a.path, "label": a.label, "probability": a.probability, "review": a.review, "fragment": a.fragment,
-         "swap_with": None if a.swap_with is None else call.assignments[a.swap_with].path}
+         "swap_with": None if a.swap_with is None else call.assignments[a.swap_with].path,
+         "alternative": a.alternative}
         for a in call.assignments
     ]
 

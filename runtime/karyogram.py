@@ -4,8 +4,10 @@ Rows 1-5, 6-12, 13-18 and 19-22 + X, Y; each chromosome's copies side by side (p
 extra copies after, variants after the normal copies) standing on a common baseline with the
 chromosome number under them. All crops share one scale, so a small 21 stays small next to a
 large 1, which is part of what a cytogeneticist checks. Crops the assembly overrode or was
-unsure about (``review``) get a red box; objects too small for a whole chromosome (``fragment``)
-stand apart at the end of the last row, under "not counted". The karyotype call is the title.
+unsure about (``review``) get a red box with, under it, the label to weigh against the one given
+(``alternative``, e.g. "5?" under a 4 that may be swapped with a 5): a box alone says where to look,
+not what to look for. Objects too small for a whole chromosome (``fragment``) stand apart at the
+end of the last row, under "not counted". The karyotype call is the title.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ TITLE_HEIGHT = 50
 LABEL_HEIGHT = 26
 VARIANT_HEIGHT = 16
 LEGEND_HEIGHT = 26
+LEGEND_SIZE = 0.45
+HINT_SIZE = 0.4
 CROP_GAP = 8
 GROUP_GAP = 28
 
@@ -49,6 +53,7 @@ class KaryogramLayout:
     scale: float
     boxes: list[tuple[int, int, int, int]]
     group_centers: dict[str, tuple[int, int]]  # chromosome -> (x of label centre, y of baseline)
+    hint_offset: int | None = None  # below a tile's bottom: where its review hint goes (None: no hints)
 
 
 def _display_gray(crop: np.ndarray) -> np.ndarray:
@@ -89,6 +94,7 @@ def layout_karyogram(
     for chromosome in members:
         members[chromosome].sort(key=lambda p: _order_key(assignments[p], p))
     has_variants = any(a.label in STRUCTURAL for a in assignments)
+    has_hints = any(_hint(a) for a in assignments)
 
     def group_width(chromosome: str) -> int:
         widths = [scaled[p][1] for p in members[chromosome]]
@@ -98,7 +104,9 @@ def layout_karyogram(
 
     row_widths = [sum(group_width(c) for c in row) + GROUP_GAP * (len(row) - 1) for row in rows]
     title_width = cv2.getTextSize(title, FONT, 0.8, 2)[0][0] if title else 0
-    width = max(max(row_widths), title_width) + 2 * MARGIN
+    legend = legend_lines(assignments)
+    legend_width = max((cv2.getTextSize(line, FONT, LEGEND_SIZE, 1)[0][0] for line in legend), default=0)
+    width = max(max(row_widths), title_width, legend_width) + 2 * MARGIN
     boxes: list[tuple[int, int, int, int]] = [(0, 0, 0, 0)] * len(sizes)
     centers: dict[str, tuple[int, int]] = {}
     y = TITLE_HEIGHT
@@ -118,9 +126,28 @@ def layout_karyogram(
                 cx += w + CROP_GAP
             centers[chromosome] = (int(round(x + gw / 2)), baseline)
             x += gw + GROUP_GAP + spare
-        y = baseline + LABEL_HEIGHT + (VARIANT_HEIGHT if has_variants else 0) + 12
-    height = y + LEGEND_HEIGHT
-    return KaryogramLayout(int(width), int(height), scale, boxes, centers)
+        y = baseline + LABEL_HEIGHT + VARIANT_HEIGHT * (int(has_variants) + int(has_hints)) + 12
+    height = y + LEGEND_HEIGHT * max(1, len(legend))
+    hint_offset = LABEL_HEIGHT + (VARIANT_HEIGHT if has_variants else 0) if has_hints else None
+    return KaryogramLayout(int(width), int(height), scale, boxes, centers, hint_offset)
+
+
+def legend_lines(assignments: Sequence[CropAssignment]) -> list[str]:
+    """The legend under the karyogram: what the red marks mean, only for marks that are drawn."""
+    reviews = sum(a.review for a in assignments)
+    if not reviews:
+        return []
+    lines = [f"red box: {reviews} crop(s) to review (top-1 overridden, a close call, a possible swap, or not counted)"]
+    if any(_hint(a) for a in assignments):
+        lines.append('red "5?" under a box: the label to weigh against the one it is placed as')
+    return lines
+
+
+def _hint(assignment: CropAssignment) -> str:
+    """What to look for in a red box: "5?" (the alternative label); empty when there is none."""
+    if not assignment.review or assignment.fragment or not assignment.alternative:
+        return ""
+    return f"{assignment.alternative}?"
 
 
 def _put_centered(image: np.ndarray, text: str, center_x: int, top: int, size: float, thickness: int,
@@ -151,12 +178,16 @@ def render_karyogram(
     for assignment, (x, y, w, h) in zip(assignments, layout.boxes):
         if assignment.label in STRUCTURAL:
             _put_centered(image, assignment.label, x + w // 2, y + h + LABEL_HEIGHT, 0.35, 1, (150, 60, 0))
-    reviews = [box for a, box in zip(assignments, layout.boxes) if a.review]
-    for x, y, w, h in reviews:
+    reviews = [(a, box) for a, box in zip(assignments, layout.boxes) if a.review]
+    for assignment, (x, y, w, h) in reviews:
         cv2.rectangle(image, (x - 2, y - 2), (x + w + 1, y + h + 1), REVIEW_COLOR, 2)
-    if reviews:
-        note = f"red box: {len(reviews)} crop(s) to review (top-1 overridden, a close call, a possible swap, or not counted)"
-        cv2.putText(image, note, (MARGIN, layout.height - 9), FONT, 0.45, REVIEW_COLOR, 1, cv2.LINE_AA)
+        hint = _hint(assignment)
+        if hint and layout.hint_offset is not None:
+            _put_centered(image, hint, x + w // 2, y + h + layout.hint_offset, HINT_SIZE, 1, REVIEW_COLOR)
+    legend = legend_lines(assignments)
+    for k, line in enumerate(legend):
+        bottom = layout.height - 9 - LEGEND_HEIGHT * (len(legend) - 1 - k)
+        cv2.putText(image, line, (MARGIN, bottom), FONT, LEGEND_SIZE, REVIEW_COLOR, 1, cv2.LINE_AA)
     return image, layout
 
 

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import cv2
 import numpy as np
 import pytest
 
 from karyo.runtime.karyogram import (
     CROP_GAP,
+    LEGEND_HEIGHT,
+    MARGIN,
     NOT_COUNTED,
     ROWS,
     TITLE_HEIGHT,
     draw_karyogram,
     layout_karyogram,
+    legend_lines,
     render_karyogram,
 )
 from karyo.runtime.karyotype import CropAssignment
@@ -96,6 +101,32 @@ def test_review_crops_get_a_red_box_and_others_do_not():
         assert is_red(ring).mean() > 0.9 if index in (5, 40) else not is_red(ring).any()
     plain, _ = render_karyogram(crops, make_cell(MALE)[1], title="46,XY")
     assert not is_red(plain).any()
+
+
+def test_a_review_hint_names_the_alternative_under_its_box_only():
+    crops, assignments = make_cell(MALE, review={6, 8})
+    four, five = 6, 8  # the first 4 and the first 5, read as each other's label
+    assignments[four] = replace(assignments[four], swap_with=five, alternative="5")
+    assignments[five] = replace(assignments[five], swap_with=four, alternative="4")
+    image, layout = render_karyogram(crops, assignments, title="46,XY")
+    plain_layout = layout_karyogram([c.shape for c in crops], make_cell(MALE, review={6, 8})[1], title="46,XY")
+    assert layout.hint_offset is not None and plain_layout.hint_offset is None
+    assert layout.height > plain_layout.height  # a line per row for the hints, a second legend line
+    assert layout_karyogram([c.shape for c in crops], assignments).boxes[0][1] == plain_layout.boxes[0][1]
+
+    def hint_band(index: int) -> np.ndarray:
+        x, y, w, h = layout.boxes[index]
+        top = y + h + layout.hint_offset
+        return image[top - 2 : top + 14, x - 4 : x + w + 4]
+
+    assert is_red(hint_band(four)).sum() > 15 and is_red(hint_band(five)).sum() > 15
+    second_four = 7  # same baseline, no hint: the band under it holds no red
+    assert not is_red(hint_band(second_four)).any() and not is_red(hint_band(0)).any()
+    # the legend explains the hint in a second red line; the canvas is wide enough for it
+    assert legend_lines(assignments)[1].startswith('red "5?"') and len(legend_lines(make_cell(MALE)[1])) == 0
+    legend_rows = np.flatnonzero(is_red(image[-2 * LEGEND_HEIGHT :]).any(axis=1))
+    assert legend_rows.min() < LEGEND_HEIGHT <= legend_rows.max()
+    assert not is_red(image[:, -MARGIN + 2 :]).any()  # nothing runs off the right edge
 
 
 def test_empty_group_leaves_room_and_light_on_dark_crops_are_inverted():

@@ -167,10 +167,22 @@ def test_extra_structural_copy_is_a_gain():
 def test_review_margin_is_configurable():
     probs = confident(FEMALE)
     set_probs(probs, 0, NORMAL, c1=0.5, c2=0.35)
-    assert karyotype_cell(probs, NORMAL).assignments[0].review  # margin 0.15 < 0.2
+    close = karyotype_cell(probs, NORMAL).assignments[0]
+    assert close.review and close.alternative == "2"  # margin 0.15 < 0.2; the runner-up to weigh
     relaxed = karyotype_cell(probs, NORMAL, AssemblyPriors(review_margin=0.1))
-    assert not relaxed.assignments[0].review
+    assert not relaxed.assignments[0].review and relaxed.assignments[0].alternative is None
     assert relaxed.assignments[0].label == "1"
+
+
+def test_an_overridden_crop_offers_the_networks_own_label_as_the_alternative():
+    probs = confident(FEMALE)
+    second_two = [i for i, label in enumerate(FEMALE) if label == "2"][1]
+    set_probs(probs, second_two, NORMAL, c1=0.6, c2=0.38)  # top-1 would make three 1s and one 2
+    call = karyotype_cell(probs, NORMAL)
+    assert call.karyotype == "46,XX"
+    moved = call.assignments[second_two]
+    assert (moved.label, moved.top_label, moved.review, moved.alternative) == ("2", "1", True, "1")
+    assert [a.index for a in call.assignments if a.alternative is not None] == [second_two]
 
 
 def near_swap(p_wrong: float) -> tuple[np.ndarray, int, int]:
@@ -190,12 +202,25 @@ def test_two_crops_that_may_be_swapped_are_flagged_as_a_pair():
     assert (a.label, b.label) == ("5", "4")  # the images say so; only a person can overrule
     # exchanging them costs 2 ln(0.7 / 0.28) = 1.83 nats, a 1-in-6.3 alternative: within 10:1
     assert a.review and b.review and (a.swap_with, b.swap_with) == (five, four)
+    assert (a.alternative, b.alternative) == ("4", "5")  # each the other's label: what to check
     assert sum(x.review for x in call.assignments) == 2
     assert all(x.swap_with is None for i, x in enumerate(call.assignments) if i not in (four, five))
     off = karyotype_cell(probs, NORMAL, AssemblyPriors(review_swap_odds=1.0))
     assert not any(x.review for x in off.assignments)
     strict = karyotype_cell(probs, NORMAL, AssemblyPriors(review_swap_odds=6.0))  # 6.25:1 is outside 6:1
     assert not any(x.review for x in strict.assignments)
+
+
+def test_a_possible_swap_offers_the_partners_label_not_the_runner_up():
+    probs = confident(MALE)
+    four, five = MALE.index("4"), MALE.index("5")
+    set_probs(probs, four, NORMAL, c5=0.5, c6=0.26, c4=0.22)  # runner-up 6, leads by 0.24
+    set_probs(probs, five, NORMAL, c4=0.7, c5=0.28)
+    call = karyotype_cell(probs, NORMAL)
+    a = call.assignments[four]
+    # the exchange costs ln(0.5 / 0.22) + ln(0.7 / 0.28) = 1.74 nats: within 10:1, so flagged
+    assert (a.label, a.swap_with, a.alternative) == ("5", five, "4")
+    assert call.assignments[five].alternative == "5"
 
 
 def test_json_names_the_swap_partner_by_its_path():
@@ -205,6 +230,8 @@ def test_json_names_the_swap_partner_by_its_path():
     rows = assignment_rows(karyotype_cell(probs, NORMAL, paths=[f"/cell/{i}.png" for i in range(46)]))
     assert rows[four]["swap_with"] == f"/cell/{five}.png" and rows[five]["swap_with"] == f"/cell/{four}.png"
     assert rows[four]["review"] and sum(r["swap_with"] is not None for r in rows) == 2
+    assert (rows[four]["alternative"], rows[five]["alternative"]) == ("4", "5")
+    assert sum(r["alternative"] is not None for r in rows) == 2
 
 
 def test_plain_output_names_the_pair_that_may_be_swapped():
