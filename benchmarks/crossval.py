@@ -106,7 +106,8 @@ def sum_reviews(reviews: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The folds' review flags pooled: every held-out crop counts once."""
     if not reviews:
         return None
-    total = {k: sum(v[k] for v in reviews) for k in ("flagged", "wrong_assembled", "wrong_flagged", "crops")}
+    total = {k: sum(v.get(k, 0) for v in reviews)
+             for k in ("flagged", "wrong_assembled", "wrong_flagged", "alternative_right", "crops")}
     return {**total, "flagged_rate": total["flagged"] / total["crops"] if total["crops"] else 0.0}
 
 
@@ -132,6 +133,10 @@ def markdown(rows: list[dict[str, Any]], folds: int) -> str:
         f"{spread(pick('with_size'))} | {spread(pick('assembled'))} | {flagged(sum_reviews(reviews))} | "
         f"{spread([v['crop_accuracy_after_review'] for v in reviews])} | {spread(pick('exact'))} | {right}/{total} | |"
     )
+    pooled = sum_reviews(reviews)
+    if pooled and pooled["wrong_flagged"] and all("alternative_right" in v for v in reviews):
+        lines.append(f"\nOf the {pooled['wrong_flagged']} wrong crops flagged, the label shown with the flag "
+                     f"(`alternative`) is the true one for {pooled['alternative_right']}.")
     return "\n".join(lines) + "\n"
 
 

@@ -49,7 +49,8 @@ def format_report(result: Any) -> str:
         if review:
             lines.append(
                 f"flagged for review: {review['flagged']} crops ({100 * review['flagged_rate']:.1f}%), holding "
-                f"{review['wrong_flagged']} of the {review['wrong_assembled']} wrong after assembly; with those put "
+                f"{review['wrong_flagged']} of the {review['wrong_assembled']} wrong after assembly (the label "
+                f"shown with the flag is the true one for {review['alternative_right']}); with those put "
                 f"right {short_float(review['crop_accuracy_after_review'])}"
             )
         for error in c["errors"][:10]:

@@ -218,8 +218,10 @@ def evaluate_cells(
     `crop_accuracy_assembled` they count as wrong (they got no chromosome).
 
     `review` measures the flags a reviewer is shown: how many crops are flagged, how many of the
-    crops assembly still gets wrong are among them, and `crop_accuracy_after_review`, the accuracy
-    once a reviewer has put every flagged crop right (what a lab gets for checking the red boxes).
+    crops assembly still gets wrong are among them, for how many of those the label shown beside
+    the flag (`alternative`) is the true one (`alternative_right`: the reviewer only has to
+    confirm the hint), and `crop_accuracy_after_review`, the accuracy once a reviewer has put every
+    flagged crop right (what a lab gets for checking the red boxes).
 
     Truth is the karyotype string the same caller builds from the true labels; "complete" counts
     the cells whose truth is complete, and `complete_exact_rate` is the share of those called
@@ -236,7 +238,7 @@ def evaluate_cells(
     for index, sample in enumerate(samples):
         by_cell[sample.cell_key].append(index)
     right_top1 = right_size = right_assembled = complete = complete_exact = agree_complete = 0
-    flagged = wrong_flagged = 0
+    flagged = wrong_flagged = alternative_right = 0
     errors: list[dict[str, Any]] = []
     abnormal: list[dict[str, Any]] = []  # every cell whose truth is not 46,XX / 46,XY, right or wrong
     not_counted: list[dict[str, Any]] = []  # crops set aside as too small for a whole chromosome
@@ -253,6 +255,8 @@ def evaluate_cells(
         wrong_assembled = sum(t != p for t, p in zip(truth_labels, assembled))
         flagged += sum(a.review for a in called.assignments)
         wrong_flagged += sum(a.review and t != p for a, t, p in zip(called.assignments, truth_labels, assembled))
+        alternative_right += sum(a.review and t != p and a.alternative == t
+                                 for a, t, p in zip(called.assignments, truth_labels, assembled))
         right_top1 += len(rows) - wrong_top1
         right_assembled += len(rows) - wrong_assembled
         agree_complete += truth.complete == called.complete
@@ -277,6 +281,7 @@ def evaluate_cells(
             "flagged_rate": flagged / n if n else 0.0,
             "wrong_assembled": n - right_assembled,
             "wrong_flagged": wrong_flagged,
+            "alternative_right": alternative_right,
             "crop_accuracy_after_review": (right_assembled + wrong_flagged) / n if n else 0.0,
         },
         "complete_cells": complete,

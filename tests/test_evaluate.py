@@ -106,8 +106,10 @@ def test_cell_figures_when_the_manifest_names_cells(tiny_bundle, tmp_path):
     review = cells["review"]
     assert review["wrong_assembled"] == round((1 - cells["crop_accuracy_assembled"]) * len(written))
     assert 0 <= review["wrong_flagged"] <= min(review["flagged"], review["wrong_assembled"])
+    assert 0 <= review["alternative_right"] <= review["wrong_flagged"]
     text = format_report(result)
     assert (f"flagged for review: {review['flagged']} crops ({100 * review['flagged_rate']:.1f}%), holding "
-            f"{review['wrong_flagged']} of the {review['wrong_assembled']} wrong after assembly") in text
+            f"{review['wrong_flagged']} of the {review['wrong_assembled']} wrong after assembly (the label shown "
+            f"with the flag is the true one for {review['alternative_right']})") in text
     (root / "manifest.csv").unlink()
     assert "cells" not in evaluate_bundle(tiny_bundle.path, root, precision="fp32").to_dict()

@@ -478,7 +478,7 @@ def test_evaluate_cells_counts_crops_and_exact_calls():
     assert result["errors"] == []
     # the one crop assembly moved is flagged, and it was right
     assert result["review"] == {"flagged": 1, "flagged_rate": pytest.approx(1 / n), "wrong_assembled": 0,
-                                "wrong_flagged": 0, "crop_accuracy_after_review": 1.0}
+                                "wrong_flagged": 0, "alternative_right": 0, "crop_accuracy_after_review": 1.0}
     # now a cell the assembly cannot fix: a confident wrong label (a 1 read as 3 with p 0.999)
     set_probs(probs, 0, NORMAL, c3=0.999, c1=1e-6)
     result = evaluate_cells(samples, probs, NORMAL)
@@ -496,7 +496,19 @@ def test_evaluate_cells_counts_the_errors_a_reviewer_is_shown():
     assert result["crop_accuracy_assembled"] == pytest.approx(44 / 46)
     assert result["errors"] == []  # a swap keeps the karyotype right
     assert result["review"] == {"flagged": 2, "flagged_rate": pytest.approx(2 / 46), "wrong_assembled": 2,
-                                "wrong_flagged": 2, "crop_accuracy_after_review": 1.0}
+                                "wrong_flagged": 2, "alternative_right": 2, "crop_accuracy_after_review": 1.0}
+
+
+def test_evaluate_cells_counts_the_flags_whose_hint_is_the_truth():
+    probs = confident(MALE)
+    four, five = MALE.index("4"), MALE.index("5")
+    set_probs(probs, four, NORMAL, c5=0.5, c6=0.38, c4=0.1)  # a close call, between the wrong two
+    set_probs(probs, five, NORMAL, c4=0.7, c5=0.28)  # wrong and clear: exchanging costs 2.5 nats > ln 10
+    samples = [Sample(Path(f"A/1/{i}.png"), label, "A", "1") for i, label in enumerate(MALE)]
+    result = evaluate_cells(samples, probs, NORMAL)
+    assert result["review"] == {"flagged": 1, "flagged_rate": pytest.approx(1 / 46), "wrong_assembled": 2,
+                                "wrong_flagged": 1, "alternative_right": 0,
+                                "crop_accuracy_after_review": pytest.approx(45 / 46)}
 
 
 def test_real_cell_truth_strings(shared_data):
