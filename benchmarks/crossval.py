@@ -128,12 +128,12 @@ def markdown(rows: list[dict[str, Any]], folds: int) -> str:
     right = sum(t == c for r in rows for _, t, c in r["abnormal"])
     total = sum(len(r["abnormal"]) for r in rows)
     reviews = [r["review"] for r in rows if r.get("review")]
+    pooled = sum_reviews(reviews)
     lines.append(
         f"| mean +- sd ({len(rows)} of {folds}) | | {sum(r['crops'] for r in rows)} | {spread(pick('fp32'))} | {spread(pick('int8'))} | "
-        f"{spread(pick('with_size'))} | {spread(pick('assembled'))} | {flagged(sum_reviews(reviews))} | "
+        f"{spread(pick('with_size'))} | {spread(pick('assembled'))} | {flagged(pooled)} | "
         f"{spread([v['crop_accuracy_after_review'] for v in reviews])} | {spread(pick('exact'))} | {right}/{total} | |"
     )
-    pooled = sum_reviews(reviews)
     if pooled and pooled["wrong_flagged"] and all("alternative_right" in v for v in reviews):
         lines.append(f"\nOf the {pooled['wrong_flagged']} wrong crops flagged, the label shown with the flag "
                      f"(`alternative`) is the true one for {pooled['alternative_right']}.")

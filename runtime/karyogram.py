@@ -54,6 +54,7 @@ class KaryogramLayout:
     boxes: list[tuple[int, int, int, int]]
     group_centers: dict[str, tuple[int, int]]  # chromosome -> (x of label centre, y of baseline)
     hint_offset: int | None = None  # below a tile's bottom: where its review hint goes (None: no hints)
+    legend: tuple[str, ...] = ()  # the lines the canvas was sized for (see legend_lines)
 
 
 def _display_gray(crop: np.ndarray) -> np.ndarray:
@@ -129,7 +130,7 @@ def layout_karyogram(
         y = baseline + LABEL_HEIGHT + VARIANT_HEIGHT * (int(has_variants) + int(has_hints)) + 12
     height = y + LEGEND_HEIGHT * max(1, len(legend))
     hint_offset = LABEL_HEIGHT + (VARIANT_HEIGHT if has_variants else 0) if has_hints else None
-    return KaryogramLayout(int(width), int(height), scale, boxes, centers, hint_offset)
+    return KaryogramLayout(int(width), int(height), scale, boxes, centers, hint_offset, tuple(legend))
 
 
 def legend_lines(assignments: Sequence[CropAssignment]) -> list[str]:
@@ -184,9 +185,8 @@ def render_karyogram(
         hint = _hint(assignment)
         if hint and layout.hint_offset is not None:
             _put_centered(image, hint, x + w // 2, y + h + layout.hint_offset, HINT_SIZE, 1, REVIEW_COLOR)
-    legend = legend_lines(assignments)
-    for k, line in enumerate(legend):
-        bottom = layout.height - 9 - LEGEND_HEIGHT * (len(legend) - 1 - k)
+    for k, line in enumerate(layout.legend):
+        bottom = layout.height - 9 - LEGEND_HEIGHT * (len(layout.legend) - 1 - k)
         cv2.putText(image, line, (MARGIN, bottom), FONT, LEGEND_SIZE, REVIEW_COLOR, 1, cv2.LINE_AA)
     return image, layout
 

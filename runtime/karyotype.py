@@ -252,11 +252,12 @@ def evaluate_cells(
         not_counted += [{"cell": key, "path": str(samples[i].path), "truth": samples[i].label}
                         for i, a in zip(rows, called.assignments) if a.fragment]
         wrong_top1 = sum(t != p for t, p in zip(truth_labels, top1))
-        wrong_assembled = sum(t != p for t, p in zip(truth_labels, assembled))
+        wrong = [t != p for t, p in zip(truth_labels, assembled)]
+        wrong_assembled = sum(wrong)
         flagged += sum(a.review for a in called.assignments)
-        wrong_flagged += sum(a.review and t != p for a, t, p in zip(called.assignments, truth_labels, assembled))
-        alternative_right += sum(a.review and t != p and a.alternative == t
-                                 for a, t, p in zip(called.assignments, truth_labels, assembled))
+        for a, t, w in zip(called.assignments, truth_labels, wrong):
+            wrong_flagged += a.review and w
+            alternative_right += a.review and w and a.alternative == t
         right_top1 += len(rows) - wrong_top1
         right_assembled += len(rows) - wrong_assembled
         agree_complete += truth.complete == called.complete
