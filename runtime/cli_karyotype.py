@@ -107,6 +107,15 @@ def possible_swaps(call: KaryotypeCall) -> list[str]:
     return pairs
 
 
+def other_checks(call: KaryotypeCall) -> list[str]:
+    """Flagged crops that are not part of a possible swap, as "7 (5?)": placed as 7, check against 5.
+
+    The plain line is what a reviewer scans first; a count of crops to review says how much work
+    there is, this says where to look and what to look for without opening the karyogram."""
+    return [f"{a.label} ({a.alternative}?)" for a in call.assignments
+            if a.review and a.swap_with is None and a.alternative is not None]
+
+
 def _plain_line(cell: CellInput, call: KaryotypeCall, truth: KaryotypeCall | None, failed: int) -> str:
     reviews = sum(a.review for a in call.assignments)
     parts = [f"{call.count} crops"] + ([f"{reviews} to review"] if reviews else []) + (
@@ -117,6 +126,9 @@ def _plain_line(cell: CellInput, call: KaryotypeCall, truth: KaryotypeCall | Non
     swaps = possible_swaps(call)
     if swaps:
         line += "  possible swap" + ("s" if len(swaps) > 1 else "") + ": " + ", ".join(swaps)
+    checks = other_checks(call)
+    if checks:
+        line += "  check: " + ", ".join(checks)
     if truth is not None:
         line += f"  [truth {truth.karyotype}{'' if truth.karyotype == call.karyotype else ' MISMATCH'}]"
     return line

@@ -242,6 +242,24 @@ def test_plain_output_names_the_pair_that_may_be_swapped():
     assert possible_swaps(karyotype_cell(confident(MALE), NORMAL)) == []
 
 
+def test_plain_output_names_what_to_check_each_other_flagged_crop_against():
+    from karyo.runtime.cli_karyotype import CellInput, _plain_line, other_checks, possible_swaps
+
+    probs = confident(FEMALE)
+    second_two = [i for i, label in enumerate(FEMALE) if label == "2"][1]
+    set_probs(probs, second_two, NORMAL, c1=0.6, c2=0.38)  # overridden: placed as 2, read as 1
+    seven = FEMALE.index("7")
+    set_probs(probs, seven, NORMAL, c7=0.5, c6=0.4)  # a close call: 7, or 6?
+    call = karyotype_cell(probs, NORMAL)
+    assert other_checks(call) == ["2 (1?)", "7 (6?)"]  # in crop order
+    assert possible_swaps(call) == []
+    line = _plain_line(CellInput("cell1", []), call, None, 0)
+    assert line == "cell1: 46,XX  (46 crops, 2 to review)  check: 2 (1?), 7 (6?)"
+    swapped, four, five = near_swap(0.7)  # swaps are named as pairs, not again as checks
+    assert other_checks(karyotype_cell(swapped, NORMAL)) == []
+    assert other_checks(karyotype_cell(confident(MALE), NORMAL)) == []
+
+
 def test_a_confident_pair_is_not_flagged_as_a_possible_swap():
     probs, four, five = near_swap(0.85)  # 2 ln(0.85 / 0.13) = 3.76 nats, 1 in 43
     call = karyotype_cell(probs, NORMAL)
