@@ -44,6 +44,7 @@ class EvaluationResult:
     unreadable: list[tuple[str, str]] = field(default_factory=list)  # (path, error)
     cells: dict[str, dict[str, Any]] = field(default_factory=dict)  # precision -> evaluate_cells()
     extra: dict[str, Any] = field(default_factory=dict)  # later analyses add their sections here
+    sizes: np.ndarray | None = None  # (N, 2) chromosome length and area per row, NaN where unmeasured
 
     @property
     def precisions(self) -> list[str]:
@@ -155,8 +156,10 @@ def evaluate_bundle(
     drifts = {
         n: drift(probs[n], probs["fp32"], y_true, labels) for n in reports if n != "fp32" and "fp32" in probs
     }
+    measured = sizes_array(sizes)
     return EvaluationResult(
-        cells=_cell_metrics(kept, probs, reports, bundle.labels, sizes_array(sizes), bundle.size_prior),
+        cells=_cell_metrics(kept, probs, reports, bundle.labels, measured, bundle.size_prior),
+        sizes=measured,
         bundle=bundle.path,
         labels=bundle.labels,
         provider=used_provider,

@@ -200,6 +200,51 @@ def call_cell(
     return call
 
 
+@dataclass
+class CellReadings:
+    """A labeled set's crops read cell by cell as `karyo karyotype` reads them, row for row with the
+    samples: kept apart from the metrics so a study can compare two models crop by crop (which crops
+    a new model puts right, which it breaks), not only by their totals."""
+
+    sized: np.ndarray  # probabilities with each crop's size in its cell weighed in (as given without)
+    fragments: np.ndarray  # rows too small for a whole chromosome (no label after assembly)
+    cells: dict[str, list[int]]  # cell key -> its rows, in sample order
+    calls: dict[str, KaryotypeCall]  # cell key -> its call; assignments in the order of its rows
+
+    def assembled(self, labels: LabelScheme) -> np.ndarray:
+        """Per row the class index assembly gave it, -1 for a fragment (it got no chromosome)."""
+        out = np.full(len(self.sized), -1, dtype=np.int64)
+        for key, rows in self.cells.items():
+            for row, a in zip(rows, self.calls[key].assignments):
+                out[row] = -1 if a.fragment else labels.index(a.label)
+        return out
+
+
+def read_cells(
+    samples: list[Sample],
+    probs: np.ndarray,
+    labels: LabelScheme,
+    priors: AssemblyPriors | None = None,
+    max_losses: int = 1,
+    sizes: np.ndarray | None = None,
+    size_prior: SizePrior | None = None,
+) -> CellReadings:
+    """Weigh in each crop's size relative to its cell, then assemble and call every cell (grouped by
+    `Sample.cell_key`)."""
+    probs = np.asarray(probs)
+    if probs.shape != (len(samples), len(labels)):
+        raise ValueError(f"probabilities must be {len(samples)} x {len(labels)}, got {probs.shape}")
+    sized, fragments = _size_evidence(probs, sizes, [s.cell_key for s in samples], size_prior)
+    if fragments is None:
+        fragments = np.zeros(len(samples), dtype=bool)
+    by_cell: dict[str, list[int]] = defaultdict(list)
+    for index, sample in enumerate(samples):
+        by_cell[sample.cell_key].append(index)
+    calls = {key: call_cell(sized[rows], labels, priors, fragments[rows], max_losses=max_losses)
+             for key, rows in by_cell.items()}
+    return CellReadings(sized, fragments, dict(by_cell), calls)
+
+
 def evaluate_cells(
     samples: list[Sample],
     probs: np.ndarray,
@@ -227,16 +272,9 @@ def evaluate_cells(
     the cells whose truth is complete, and `complete_exact_rate` is the share of those called
     exactly right. `errors` lists every cell whose call differs from its truth.
     """
-    probs = np.asarray(probs)
-    if probs.shape != (len(samples), len(labels)):
-        raise ValueError(f"probabilities must be {len(samples)} x {len(labels)}, got {probs.shape}")
+    readings = read_cells(samples, probs, labels, priors, max_losses, sizes, size_prior)
+    probs, sized, by_cell = np.asarray(probs), readings.sized, readings.cells
     with_size = sizes is not None and size_prior is not None
-    sized, fragments = _size_evidence(probs, sizes, [s.cell_key for s in samples], size_prior)
-    if fragments is None:
-        fragments = np.zeros(len(samples), dtype=bool)
-    by_cell: dict[str, list[int]] = defaultdict(list)
-    for index, sample in enumerate(samples):
-        by_cell[sample.cell_key].append(index)
     right_top1 = right_size = right_assembled = complete = complete_exact = agree_complete = 0
     flagged = wrong_flagged = alternative_right = 0
     errors: list[dict[str, Any]] = []
@@ -245,7 +283,7 @@ def evaluate_cells(
     for key, rows in by_cell.items():
         truth_labels = [samples[i].label for i in rows]
         truth = call_karyotype(truth_labels, max_losses=max_losses)
-        called = call_cell(sized[rows], labels, priors, fragments[rows], max_losses=max_losses)
+        called = readings.calls[key]
         top1 = [labels.labels[int(i)] for i in probs[rows].argmax(axis=1)]
         right_size += sum(t == labels.labels[int(i)] for t, i in zip(truth_labels, sized[rows].argmax(axis=1)))
         assembled = [None if a.fragment else a.label for a in called.assignments]  # a fragment has no label
@@ -297,5 +335,6 @@ def evaluate_cells(
 
 __all__ = [
     "AssemblyPriors", "Assembly", "CropAssignment", "KaryotypeCall", "SEX_COMPLEMENTS", "VIABLE_TRISOMIES",
-    "assemble_cell", "call_cell", "call_karyotype", "check_scheme", "evaluate_cells", "karyotype_cell", "FULL_CELL",
+    "CellReadings", "assemble_cell", "call_cell", "call_karyotype", "check_scheme", "evaluate_cells", "karyotype_cell",
+    "read_cells", "FULL_CELL",
 ]

@@ -21,6 +21,7 @@ from karyo.runtime.karyotype import (
     call_karyotype,
     evaluate_cells,
     karyotype_cell,
+    read_cells,
 )
 from karyo.runtime.labels import AUTOSOMES, NORMAL24, scheme
 
@@ -527,6 +528,34 @@ def test_evaluate_cells_counts_the_flags_whose_hint_is_the_truth():
     assert result["review"] == {"flagged": 1, "flagged_rate": pytest.approx(1 / 46), "wrong_assembled": 2,
                                 "wrong_flagged": 1, "alternative_right": 0,
                                 "crop_accuracy_after_review": pytest.approx(45 / 46)}
+
+
+def test_read_cells_gives_each_row_its_assembled_label_in_sample_order():
+    """Two cells interleaved row by row: the readings map back to the rows, a speck gets no label."""
+    swapped, four, five = near_swap(0.7)  # cell A: the first 4 and 5 read as each other
+    clean = confident(MALE)
+    clean = np.vstack([clean, confident(["21"])])  # cell B: a 47th object, a speck below
+    rows_a = list(range(0, 92, 2))  # A on even rows, B on odd rows (and one past the end)
+    rows_b = list(range(1, 93, 2))[:46] + [92]
+    probs = np.zeros((93, 24))
+    probs[rows_a], probs[rows_b] = swapped, clean
+    labels = MALE + ["21"]
+    samples = [None] * 93
+    for k, row in enumerate(rows_a):
+        samples[row] = Sample(Path(f"A/{k}.png"), MALE[k], "A", "1")
+    for k, row in enumerate(rows_b):
+        samples[row] = Sample(Path(f"B/{k}.png"), labels[k], "B", "1")
+    sizes = np.array([[100.0, 600.0]] * 93)
+    sizes[92] = [8.0, 20.0]
+    readings = read_cells(samples, probs, NORMAL, sizes=sizes)
+    assembled = readings.assembled(NORMAL)
+    assert readings.cells == {"A/1": rows_a, "B/1": rows_b}
+    assert assembled[92] == -1 and bool(readings.fragments[92]) and readings.fragments.sum() == 1
+    truth = np.array([NORMAL.index(s.label) for s in samples])
+    assert np.flatnonzero(assembled != truth).tolist() == [2 * four, 2 * five, 92]
+    assert (NORMAL.labels[assembled[2 * four]], NORMAL.labels[assembled[2 * five]]) == ("5", "4")
+    result = evaluate_cells(samples, probs, NORMAL, sizes=sizes)
+    assert result["crop_accuracy_assembled"] == pytest.approx(90 / 93) == np.mean(assembled == truth)
 
 
 def test_real_cell_truth_strings(shared_data):

@@ -102,9 +102,11 @@ def make_bundle(
     perturb: float = 0.02,
     metrics: dict[str, dict] | None = None,
     max_pixels: int | None = None,
+    swap: tuple[str, str] | None = None,
 ) -> TinyBundle:
     """A real, verified bundle. Lower precisions are the fp32 weights slightly perturbed, so a test
-    can tell which file was loaded and drift figures are non-zero."""
+    can tell which file was loaded and drift figures are non-zero. `swap` names two classes the
+    model reads as each other (their weight columns exchanged): a model wrong in a known way."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     labels = scheme(scheme_name)
@@ -113,6 +115,9 @@ def make_bundle(
     plain = dict(focus_main_object=False, tight_crop=False)
     spec = PreprocessSpec(size=size, **plain) if max_pixels is None else PreprocessSpec(size=size, max_pixels=max_pixels, **plain)
     weights, bias = template_weights(labels, spec, seed)
+    if swap is not None:
+        first, second = labels.index(swap[0]), labels.index(swap[1])
+        weights[:, [first, second]] = weights[:, [second, first]]
     rng = np.random.default_rng(seed + 99)
     bundle = TinyBundle(folder, spec, labels)
     entries: dict[str, dict] = {}
