@@ -23,7 +23,7 @@ from karyo.runtime.cell_size import SizePrior, relative_sizes
 from karyo.runtime.dataset import Sample, read_labeled_folders
 from karyo.runtime.labels import LabelScheme, scheme as make_scheme
 from karyo.runtime.metrics import classification_report
-from karyo.runtime.preprocess import PreprocessSpec
+from karyo.runtime.preprocess import DEFAULT_STAIN_LEVEL, PreprocessSpec
 
 from .augment import AugmentConfig, Augmenter
 from karyo.runtime.tensors import LabeledTensors, load_labeled_tensors
@@ -185,6 +185,7 @@ def train_model(
     width: float = 1.0,
     head: str | None = None,
     init_from: str | Path | None = None,
+    stain_level: float | None = DEFAULT_STAIN_LEVEL,
 ) -> Path:
     """Train `arch` on the crops under `data_roots` and write the model folder `out_dir` (atomically).
 
@@ -209,7 +210,7 @@ def train_model(
     import keras
     import tensorflow as tf
 
-    spec = PreprocessSpec(size=box_height, width=box_width)
+    spec = PreprocessSpec(size=box_height, width=box_width, stain_level=stain_level or None)
     roots = [Path(r).resolve() for r in data_roots]
     samples, dropped = select_scheme_samples(read_labeled_folders(roots), labels)
     if dropped:

@@ -11,6 +11,7 @@ from typing import Any, Callable, List, Optional, TypeVar
 import typer
 
 from karyo.runtime.labels import SCHEME_NAMES
+from karyo.runtime.preprocess import DEFAULT_STAIN_LEVEL
 
 from .models import DEFAULT_EDGE_HEAD
 
@@ -58,6 +59,7 @@ def train_command(
     init_from: Optional[Path] = typer.Option(None, "--init-from", help="Start from the weights of an earlier `karyo-export train` folder with the same network, input and labels (e.g. one trained on `karyo-export synth` chromosomes)."),
     vflip: bool = typer.Option(False, "--vflip", help="Also flip crops upside down (for labs whose crops are not p-arm up)."),
     no_augment: bool = typer.Option(False, "--no-augment", help="Train on the crops as they are."),
+    stain_level: float = typer.Option(DEFAULT_STAIN_LEVEL, "--stain-level", min=0.0, max=1.0, help="Scale each chromosome's darkness so its 95th percentile reaches this level, evening out staining between slides and labs (0: keep gray levels as they are)."),
 ) -> None:
     """Train a chromosome classifier; the split is by case (patient), never by image."""
     from .augment import AugmentConfig
@@ -69,7 +71,7 @@ def train_command(
     out_dir = train_model(
         data, out, arch=arch, scheme=scheme, epochs=epochs, input_size=size, folds=folds, only_fold=fold, seed=seed,
         batch_size=batch_size, learning_rate=learning_rate, label_smoothing=label_smoothing, augment=augment,
-        val_fraction=val_fraction, width=width, head=head, init_from=init_from,
+        val_fraction=val_fraction, width=width, head=head, init_from=init_from, stain_level=stain_level or None,
     )
     report = json.loads((out_dir / "report.json").read_text(encoding="utf-8"))
     if report.get("cross_validation"):

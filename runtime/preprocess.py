@@ -11,7 +11,7 @@ import numbers
 import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 # OpenCV reads its decoder pixel limit once, from the environment; set ours before it loads so a
 # decompression bomb is refused by the decoder itself instead of allocating gigabytes.
@@ -40,8 +40,9 @@ class ImageError(ValueError):
     """An input that cannot become a model tensor; the message is meant for the user."""
 
 
-# 3: `align_axis`. A runtime refuses a manifest from a newer pipeline rather than serve it wrongly.
-PREPROCESS_VERSION = 3
+# 3: `align_axis`; 4: `stain_level`. A runtime refuses a manifest from a newer pipeline rather
+# than serve it wrongly.
+PREPROCESS_VERSION = 4
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,13 @@ class PreprocessSpec:
     chromosome that lies tilted in its crop upright (see `align_upright()`): crops cut as bounding
     boxes out of a metaphase are not straightened, and a tilted chromosome fitted into the tall
     box would otherwise shrink to a fraction of it.
+
+    `stain_level` evens out staining between slides and labs: a chromosome's darkness (how far its
+    pixels lie below the background, as a fraction of the background) is scaled so its 95th
+    percentile reaches this level, and the background becomes exactly 0. Labs stain and expose
+    differently (pampaj7's chromosomes reach a darkness of 0.65 where pki-dev's reach 0.89), and
+    a model trained on one lab's contrast otherwise reads the other's as a different banding.
+    None (bundles written before it existed) leaves gray levels as they are.
     """
 
     size: int = 64
@@ -72,6 +80,7 @@ class PreprocessSpec:
     focus_main_object: bool = True
     tight_crop: bool = True
     align_axis: bool = True
+    stain_level: float | None = None
     max_pixels: int = DEFAULT_MAX_PIXELS
 
     def __post_init__(self) -> None:
@@ -88,6 +97,11 @@ class PreprocessSpec:
                 raise ValueError(f"preprocess {name} must be a finite number, got {value!r}")
         if self.std == 0:
             raise ValueError("preprocess std must not be 0")
+        if self.stain_level is not None:
+            level = self.stain_level
+            if not isinstance(level, numbers.Real) or isinstance(level, bool) or not 0.05 <= level <= 1.0:
+                raise ValueError(f"preprocess stain_level must be a number in 0.05..1 or null, got {level!r}")
+            object.__setattr__(self, "stain_level", float(level))
         if not isinstance(self.max_pixels, numbers.Integral) or self.max_pixels < 1:
             raise ValueError(f"preprocess max_pixels must be a positive integer, got {self.max_pixels!r}")
         # numpy scalars from training code would make the manifest JSON unwritable: store plain types
@@ -111,6 +125,7 @@ class PreprocessSpec:
         values.setdefault("width", None)  # version-1 manifests: square input
         values.setdefault("tight_crop", False)  # bundles written before it existed were trained without
         values.setdefault("align_axis", False)  # likewise
+        values.setdefault("stain_level", None)  # likewise
         return cls(**values)
 
     @property
@@ -239,7 +254,7 @@ def focus_main_object(
     neighbour) would otherwise show every chromosome smaller than it is. A clean crop with one
     chromosome and a thin margin comes back unchanged, or only trimmed to that margin.
     """
-    return _focus(gray, background, blank, tight, margin)[0]
+    return _focus(gray, background, blank, tight, margin).gray
 
 
 # Tilts up to this many degrees are left alone: training rotates crops by up to 8 degrees anyway,
@@ -290,16 +305,34 @@ def align_upright(
     return rotate_whole(gray, turn, background), rotate_whole(mask.astype(np.uint8), turn, 0, cv2.INTER_NEAREST)
 
 
+# What `karyo-export train` writes into new bundles: about where the straightened lab's
+# chromosomes already lie (0.89), so the even-out step changes its crops little and the other lab's a lot.
+DEFAULT_STAIN_LEVEL = 0.8
+
+
+class _Focused(NamedTuple):
+    gray: np.ndarray
+    size: ChromosomeSize | None
+    stain: float | None  # 95th percentile of the main object's darkness, a fraction of the background
+
+
+# Staining is evened out within these bounds: a crop this far from the level is more likely a
+# speck or an overexposed blot than a chromosome, and amplifying it further would amplify noise.
+STAIN_GAIN_RANGE = (1.0 / 3.0, 3.0)
+
+
 def _focus(
     gray: np.ndarray, background: float, blank: bool, tight: bool, margin: int = 2, align: bool = False
-) -> tuple[np.ndarray, ChromosomeSize | None]:
-    """`focus_main_object` (and, with `align`, `align_upright`) plus the chromosome's size, all from
-    the one object labelling they need. The length is measured after turning, so a tilted
-    chromosome is not measured by the shorter side of its bounding box."""
+) -> _Focused:
+    """`focus_main_object` (and, with `align`, `align_upright`) plus the chromosome's size and
+    stain, all from the one object labelling they need. The length is measured after turning, so a
+    tilted chromosome is not measured by the shorter side of its bounding box."""
     found = _objects(gray, background)
     if found is None:
-        return gray, None
+        return _Focused(gray, None, None)
     labels, stats, main, intruders = found
+    darkness = (np.float32(background) - gray[labels == main]) / np.float32(max(background, 1.0))
+    stain = float(np.percentile(darkness, 95)) if darkness.size else None
     kept = [k for k in range(1, len(stats)) if k not in intruders]
     area = float(sum(stats[k, cv2.CC_STAT_AREA] for k in kept))
     if blank and intruders:
@@ -328,19 +361,19 @@ def _focus(
     if tight or turned is not None:  # a turned crop's corners are padding: always cut it back
         height, width = gray.shape
         gray = gray[max(0, y0 - margin) : min(height, y1 + margin), max(0, x0 - margin) : min(width, x1 + margin)]
-    return gray, size
+    return _Focused(gray, size, stain)
 
 
 def focused_crop(gray: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     """The crop as the model reads it, at source resolution: neighbours blanked, cut down, turned
     upright (as `spec` says). Karyograms show this, so a reviewer sees the chromosome the call is
     about, standing the way a karyogram stands it."""
-    return _focus(gray, background_level(gray), spec.focus_main_object, spec.tight_crop, align=spec.align_axis)[0]
+    return _focus(gray, background_level(gray), spec.focus_main_object, spec.tight_crop, align=spec.align_axis).gray
 
 
 def measure_chromosome(gray: np.ndarray, align: bool = False) -> ChromosomeSize | None:
     """(length, area) in source pixels of the crop's chromosome, None for a blank crop."""
-    return _focus(gray, background_level(gray), blank=False, tight=False, align=align)[1]
+    return _focus(gray, background_level(gray), blank=False, tight=False, align=align).size
 
 
 def pad_to_aspect(gray: np.ndarray, value: float, box_height: int, box_width: int) -> np.ndarray:
@@ -373,15 +406,23 @@ def prepare_gray(gray: np.ndarray, spec: PreprocessSpec) -> tuple[np.ndarray, Ch
             f"the {spec.max_pixels} pixel limit (not a chromosome crop?)"
         )
     background = background_level(gray)
-    gray, size = _focus(
+    gray, size, stain = _focus(
         gray, background, blank=spec.focus_main_object, tight=spec.tight_crop, align=spec.align_axis
     )
     canvas = pad_to_aspect(gray, background, spec.size, spec.width)
     interpolation = cv2.INTER_AREA if canvas.shape[0] >= spec.size else cv2.INTER_LINEAR
     resized = cv2.resize(canvas, (spec.width, spec.size), interpolation=interpolation)
-    scaled = resized * np.float32(1.0 / 255.0)
-    if spec.invert:
-        scaled = np.float32(1.0) - scaled
+    if spec.stain_level is None:
+        scaled = resized * np.float32(1.0 / 255.0)
+        if spec.invert:
+            scaled = np.float32(1.0) - scaled
+    else:
+        darkness = (np.float32(background) - resized) / np.float32(max(background, 1.0))
+        low, high = STAIN_GAIN_RANGE
+        gain = 1.0 if not stain or stain <= 0 else float(np.clip(spec.stain_level / stain, low, high))
+        scaled = darkness * np.float32(gain)
+        if not spec.invert:
+            scaled = np.float32(1.0) - scaled
     normalized = (scaled - np.float32(spec.mean)) / np.float32(spec.std)
     return normalized.astype(np.float32, copy=False)[:, :, None], size
 

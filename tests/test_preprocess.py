@@ -332,12 +332,14 @@ def test_align_axis_measures_a_tilted_chromosome_by_its_length():
 
 
 def test_specs_from_before_alignment_keep_their_behaviour_and_newer_ones_are_refused():
-    data = PreprocessSpec(size=64, width=32).to_dict()
-    assert data["version"] == 3 and PreprocessSpec.from_dict(data).align_axis is True
-    del data["align_axis"]
+    data = PreprocessSpec(size=64, width=32, stain_level=0.7).to_dict()
+    assert data["version"] == 4 and PreprocessSpec.from_dict(data).align_axis is True
+    assert PreprocessSpec.from_dict(data).stain_level == 0.7
+    del data["align_axis"], data["stain_level"]
     assert PreprocessSpec.from_dict(data).align_axis is False
+    assert PreprocessSpec.from_dict(data).stain_level is None
     with pytest.raises(ValueError, match="newer than this karyo"):
-        PreprocessSpec.from_dict({**data, "version": 4})
+        PreprocessSpec.from_dict({**data, "version": 5})
 
 
 def test_focused_crop_is_what_the_model_reads_at_source_resolution():
