@@ -324,6 +324,7 @@ def test_train_writes_a_complete_model_folder(tmp_path, arch, size, width):
     config = json.loads((out / "train_config.json").read_text())
     assert config["arch"] == arch and (config["preprocess"]["size"], config["preprocess"]["width"]) == size
     assert config["width"] == width
+    assert config["preprocess"]["stain_level"] == 0.8  # staining evened out by default
     if arch == "edge":  # half width: 8/16/32/64 channels, and that is what was saved
         convs = [(1, 8), (8, 8), (8, 16), (16, 16), (16, 32), (32, 32), (32, 64), (64, 64)]
         expected = sum(9 * cin * cout + 4 * cout for cin, cout in convs)
@@ -360,6 +361,21 @@ def test_val_fraction_zero_trains_on_every_case_but_the_test_ones(tmp_path):
     assert "val_loss" not in history and len(history["loss"]) == 1  # no early stopping without a hold-out
     refused = CliRunner().invoke(app, ["train", str(data), "--out", str(tmp_path / "n"), "--val-fraction", "0.6", *common])
     assert refused.exit_code == 2 and not (tmp_path / "n").exists()
+
+
+@pytest.mark.slow
+def test_stain_level_option_reaches_the_model_folder_and_zero_turns_it_off(tmp_path):
+    from typer.testing import CliRunner
+
+    from karyo.export.cli import app
+
+    data = make_tiny_dataset(tmp_path / "data", cases=4, per_class=2)
+    common = ["--epochs", "1", "--input-size", "32x16", "--batch-size", "16"]
+    for level, expected in (("0.6", 0.6), ("0", None)):
+        out = tmp_path / f"m{level}"
+        result = CliRunner().invoke(app, ["train", str(data), "--out", str(out), "--stain-level", level, *common])
+        assert result.exit_code == 0, result.output
+        assert json.loads((out / "train_config.json").read_text())["preprocess"]["stain_level"] == expected
 
 
 @pytest.mark.slow
