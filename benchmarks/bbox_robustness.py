@@ -6,9 +6,13 @@ data, so we make it from held-out clean crops: "bounding_box" places each crop o
 of its own background and lays in a piece of another held-out chromosome (randomly rotated) so
 that it enters through the canvas edge, as a neighbour would; "tilted" turns each crop by a
 random angle in +-90 degrees and cuts it to the turned chromosome's box; "tilted_bounding_box"
-does both. The same bundle is then scored on all four with the focusing steps switched on one
-after the other (`focus_main_object`, `tight_crop`, `align_axis`), so one run shows what each
-step costs on clean crops (should be nothing) and what it buys on the others.
+does both; "pale" is each crop from a paler slide (its darkness below the paper times a random
+0.55 to 0.85; pampaj7's chromosomes are about 0.73 times as dark as pki-dev's). The same bundle is
+then scored on all five with the focusing steps switched on one after the other
+(`focus_main_object`, `tight_crop`, `align_axis`), so one run shows what each step costs on clean
+crops (should be nothing) and what it buys on the others; a last row serves all steps with the
+staining step toggled against the bundle's own (`stain_level`: off for a bundle trained with it,
+at the default level for one trained without).
 
     python benchmarks/bbox_robustness.py BUNDLE MODEL/heldout --out runs/bbox
 
@@ -29,7 +33,7 @@ import numpy as np
 from karyo.runtime.bundle import load_bundle
 from karyo.runtime.classifier import Classifier
 from karyo.runtime.dataset import read_labeled_folder
-from karyo.runtime.preprocess import background_level, load_gray, preprocess_gray, rotate_whole
+from karyo.runtime.preprocess import DEFAULT_STAIN_LEVEL, background_level, load_gray, preprocess_gray, rotate_whole
 
 
 def with_neighbour(main: np.ndarray, other: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -74,6 +78,12 @@ def tilted(main: np.ndarray, rng: np.random.Generator, margin: int = 3) -> np.nd
     ]
 
 
+def paler(main: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """`main` as a slide stained 0.55 to 0.85 times as dark would show it (same paper, paler chromosome)."""
+    background = background_level(main)
+    return (background - (background - main) * np.float32(rng.uniform(0.55, 0.85))).astype(np.float32)
+
+
 # (name, focus_main_object, tight_crop, align_axis): each step on top of the previous one
 SETTINGS = (
     ("plain", False, False, False),
@@ -105,10 +115,17 @@ def main(argv: list[str] | None = None) -> int:
     crowded = [with_neighbour(g, grays[int(j)], rng) for g, j in zip(grays, others)]
     turned = [tilted(g, rng) for g in grays]
     turned_crowded = [with_neighbour(g, grays[int(j)], rng) for g, j in zip(turned, others)]
-    image_sets = (("clean", grays), ("bounding_box", crowded), ("tilted", turned), ("tilted_bounding_box", turned_crowded))
+    pale = [paler(g, rng) for g in grays]
+    image_sets = (
+        ("clean", grays), ("bounding_box", crowded), ("tilted", turned), ("tilted_bounding_box", turned_crowded), ("pale", pale)
+    )
     figures: dict[str, float] = {}
-    for setting, focus, tight, align in SETTINGS:
+    toggled = None if bundle.spec.stain_level is not None else DEFAULT_STAIN_LEVEL
+    stain_setting = "stain_off" if toggled is None else "stain_on"
+    for setting, focus, tight, align in (*SETTINGS, (stain_setting, True, True, True)):
         spec = dataclasses.replace(bundle.spec, focus_main_object=focus, tight_crop=tight, align_axis=align)
+        if setting == stain_setting:
+            spec = dataclasses.replace(spec, stain_level=toggled)
         for name, images in image_sets:
             x = np.stack([preprocess_gray(g, spec) for g in images])
             predicted = classifier.predict_tensors(x).argmax(axis=1)
