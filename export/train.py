@@ -206,11 +206,11 @@ def train_model(
     warm_start = None
     if init_from is not None:
         warm_start = check_warm_start(init_from, arch, width, resolved_head, labels, (box_height, box_width))
+    spec = PreprocessSpec(size=box_height, width=box_width, stain_level=stain_level or None)
     configure_tensorflow(threads)
     import keras
     import tensorflow as tf
 
-    spec = PreprocessSpec(size=box_height, width=box_width, stain_level=stain_level or None)
     roots = [Path(r).resolve() for r in data_roots]
     samples, dropped = select_scheme_samples(read_labeled_folders(roots), labels)
     if dropped:

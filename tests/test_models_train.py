@@ -376,6 +376,8 @@ def test_stain_level_option_reaches_the_model_folder_and_zero_turns_it_off(tmp_p
         result = CliRunner().invoke(app, ["train", str(data), "--out", str(out), "--stain-level", level, *common])
         assert result.exit_code == 0, result.output
         assert json.loads((out / "train_config.json").read_text())["preprocess"]["stain_level"] == expected
+    refused = CliRunner().invoke(app, ["train", str(data), "--out", str(tmp_path / "n"), "--stain-level", "0.01", *common])
+    assert refused.exit_code == 2 and "stain_level" in refused.output and not (tmp_path / "n").exists()
 
 
 @pytest.mark.slow
