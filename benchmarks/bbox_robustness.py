@@ -30,7 +30,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from karyo.runtime.bundle import load_bundle
+from karyo.runtime.bundle import atomic_write_text, load_bundle
 from karyo.runtime.classifier import Classifier
 from karyo.runtime.dataset import read_labeled_folder
 from karyo.runtime.preprocess import DEFAULT_STAIN_LEVEL, background_level, load_gray, preprocess_gray, rotate_whole
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     record = {"bundle": str(args.bundle), "precision": args.precision, "crops": len(samples), "accuracy": figures,
               "bundle_preprocess": bundle.spec.to_dict()}
-    (args.out / "bbox.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    atomic_write_text(args.out / "bbox.json", json.dumps(record, indent=2) + "\n")
     on = dataclasses.replace(bundle.spec, focus_main_object=True, tight_crop=True, align_axis=True)
     off = dataclasses.replace(bundle.spec, focus_main_object=False, tight_crop=False, align_axis=False)
     tiles = []

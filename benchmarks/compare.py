@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -123,14 +121,6 @@ def markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(handle, "w", encoding="utf-8") as out:
-        out.write(text)
-    os.replace(temp, path)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("data", help="labeled folder (with manifest.csv for cells), e.g. a model's heldout/")
@@ -140,7 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     summary = summarize(compare(args.data, args.bundles, args.precision))
     if args.json:
-        _write_atomic(args.json, json.dumps(summary, indent=2) + "\n")
+        from karyo.runtime.bundle import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps(summary, indent=2) + "\n")
     print(markdown(summary))
     return 0
 
