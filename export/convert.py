@@ -26,7 +26,7 @@ from karyo.runtime.preprocess import PreprocessSpec
 from karyo.runtime.tensors import load_labeled_tensors
 
 from .data import sample_from_dict, select_scheme_samples, storage_dtype
-from .models import configure_tensorflow
+from .models import configure_tensorflow, require_tensorflow_backend
 from .onnx_export import DEFAULT_OPSET, check_parity, keras_probabilities, keras_to_onnx, onnx_probabilities, parity
 
 FP32_FILE = "model.fp32.onnx"
@@ -120,6 +120,10 @@ def convert_model(
     unknown = [p for p in precisions if p not in PRECISIONS]
     if unknown:
         raise ConvertError(f"unknown precision(s) {', '.join(unknown)}: use {', '.join(PRECISIONS)}")
+    try:
+        require_tensorflow_backend("karyo-export convert")
+    except ValueError as exc:
+        raise ConvertError(str(exc)) from None
     config, labels, spec = read_model_folder(model_dir)
     if isinstance(eval_data, (str, Path)):
         eval_data = [eval_data]

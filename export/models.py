@@ -9,10 +9,12 @@ no swish, no layer norm.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
 import tempfile
+from pathlib import Path
 from typing import Callable
 
 ARCHS: tuple[str, ...] = ("edge", "seed-dcnn")
@@ -32,6 +34,47 @@ def available_cores() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
         return max(1, os.cpu_count() or 1)
+
+
+def requested_keras_backend() -> str:
+    """The backend Keras will load, in Keras' own order: KERAS_BACKEND, else keras.json's, else tensorflow.
+
+    Read without importing Keras, because TensorFlow's quiet import and thread caps must come first.
+    """
+    name = os.environ.get("KERAS_BACKEND", "").strip().lower()
+    if name:
+        return name
+    home = Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras")
+    try:
+        config = json.loads((home / "keras.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "tensorflow"
+    backend = config.get("backend") if isinstance(config, dict) else None
+    return str(backend).strip().lower() if backend else "tensorflow"
+
+
+def configure_backend(threads: int | None = None) -> str:
+    """Prepare the Keras backend that builds and trains the models; returns its name.
+
+    TensorFlow, the default, gets its quiet import and thread caps. Training also runs unchanged on
+    the other Keras 3 backends (`KERAS_BACKEND=jax`): a lab whose GPU has no TensorFlow build for
+    its CUDA can train there, then convert under TensorFlow. They size their own thread pools.
+    """
+    backend = requested_keras_backend()
+    if backend == "tensorflow":
+        configure_tensorflow(threads)
+    return backend
+
+
+def require_tensorflow_backend(task: str) -> None:
+    """Export goes through tf2onnx, which reads TensorFlow graphs: refuse other backends in one line, early."""
+    backend = requested_keras_backend()
+    if backend != "tensorflow":
+        source = "KERAS_BACKEND" if os.environ.get("KERAS_BACKEND", "").strip() else "keras.json"
+        raise ValueError(
+            f"{task} needs Keras' TensorFlow backend, but {source} selects {backend}: run it with "
+            f"KERAS_BACKEND=tensorflow (a model trained under {backend} loads there unchanged)"
+        )
 
 
 def configure_tensorflow(threads: int | None = None) -> None:
@@ -124,7 +167,7 @@ def build_seed_dcnn(n_classes: int, input_size: tuple[int, int] = (300, 300)):
     Kept faithful (valid padding, no batch norm, no dropout) because it is the reference that
     `edge` has to beat; at 300 px it has about 82M parameters, 98% of them in the first dense layer.
     """
-    configure_tensorflow()
+    configure_backend()
     import keras
     from keras import layers
 
@@ -186,7 +229,7 @@ def build_edge(
     depthwise gradients are slow there) and quantize to INT8 just as well. Only ops that every
     ONNX runtime quantizes well: conv (batch norm folds in), ReLU, max-pool, average pool, dense.
     """
-    configure_tensorflow()
+    configure_backend()
     import keras
     from keras import layers
 

@@ -29,7 +29,7 @@ from .augment import AugmentConfig, Augmenter
 from karyo.runtime.tensors import LabeledTensors, load_labeled_tensors
 
 from .data import case_folds, case_split, sample_to_dict, select_scheme_samples, storage_dtype
-from .models import build_model, check_edge_options, configure_tensorflow, default_input_size, edge_head
+from .models import build_model, check_edge_options, configure_backend, default_input_size, edge_head
 from .warm_start import WarmStart, check_warm_start, load_warm_start
 
 
@@ -207,9 +207,10 @@ def train_model(
     if init_from is not None:
         warm_start = check_warm_start(init_from, arch, width, resolved_head, labels, (box_height, box_width))
     spec = PreprocessSpec(size=box_height, width=box_width, stain_level=stain_level or None)
-    configure_tensorflow(threads)
+    configure_backend(threads)
     import keras
-    import tensorflow as tf
+
+    backend = keras.config.backend()  # what Keras really loaded, for the provenance
 
     roots = [Path(r).resolve() for r in data_roots]
     samples, dropped = select_scheme_samples(read_labeled_folders(roots), labels)
@@ -288,7 +289,8 @@ def train_model(
         "counts": {"train": len(train), "val": len(val), "test": len(test), "skipped": len(data.skipped)},
         "class_counts": {label: int(c) for label, c in zip(labels.labels, np.bincount(data.y, minlength=len(labels)))},
         "parameters": int(kept_model.count_params()),
-        "versions": {"tensorflow": tf.__version__, "keras": keras.__version__, "python": platform.python_version()},
+        "versions": {"keras_backend": backend, backend: backend_version(backend), "keras": keras.__version__,
+                     "python": platform.python_version()},
         "created": utc_now(),
     }
     split = {
@@ -314,6 +316,20 @@ def train_model(
     if progress:
         print(f"wrote {out} in {summary['seconds']:.0f} s", file=sys.stderr)
     return out
+
+
+def backend_version(backend: str) -> str:
+    """Version of the package behind a Keras backend, for the model folder's provenance."""
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return str(tf.__version__)
+    from importlib import metadata
+
+    try:
+        return metadata.version(backend)
+    except metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def fit_size_prior(train: LabeledTensors, labels: LabelScheme) -> SizePrior | None:

@@ -54,6 +54,7 @@ def train_command(
     batch_size: int = typer.Option(64, "--batch-size", min=1),
     learning_rate: float = typer.Option(2e-3, "--learning-rate", min=0.0),
     label_smoothing: float = typer.Option(0.05, "--label-smoothing", min=0.0, max=0.5),
+    patience: int = typer.Option(8, "--patience", min=1, help="Epochs without a better validation loss before training stops (the best epoch is kept); raise it with --epochs."),
     width: float = typer.Option(1.0, "--width", min=0.25, max=4.0, help="edge channel multiplier (1.0: 16/32/64/128 channels; 1.25: 16/40/80/160, about 1.4x the training time)."),
     head: Optional[str] = typer.Option(None, "--head", help=f"edge's head (default {DEFAULT_EDGE_HEAD}): rows keeps one feature vector per place along the chromosome, pool averages the whole last feature map (the earlier design)."),
     init_from: Optional[Path] = typer.Option(None, "--init-from", help="Start from the weights of an earlier `karyo-export train` folder with the same network, input and labels (e.g. one trained on `karyo-export synth` chromosomes)."),
@@ -61,7 +62,11 @@ def train_command(
     no_augment: bool = typer.Option(False, "--no-augment", help="Train on the crops as they are."),
     stain_level: float = typer.Option(DEFAULT_STAIN_LEVEL, "--stain-level", min=0.0, max=1.0, help="Scale each chromosome's darkness so its 95th percentile reaches this level, evening out staining between slides and labs (0: keep gray levels as they are)."),
 ) -> None:
-    """Train a chromosome classifier; the split is by case (patient), never by image."""
+    """Train a chromosome classifier; the split is by case (patient), never by image.
+
+    Runs on Keras' TensorFlow backend, or on another (KERAS_BACKEND=jax, e.g. a GPU without a
+    TensorFlow build for its CUDA); convert then runs under TensorFlow.
+    """
     from .augment import AugmentConfig
     from .models import parse_input_size
     from .train import train_model
@@ -70,7 +75,7 @@ def train_command(
     size = parse_input_size(input_size) if input_size else None
     out_dir = train_model(
         data, out, arch=arch, scheme=scheme, epochs=epochs, input_size=size, folds=folds, only_fold=fold, seed=seed,
-        batch_size=batch_size, learning_rate=learning_rate, label_smoothing=label_smoothing, augment=augment,
+        batch_size=batch_size, learning_rate=learning_rate, label_smoothing=label_smoothing, patience=patience, augment=augment,
         val_fraction=val_fraction, width=width, head=head, init_from=init_from, stain_level=stain_level or None,
     )
     report = json.loads((out_dir / "report.json").read_text(encoding="utf-8"))

@@ -225,6 +225,57 @@ def test_edge_rows_head_keeps_one_feature_vector_per_place_along_the_chromosome(
         build_model("seed-dcnn", 24, (40, 40), head="rows")
 
 
+# ---------------------------------------------------------------- Keras backend
+
+
+def test_requested_keras_backend_follows_keras_own_order(tmp_path, monkeypatch):
+    from karyo.export.models import requested_keras_backend
+
+    monkeypatch.delenv("KERAS_BACKEND", raising=False)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    assert requested_keras_backend() == "tensorflow"  # no keras.json: Keras' default
+    (tmp_path / "keras.json").write_text('{"backend": "jax", "floatx": "float32"}')
+    assert requested_keras_backend() == "jax"
+    monkeypatch.setenv("KERAS_BACKEND", "Torch")  # the variable wins over the file
+    assert requested_keras_backend() == "torch"
+    monkeypatch.delenv("KERAS_BACKEND")
+    (tmp_path / "keras.json").write_text("{not json")
+    assert requested_keras_backend() == "tensorflow"
+
+
+def test_another_backend_trains_without_tensorflow_set_up(tmp_path):
+    """Under KERAS_BACKEND=jax the TensorFlow import and thread caps are skipped (JAX needs neither);
+    under the default they happen. Run in fresh processes, since this one has TensorFlow loaded."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys; from karyo.export.models import configure_backend; "
+        "print(configure_backend(1), 'tensorflow' in sys.modules)"
+    )
+    env = {**os.environ, "KERAS_HOME": str(tmp_path), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env["KERAS_BACKEND"] = "jax"
+    other = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=300)
+    assert other.returncode == 0, other.stderr
+    assert other.stdout.split() == ["jax", "False"]
+    env.pop("KERAS_BACKEND")
+    default = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=300)
+    assert default.returncode == 0, default.stderr
+    assert default.stdout.split() == ["tensorflow", "True"]
+
+
+def test_convert_refuses_another_backend_before_reading_the_model(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from karyo.export.cli import app
+
+    monkeypatch.setenv("KERAS_BACKEND", "jax")
+    result = CliRunner().invoke(app, ["convert", str(tmp_path / "no-model"), "--out", str(tmp_path / "b")])
+    assert result.exit_code == 2
+    assert "needs Keras' TensorFlow backend, but KERAS_BACKEND selects jax" in result.output
+    assert "not a model folder" not in result.output and not (tmp_path / "b").exists()
+
+
 def keras_submodel(model, layer: str):
     import keras
 
@@ -325,6 +376,9 @@ def test_train_writes_a_complete_model_folder(tmp_path, arch, size, width):
     assert config["arch"] == arch and (config["preprocess"]["size"], config["preprocess"]["width"]) == size
     assert config["width"] == width
     assert config["preprocess"]["stain_level"] == 0.8  # staining evened out by default
+    import tensorflow as tf
+
+    assert config["versions"]["keras_backend"] == "tensorflow" and config["versions"]["tensorflow"] == tf.__version__
     if arch == "edge":  # half width: 8/16/32/64 channels, and that is what was saved
         convs = [(1, 8), (8, 8), (8, 16), (16, 16), (16, 32), (32, 32), (32, 64), (64, 64)]
         expected = sum(9 * cin * cout + 4 * cout for cin, cout in convs)
@@ -378,6 +432,21 @@ def test_stain_level_option_reaches_the_model_folder_and_zero_turns_it_off(tmp_p
         assert json.loads((out / "train_config.json").read_text())["preprocess"]["stain_level"] == expected
     refused = CliRunner().invoke(app, ["train", str(data), "--out", str(tmp_path / "n"), "--stain-level", "0.01", *common])
     assert refused.exit_code == 2 and "stain_level" in refused.output and not (tmp_path / "n").exists()
+
+
+@pytest.mark.slow
+def test_patience_option_reaches_the_model_folder(tmp_path):
+    from typer.testing import CliRunner
+
+    from karyo.export.cli import app
+
+    data = make_tiny_dataset(tmp_path / "data", cases=5, per_class=2)
+    common = ["--epochs", "1", "--input-size", "32x16", "--batch-size", "16"]
+    result = CliRunner().invoke(app, ["train", str(data), "--out", str(tmp_path / "m"), "--patience", "20", *common])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "m" / "train_config.json").read_text())["patience"] == 20
+    refused = CliRunner().invoke(app, ["train", str(data), "--out", str(tmp_path / "n"), "--patience", "0", *common])
+    assert refused.exit_code == 2 and not (tmp_path / "n").exists()
 
 
 @pytest.mark.slow
