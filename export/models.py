@@ -56,9 +56,10 @@ def requested_keras_backend() -> str:
 def configure_backend(threads: int | None = None) -> str:
     """Prepare the Keras backend that builds and trains the models; returns its name.
 
-    TensorFlow, the default, gets its quiet import and thread caps. Training also runs unchanged on
-    the other Keras 3 backends (`KERAS_BACKEND=jax`): a lab whose GPU has no TensorFlow build for
-    its CUDA can train there, then convert under TensorFlow. They size their own thread pools.
+    TensorFlow, the default, gets its quiet import and thread caps. Training also runs unchanged
+    under Keras' JAX backend (`KERAS_BACKEND=jax`; README, On a GPU): a lab whose GPU has no
+    TensorFlow build for its CUDA trains there, then converts under TensorFlow. JAX sizes its own
+    thread pools, so nothing is set for it (nor for any other backend Keras accepts).
     """
     backend = requested_keras_backend()
     if backend == "tensorflow":

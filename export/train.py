@@ -211,6 +211,7 @@ def train_model(
     import keras
 
     backend = keras.config.backend()  # what Keras really loaded, for the provenance
+    backend_release = backend_version(backend)  # imports TensorFlow under its backend: a missing one fails here, early
 
     roots = [Path(r).resolve() for r in data_roots]
     samples, dropped = select_scheme_samples(read_labeled_folders(roots), labels)
@@ -289,7 +290,7 @@ def train_model(
         "counts": {"train": len(train), "val": len(val), "test": len(test), "skipped": len(data.skipped)},
         "class_counts": {label: int(c) for label, c in zip(labels.labels, np.bincount(data.y, minlength=len(labels)))},
         "parameters": int(kept_model.count_params()),
-        "versions": {"keras_backend": backend, backend: backend_version(backend), "keras": keras.__version__,
+        "versions": {"keras_backend": backend, backend: backend_release, "keras": keras.__version__,
                      "python": platform.python_version()},
         "created": utc_now(),
     }

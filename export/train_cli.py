@@ -64,7 +64,7 @@ def train_command(
 ) -> None:
     """Train a chromosome classifier; the split is by case (patient), never by image.
 
-    Runs on Keras' TensorFlow backend, or on another (KERAS_BACKEND=jax, e.g. a GPU without a
+    Runs on Keras' TensorFlow backend, or under JAX (KERAS_BACKEND=jax, e.g. a GPU without a
     TensorFlow build for its CUDA); convert then runs under TensorFlow.
     """
     from .augment import AugmentConfig
