@@ -243,7 +243,7 @@ def test_requested_keras_backend_follows_keras_own_order(tmp_path, monkeypatch):
     assert requested_keras_backend() == "tensorflow"
 
 
-def test_another_backend_trains_without_tensorflow_set_up(tmp_path):
+def test_another_backend_skips_the_tensorflow_set_up(tmp_path):
     """Under KERAS_BACKEND=jax the TensorFlow import and thread caps are skipped (JAX needs neither);
     under the default they happen. Run in fresh processes, since this one has TensorFlow loaded."""
     import subprocess
