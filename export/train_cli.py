@@ -76,7 +76,7 @@ def train_command(
     out_dir = train_model(
         data, out, arch=arch, scheme=scheme, epochs=epochs, input_size=size, folds=folds, only_fold=fold, seed=seed,
         batch_size=batch_size, learning_rate=learning_rate, label_smoothing=label_smoothing, patience=patience, augment=augment,
-        val_fraction=val_fraction, width=width, head=head, init_from=init_from, stain_level=stain_level or None,
+        val_fraction=val_fraction, width=width, head=head, init_from=init_from, stain_level=stain_level,
     )
     report = json.loads((out_dir / "report.json").read_text(encoding="utf-8"))
     if report.get("cross_validation"):

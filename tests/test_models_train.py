@@ -396,15 +396,20 @@ def test_train_writes_a_complete_model_folder(tmp_path, arch, size, width):
     assert not list(tmp_path.glob(".model.staging*"))  # staging folder renamed away
 
 
-@pytest.mark.slow
-def test_val_fraction_zero_trains_on_every_case_but_the_test_ones(tmp_path):
+def _train_tiny(data: Path, out: Path, *options: str):
+    """`karyo-export train` through its CLI on a tiny set: one epoch at 32x16, batches of 16."""
     from typer.testing import CliRunner
 
     from karyo.export.cli import app
 
+    tiny = ["--epochs", "1", "--input-size", "32x16", "--batch-size", "16"]
+    return CliRunner().invoke(app, ["train", str(data), "--out", str(out), *options, *tiny])
+
+
+@pytest.mark.slow
+def test_val_fraction_zero_trains_on_every_case_but_the_test_ones(tmp_path):
     data = make_tiny_dataset(tmp_path / "data", cases=6, per_class=2)
-    common = ["--epochs", "1", "--input-size", "32x16", "--batch-size", "16"]
-    result = CliRunner().invoke(app, ["train", str(data), "--out", str(tmp_path / "m"), "--val-fraction", "0", *common])
+    result = _train_tiny(data, tmp_path / "m", "--val-fraction", "0")
     assert result.exit_code == 0, result.output
     split = json.loads((tmp_path / "m" / "split.json").read_text())
     config = json.loads((tmp_path / "m" / "train_config.json").read_text())
@@ -413,39 +418,29 @@ def test_val_fraction_zero_trains_on_every_case_but_the_test_ones(tmp_path):
     assert split["test_cases"] and set(split["train_cases"]) == everyone - set(split["test_cases"])
     history = json.loads((tmp_path / "m" / "report.json").read_text())["history"]
     assert "val_loss" not in history and len(history["loss"]) == 1  # no early stopping without a hold-out
-    refused = CliRunner().invoke(app, ["train", str(data), "--out", str(tmp_path / "n"), "--val-fraction", "0.6", *common])
+    refused = _train_tiny(data, tmp_path / "n", "--val-fraction", "0.6")
     assert refused.exit_code == 2 and not (tmp_path / "n").exists()
 
 
 @pytest.mark.slow
 def test_stain_level_option_reaches_the_model_folder_and_zero_turns_it_off(tmp_path):
-    from typer.testing import CliRunner
-
-    from karyo.export.cli import app
-
     data = make_tiny_dataset(tmp_path / "data", cases=4, per_class=2)
-    common = ["--epochs", "1", "--input-size", "32x16", "--batch-size", "16"]
     for level, expected in (("0.6", 0.6), ("0", None)):
         out = tmp_path / f"m{level}"
-        result = CliRunner().invoke(app, ["train", str(data), "--out", str(out), "--stain-level", level, *common])
+        result = _train_tiny(data, out, "--stain-level", level)
         assert result.exit_code == 0, result.output
         assert json.loads((out / "train_config.json").read_text())["preprocess"]["stain_level"] == expected
-    refused = CliRunner().invoke(app, ["train", str(data), "--out", str(tmp_path / "n"), "--stain-level", "0.01", *common])
+    refused = _train_tiny(data, tmp_path / "n", "--stain-level", "0.01")
     assert refused.exit_code == 2 and "stain_level" in refused.output and not (tmp_path / "n").exists()
 
 
 @pytest.mark.slow
 def test_patience_option_reaches_the_model_folder(tmp_path):
-    from typer.testing import CliRunner
-
-    from karyo.export.cli import app
-
     data = make_tiny_dataset(tmp_path / "data", cases=5, per_class=2)
-    common = ["--epochs", "1", "--input-size", "32x16", "--batch-size", "16"]
-    result = CliRunner().invoke(app, ["train", str(data), "--out", str(tmp_path / "m"), "--patience", "20", *common])
+    result = _train_tiny(data, tmp_path / "m", "--patience", "20")
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "m" / "train_config.json").read_text())["patience"] == 20
-    refused = CliRunner().invoke(app, ["train", str(data), "--out", str(tmp_path / "n"), "--patience", "0", *common])
+    refused = _train_tiny(data, tmp_path / "n", "--patience", "0")
     assert refused.exit_code == 2 and not (tmp_path / "n").exists()
 
 
