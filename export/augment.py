@@ -1,7 +1,7 @@
 """Augmentation for preprocessed chromosome crops, in numpy/OpenCV so it runs fast on two cores.
 
 What varies between labs and metaphases, and what the model should not care about: a few degrees
-of tilt, chromosome length (condensation), a gentle bend, staining contrast and gamma, focus,
+of tilt, chromosome length and shape (condensation, see `Augmenter._condense`), a gentle bend, staining contrast and gamma, focus,
 noise, the scanner's resolution, and the left-right mirror image (a chromosome seen from the
 other side). Resolution matters more than it looks: every crop is scaled to fill the input box,
 so a small chromosome or a low-resolution scanner both show up as a blurrier image, and a model
@@ -27,6 +27,9 @@ from karyo.runtime.preprocess import PreprocessSpec
 class AugmentConfig:
     rotation_deg: float = 8.0
     scale: float = 0.08  # relative size change, +-
+    # length-to-width ratio times a factor log-uniform in 1/(1+a)..1+a, refitted to the box as the
+    # preprocessing would (condensation: cells and labs differ, see `Augmenter._condense`)
+    condensation: float = 0.3
     shift: float = 0.04  # fraction of the side, +-
     bend: float = 0.04  # bow of the long axis, fraction of the side, +-
     contrast: float = 0.15  # multiplicative, +-
@@ -73,7 +76,7 @@ class Augmenter:
     def one(self, image: np.ndarray) -> np.ndarray:
         c, rng, spec = self.config, self.rng, self.spec
         unit = image * np.float32(spec.std) + np.float32(spec.mean)
-        unit = self._warp(unit)
+        unit = self._warp(unit, self._condense(unit))
         if c.hflip and rng.random() < 0.5:
             unit = unit[:, ::-1]
         if c.vflip and rng.random() < 0.5:
@@ -101,11 +104,43 @@ class Augmenter:
         small = cv2.resize(unit, (max(2, round(width * fraction)), max(2, round(height * fraction))), interpolation=cv2.INTER_AREA)
         return cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)
 
-    def _warp(self, unit: np.ndarray) -> np.ndarray:
-        """Rotation, scale, shift and a bow along the vertical axis, as one remap.
+    def _condense(self, unit: np.ndarray) -> tuple[float, float, float, float] | None:
+        """How a more or less condensed chromosome would fill the box: (sx, sy, tx, ty), forward.
+
+        A chromosome's length-to-width ratio is a cue for its class, but it is not fixed: measured
+        per cell against each class's median, it spans 0.75 to 1.29 (5th to 95th percentile of
+        pki-dev's cells), and pampaj7's chromosomes are 0.8 times as elongated as pki-dev's, class
+        for class. A network that learned pki-dev's ratios reads pampaj7's 18s as Ys and its 16s as
+        19s. The object's length-to-width ratio is scaled by a random factor and the result is
+        scaled back to fill the box the way the preprocessing fills it (the side that touched the
+        box still does), so the change is one of shape, not of size. None: no change.
+        """
+        c, rng = self.config, self.rng
+        if c.condensation <= 0:
+            return None
+        factor = float(np.exp(rng.uniform(-1.0, 1.0) * np.log1p(c.condensation)))
+        # the padding's level, read off the border: exactly the background with the staining step
+        # on, the slide's own paper level (not 0) without it
+        border = np.concatenate([unit[0], unit[-1], unit[:, 0], unit[:, -1]])
+        foreground = np.abs(unit - np.float32(np.median(border))) > 0.05
+        rows, cols = np.flatnonzero(foreground.any(axis=1)), np.flatnonzero(foreground.any(axis=0))
+        if rows.size < 2 or cols.size < 2:
+            return None
+        height, width = unit.shape
+        object_h, object_w = float(rows[-1] - rows[0] + 1), float(cols[-1] - cols[0] + 1)
+        root = math.sqrt(factor)
+        fill = max(object_h / height, object_w / width)
+        refit = fill / max(object_h * root / height, object_w / root / width)
+        sx, sy = refit / root, refit * root
+        centre_x, centre_y = (cols[0] + cols[-1]) / 2.0, (rows[0] + rows[-1]) / 2.0
+        return sx, sy, (width - 1) / 2.0 - sx * centre_x, (height - 1) / 2.0 - sy * centre_y
+
+    def _warp(self, unit: np.ndarray, condense: tuple[float, float, float, float] | None = None) -> np.ndarray:
+        """Condensation, rotation, scale, shift and a bow along the vertical axis, as one remap.
 
         Shifts and the bow are fractions of the box's own side in each direction; pixels stay
-        square (rotation in pixel units), as the preprocessing never stretches a crop.
+        square (rotation in pixel units) but for `condense`, which models a chromosome of another
+        shape, not a stretched image of this one.
         """
         c, rng = self.config, self.rng
         height, width = unit.shape
@@ -125,6 +160,10 @@ class Augmenter:
         coords = self._grid @ inverse.T  # height x width x 2
         map_x = coords[..., 0] + np.float32(rng.uniform(-c.bend, c.bend) * width) * self._bow
         map_y = coords[..., 1]
+        if condense is not None:  # the condensed chromosome is what the warp sees: invert its map last
+            sx, sy, cx_shift, cy_shift = condense
+            map_x = (map_x - np.float32(cx_shift)) / np.float32(sx)
+            map_y = (map_y - np.float32(cy_shift)) / np.float32(sy)
         return cv2.remap(
             unit,
             map_x.astype(np.float32),

@@ -124,12 +124,41 @@ def test_augmenter_simulates_a_coarser_scanner_and_other_band_contrast():
     assert np.array_equal(Augmenter._coarsen(image, 1.0), image)
 
     only_gamma = AugmentConfig(rotation_deg=0, scale=0, shift=0, bend=0, contrast=0, brightness=0, blur_probability=0,
-                               noise_std=0, hflip=False, resolution_probability=0, gamma=0.5)
+                               noise_std=0, hflip=False, resolution_probability=0, gamma=0.5, condensation=0)
     out = Augmenter(spec, only_gamma, seed=3)(np.stack([image[:, :, None]] * 8))[..., 0]
     assert np.abs(out[:, :4]).max() < 1e-6  # the background stays background
     ratios = out[:, 30, 8] / out[:, 21, 8]  # pale arm over dark band: the band contrast changes
     assert ratios.min() < 0.3 / 0.9 - 0.02 and ratios.max() > 0.3 / 0.9 + 0.02
     assert np.all(out[:, 21, 8] >= out[:, 30, 8])  # ... but a dark band stays darker than the arm
+
+
+def test_condensation_changes_a_chromosomes_shape_not_how_it_fills_the_box():
+    from karyo.export.augment import AugmentConfig, Augmenter
+
+    only_condensation = AugmentConfig(rotation_deg=0, scale=0, shift=0, bend=0, contrast=0, brightness=0,
+                                      blur_probability=0, noise_std=0, gamma=0, resolution_probability=0,
+                                      hflip=False, condensation=0.3)
+    spec = PreprocessSpec(size=96, width=32)
+    long_bar = np.zeros((96, 32), np.float32)
+    long_bar[18:78, 11:21] = 0.8  # 60 x 10: its length touches the box first
+    short_blob = np.zeros((96, 32), np.float32)
+    short_blob[38:58, 6:26] = 0.8  # 20 x 20: its width does
+
+    def extent(image: np.ndarray) -> tuple[int, int]:
+        rows, cols = np.flatnonzero((image > 0.4).any(axis=1)), np.flatnonzero((image > 0.4).any(axis=0))
+        return int(rows[-1] - rows[0] + 1), int(cols[-1] - cols[0] + 1)
+
+    out = Augmenter(spec, only_condensation, seed=5)(np.stack([long_bar[:, :, None]] * 24 + [short_blob[:, :, None]] * 24))[..., 0]
+    long_shapes = np.array([extent(image) for image in out[:24]], float)
+    short_shapes = np.array([extent(image) for image in out[24:]], float)
+    assert np.all(np.abs(long_shapes[:, 0] - 60) <= 1)  # the long side still spans what it spanned
+    assert np.all(np.abs(short_shapes[:, 1] - 20) <= 1)
+    ratios = np.concatenate([long_shapes[:, 0] / long_shapes[:, 1] / 6.0, short_shapes[:, 0] / short_shapes[:, 1]])
+    assert ratios.min() < 0.92 and ratios.max() > 1.08  # more and less condensed shapes both drawn
+    assert ratios.min() > 1 / 1.3 - 0.08 and ratios.max() < 1.3 + 0.08  # within the configured factor (pixel rounding)
+    assert np.abs(out[:, :3, :3]).max() < 1e-6  # background stays background
+    unchanged = Augmenter(spec, AugmentConfig(**{**only_condensation.to_dict(), "condensation": 0.0}), seed=5)
+    np.testing.assert_array_equal(unchanged(long_bar[None, :, :, None])[0, :, :, 0], long_bar)
 
 
 # ---------------------------------------------------------------- models
