@@ -1,9 +1,9 @@
 """Augmentation for preprocessed chromosome crops, in numpy/OpenCV so it runs fast on two cores.
 
 What varies between labs and metaphases, and what the model should not care about: a few degrees
-of tilt, chromosome length and shape (condensation, see `Augmenter._condense`), a gentle bend, staining contrast and gamma, focus,
-noise, the scanner's resolution, and the left-right mirror image (a chromosome seen from the
-other side). Resolution matters more than it looks: every crop is scaled to fill the input box,
+of tilt, chromosome length and shape (condensation, see `Augmenter._condense`), a gentle bend,
+staining contrast and gamma, focus, noise, the scanner's resolution, and the left-right mirror
+image (a chromosome seen from the other side). Resolution matters more than it looks: every crop is scaled to fill the input box,
 so a small chromosome or a low-resolution scanner both show up as a blurrier image, and a model
 trained on one lab learns "blurry = small" (see `karyo.runtime.cell_size` for the measurements).
 What it should care about: which end is up. Straightened crops put the p arm on top, and the short arm is a cue for

@@ -464,11 +464,12 @@ def test_stain_level_option_reaches_the_model_folder_and_zero_turns_it_off(tmp_p
 
 
 @pytest.mark.slow
-def test_patience_option_reaches_the_model_folder(tmp_path):
+def test_patience_and_condensation_options_reach_the_model_folder(tmp_path):
     data = make_tiny_dataset(tmp_path / "data", cases=5, per_class=2)
-    result = _train_tiny(data, tmp_path / "m", "--patience", "20")
+    result = _train_tiny(data, tmp_path / "m", "--patience", "20", "--condensation", "0.2")
     assert result.exit_code == 0, result.output
-    assert json.loads((tmp_path / "m" / "train_config.json").read_text())["patience"] == 20
+    config = json.loads((tmp_path / "m" / "train_config.json").read_text())
+    assert config["patience"] == 20 and config["augment"]["condensation"] == 0.2
     refused = _train_tiny(data, tmp_path / "n", "--patience", "0")
     assert refused.exit_code == 2 and not (tmp_path / "n").exists()
 
