@@ -23,13 +23,18 @@ import numpy as np
 from karyo.runtime.preprocess import PreprocessSpec
 
 
+# How far condensation may change a chromosome's length-to-width ratio, either way (see
+# `Augmenter._condense`); the default of both the config and `karyo-export train --condensation`.
+DEFAULT_CONDENSATION = 0.3
+
+
 @dataclass(frozen=True)
 class AugmentConfig:
     rotation_deg: float = 8.0
     scale: float = 0.08  # relative size change, +-
     # length-to-width ratio times a factor log-uniform in 1/(1+a)..1+a, refitted to the box as the
     # preprocessing would (condensation: cells and labs differ, see `Augmenter._condense`)
-    condensation: float = 0.3
+    condensation: float = DEFAULT_CONDENSATION
     shift: float = 0.04  # fraction of the side, +-
     bend: float = 0.04  # bow of the long axis, fraction of the side, +-
     contrast: float = 0.15  # multiplicative, +-

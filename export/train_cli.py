@@ -13,6 +13,7 @@ import typer
 from karyo.runtime.labels import SCHEME_NAMES
 from karyo.runtime.preprocess import DEFAULT_STAIN_LEVEL
 
+from .augment import DEFAULT_CONDENSATION
 from .models import DEFAULT_EDGE_HEAD
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -60,7 +61,7 @@ def train_command(
     init_from: Optional[Path] = typer.Option(None, "--init-from", help="Start from the weights of an earlier `karyo-export train` folder with the same network, input and labels (e.g. one trained on `karyo-export synth` chromosomes)."),
     vflip: bool = typer.Option(False, "--vflip", help="Also flip crops upside down (for labs whose crops are not p-arm up)."),
     no_augment: bool = typer.Option(False, "--no-augment", help="Train on the crops as they are."),
-    condensation: float = typer.Option(0.3, "--condensation", min=0.0, max=1.0, help="Augmentation: scale each chromosome's length-to-width ratio by up to 1+C either way, as cells and labs condense their chromosomes differently (0: off)."),
+    condensation: float = typer.Option(DEFAULT_CONDENSATION, "--condensation", min=0.0, max=1.0, help="Augmentation: scale each chromosome's length-to-width ratio by up to 1+C either way, as cells and labs condense their chromosomes differently (0: off)."),
     stain_level: float = typer.Option(DEFAULT_STAIN_LEVEL, "--stain-level", min=0.0, max=1.0, help="Scale each chromosome's darkness so its 95th percentile reaches this level, evening out staining between slides and labs (0: keep gray levels as they are)."),
 ) -> None:
     """Train a chromosome classifier; the split is by case (patient), never by image.
