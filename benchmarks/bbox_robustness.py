@@ -9,7 +9,7 @@ random angle in +-90 degrees and cuts it to the turned chromosome's box; "tilted
 does both; "pale" is each crop from a paler slide (its darkness below the paper times a random
 0.55 to 0.85; pampaj7's chromosomes are about 0.73 times as dark as pki-dev's). The same bundle is
 then scored on all five with the focusing steps switched on one after the other
-(`focus_main_object`, `tight_crop`, `align_axis`), so one run shows what each step costs on clean
+(`focus_main_object`, `tight_crop`, `align_axis`, `centred_crop`), so one run shows what each step costs on clean
 crops (should be nothing) and what it buys on the others; a last row serves all steps with the
 staining step toggled against the bundle's own (`stain_level`: off for a bundle trained with it,
 at the default level for one trained without).
@@ -84,12 +84,13 @@ def paler(main: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return (background - (background - main) * np.float32(rng.uniform(0.55, 0.85))).astype(np.float32)
 
 
-# (name, focus_main_object, tight_crop, align_axis): each step on top of the previous one
+# (name, focus_main_object, tight_crop, align_axis, centred_crop): each step on top of the previous one
 SETTINGS = (
-    ("plain", False, False, False),
-    ("focus", True, False, False),
-    ("focus_tight", True, True, False),
-    ("focus_tight_align", True, True, True),
+    ("plain", False, False, False, False),
+    ("focus", True, False, False, False),
+    ("focus_tight", True, True, False, False),
+    ("focus_tight_align", True, True, True, False),
+    ("focus_tight_align_centred", True, True, True, True),
 )
 
 
@@ -122,8 +123,10 @@ def main(argv: list[str] | None = None) -> int:
     figures: dict[str, float] = {}
     toggled = None if bundle.spec.stain_level is not None else DEFAULT_STAIN_LEVEL
     stain_setting = "stain_off" if toggled is None else "stain_on"
-    for setting, focus, tight, align in (*SETTINGS, (stain_setting, True, True, True)):
-        spec = dataclasses.replace(bundle.spec, focus_main_object=focus, tight_crop=tight, align_axis=align)
+    for setting, focus, tight, align, centred in (*SETTINGS, (stain_setting, True, True, True, True)):
+        spec = dataclasses.replace(
+            bundle.spec, focus_main_object=focus, tight_crop=tight, align_axis=align, centred_crop=centred
+        )
         if setting == stain_setting:
             spec = dataclasses.replace(spec, stain_level=toggled)
         for name, images in image_sets:
@@ -136,8 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     record = {"bundle": str(args.bundle), "precision": args.precision, "crops": len(samples), "accuracy": figures,
               "bundle_preprocess": bundle.spec.to_dict()}
     atomic_write_text(args.out / "bbox.json", json.dumps(record, indent=2) + "\n")
-    on = dataclasses.replace(bundle.spec, focus_main_object=True, tight_crop=True, align_axis=True)
-    off = dataclasses.replace(bundle.spec, focus_main_object=False, tight_crop=False, align_axis=False)
+    on = dataclasses.replace(bundle.spec, focus_main_object=True, tight_crop=True, align_axis=True, centred_crop=True)
+    off = dataclasses.replace(bundle.spec, focus_main_object=False, tight_crop=False, align_axis=False, centred_crop=False)
     tiles = []
     for g in crowded[:6] + turned_crowded[:6]:
         pair = [preprocess_gray(g, off)[..., 0], preprocess_gray(g, on)[..., 0]]

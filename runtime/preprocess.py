@@ -40,9 +40,9 @@ class ImageError(ValueError):
     """An input that cannot become a model tensor; the message is meant for the user."""
 
 
-# 3: `align_axis`; 4: `stain_level`. A runtime refuses a manifest from a newer pipeline rather
-# than serve it wrongly.
-PREPROCESS_VERSION = 4
+# 3: `align_axis`; 4: `stain_level`; 5: `centred_crop`. A runtime refuses a manifest from a newer
+# pipeline rather than serve it wrongly.
+PREPROCESS_VERSION = 5
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,10 @@ class PreprocessSpec:
     change how large a chromosome looks (see `focus_main_object()`). `align_axis` turns a
     chromosome that lies tilted in its crop upright (see `align_upright()`): crops cut as bounding
     boxes out of a metaphase are not straightened, and a tilted chromosome fitted into the tall
-    box would otherwise shrink to a fraction of it.
+    box would otherwise shrink to a fraction of it. `centred_crop` says crops are cut centred on
+    their chromosome, so a neighbour that touches the chromosome and enters through the crop's
+    edge can be cut off where a centred crop would have ended (see `beyond_mirrored_margin()`);
+    switch it off for a lab whose crops hold the chromosome against one side.
 
     `stain_level` evens out staining between slides and labs: a chromosome's darkness (how far its
     pixels lie below the background, as a fraction of the background) is scaled so its 95th
@@ -80,6 +83,7 @@ class PreprocessSpec:
     focus_main_object: bool = True
     tight_crop: bool = True
     align_axis: bool = True
+    centred_crop: bool = True
     stain_level: float | None = None
     max_pixels: int = DEFAULT_MAX_PIXELS
 
@@ -111,6 +115,7 @@ class PreprocessSpec:
         object.__setattr__(self, "focus_main_object", bool(self.focus_main_object))
         object.__setattr__(self, "tight_crop", bool(self.tight_crop))
         object.__setattr__(self, "align_axis", bool(self.align_axis))
+        object.__setattr__(self, "centred_crop", bool(self.centred_crop))
 
     def to_dict(self) -> dict[str, Any]:
         return {"version": PREPROCESS_VERSION, "pipeline": "gray-pad-to-box-aspect-area-resize", **asdict(self)}
@@ -125,6 +130,7 @@ class PreprocessSpec:
         values.setdefault("width", None)  # version-1 manifests: square input
         values.setdefault("tight_crop", False)  # bundles written before it existed were trained without
         values.setdefault("align_axis", False)  # likewise
+        values.setdefault("centred_crop", False)  # likewise
         values.setdefault("stain_level", None)  # likewise
         return cls(**values)
 
@@ -208,7 +214,51 @@ def background_level(gray: np.ndarray) -> float:
     return float(np.median(border))
 
 
-def _objects(gray: np.ndarray, background: float) -> tuple[np.ndarray, np.ndarray, int, list[int]] | None:
+# How far off centre a crop may hold its chromosome before `beyond_mirrored_margin` cuts: this
+# many pixels plus this fraction of the side. pki-dev's crops sit within 2 px of centre (99th
+# percentile); the slack is kept small because a merged neighbour's piece lies just outside it.
+CENTRING_SLACK_PX = 2
+CENTRING_SLACK_FRACTION = 0.05
+
+
+def beyond_mirrored_margin(mask: np.ndarray) -> np.ndarray | None:
+    """The pixels of `mask`'s object that a crop cut centred on it could not hold, or None.
+
+    A neighbour that touches the chromosome merges with it into one object, and blanking separate
+    intruders cannot reach it; the merged object then spans the crop to the edge the neighbour came
+    through while the opposite edge keeps its margin. A crop cut around the chromosome shows no such
+    asymmetry, so along that axis whatever lies beyond the mirror image of the kept margin (less a
+    slack for crops cut a little off centre) is the neighbour's. A crop whose object reaches both
+    edges of an axis, or neither, is left alone.
+    """
+    rows, cols = np.nonzero(mask)
+    if len(rows) == 0:
+        return None
+    beyond = np.zeros(mask.shape, bool)
+    for axis, (low, high) in enumerate(((rows.min(), rows.max() + 1), (cols.min(), cols.max() + 1))):
+        side = mask.shape[axis]
+        before, after = int(low), int(side - high)
+        if min(before, after) > 0:
+            continue
+        depth = int(max(before, after) - CENTRING_SLACK_PX - CENTRING_SLACK_FRACTION * side)
+        if depth <= 0:
+            continue
+        band = [slice(None), slice(None)]
+        band[axis] = slice(0, depth) if before == 0 else slice(side - depth, side)
+        beyond[tuple(band)] = True
+    beyond &= mask
+    return beyond if beyond.any() and not np.array_equal(beyond, mask) else None
+
+
+def _box_stats(mask: np.ndarray) -> list[int]:
+    """A row of `cv2.connectedComponentsWithStats`' stats for `mask`: left, top, width, height, area."""
+    rows, cols = np.nonzero(mask)
+    return [int(cols.min()), int(rows.min()), int(cols.max() - cols.min() + 1), int(rows.max() - rows.min() + 1), int(len(rows))]
+
+
+def _objects(
+    gray: np.ndarray, background: float, centred: bool = False
+) -> tuple[np.ndarray, np.ndarray, int, list[int]] | None:
     """Label the objects of a crop: (labels, stats, main, intruders), or None for a blank crop.
 
     Objects are what differs from the background by more than half the Otsu level (low, so the
@@ -216,6 +266,8 @@ def _objects(gray: np.ndarray, background: float) -> tuple[np.ndarray, np.ndarra
     pale band does not cut one chromosome in two. The largest object is the chromosome; another
     object is an intruder if it enters through the crop's edge, which is how a neighbour shows up
     in a bounding box (a piece inside the margin, like a satellite, belongs to the chromosome).
+    With `centred`, the part of the chromosome's object beyond the mirrored margin (a neighbour
+    merged into it, see `beyond_mirrored_margin`) becomes one more intruder.
     """
     distance = np.abs(gray - background)
     peak = float(distance.max())
@@ -234,6 +286,12 @@ def _objects(gray: np.ndarray, background: float) -> tuple[np.ndarray, np.ndarra
     right, bottom = left + stats[:, cv2.CC_STAT_WIDTH], top + stats[:, cv2.CC_STAT_HEIGHT]
     touches_edge = (left == 0) | (top == 0) | (right == width) | (bottom == height)
     intruders = [k for k in range(1, count) if k != main and touches_edge[k]]
+    beyond = beyond_mirrored_margin(labels == main) if centred else None
+    if beyond is not None:
+        labels[beyond] = count
+        stats = np.vstack([stats, np.array([_box_stats(beyond)], stats.dtype)])
+        stats[main] = _box_stats(labels == main)
+        intruders.append(count)
     return labels, stats, main, intruders
 
 
@@ -329,12 +387,13 @@ def _focus(
     margin: int = 2,
     align: bool = False,
     stain: bool = False,
+    centred: bool = False,
 ) -> _Focused:
     """`focus_main_object` (and, with `align`, `align_upright`) plus the chromosome's size and, with
     `stain`, its stain (a fifth of the preprocessing time, so only when asked), all from the one
     object labelling they need. The length is measured after turning, so a tilted chromosome is
     not measured by the shorter side of its bounding box."""
-    found = _objects(gray, background)
+    found = _objects(gray, background, centred=centred and blank)
     if found is None:
         return _Focused(gray, None, None)
     labels, stats, main, intruders = found
@@ -377,7 +436,9 @@ def focused_crop(gray: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     """The crop as the model reads it, at source resolution: neighbours blanked, cut down, turned
     upright (as `spec` says). Karyograms show this, so a reviewer sees the chromosome the call is
     about, standing the way a karyogram stands it."""
-    return _focus(gray, background_level(gray), spec.focus_main_object, spec.tight_crop, align=spec.align_axis).gray
+    return _focus(
+        gray, background_level(gray), spec.focus_main_object, spec.tight_crop, align=spec.align_axis, centred=spec.centred_crop
+    ).gray
 
 
 def measure_chromosome(gray: np.ndarray, align: bool = False) -> ChromosomeSize | None:
@@ -417,7 +478,7 @@ def prepare_gray(gray: np.ndarray, spec: PreprocessSpec) -> tuple[np.ndarray, Ch
     background = background_level(gray)
     gray, size, stain = _focus(
         gray, background, blank=spec.focus_main_object, tight=spec.tight_crop, align=spec.align_axis,
-        stain=spec.stain_level is not None,
+        stain=spec.stain_level is not None, centred=spec.centred_crop,
     )
     canvas = pad_to_aspect(gray, background, spec.size, spec.width)
     interpolation = cv2.INTER_AREA if canvas.shape[0] >= spec.size else cv2.INTER_LINEAR

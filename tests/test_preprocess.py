@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 import zlib
 
@@ -333,13 +334,69 @@ def test_align_axis_measures_a_tilted_chromosome_by_its_length():
 
 def test_specs_from_before_alignment_keep_their_behaviour_and_newer_ones_are_refused():
     data = PreprocessSpec(size=64, width=32, stain_level=0.7).to_dict()
-    assert data["version"] == 4 and PreprocessSpec.from_dict(data).align_axis is True
+    assert data["version"] == 5 and PreprocessSpec.from_dict(data).align_axis is True
     assert PreprocessSpec.from_dict(data).stain_level == 0.7
-    del data["align_axis"], data["stain_level"]
+    assert PreprocessSpec.from_dict(data).centred_crop is True
+    del data["align_axis"], data["stain_level"], data["centred_crop"]
     assert PreprocessSpec.from_dict(data).align_axis is False
     assert PreprocessSpec.from_dict(data).stain_level is None
+    assert PreprocessSpec.from_dict(data).centred_crop is False
     with pytest.raises(ValueError, match="newer than this karyo"):
-        PreprocessSpec.from_dict({**data, "version": 5})
+        PreprocessSpec.from_dict({**data, "version": 6})
+
+
+def _centred_rod(height: int = 60, width: int = 60) -> np.ndarray:
+    """A banded 40 x 12 rod in the middle of the crop: margins of 10 rows and 24 columns each side."""
+    crop = np.full((height, width), 245, np.uint8)
+    top, left = (height - 40) // 2, (width - 12) // 2
+    crop[top : top + 40, left : left + 12] = np.linspace(50, 150, 40, dtype=np.uint8)[:, None]
+    return crop
+
+
+def test_centred_crop_cuts_off_a_neighbour_merged_into_the_chromosome():
+    """A neighbour touching the chromosome and entering through the left edge merges with it into
+    one object: without the step the crop keeps all of it (and turns the pair as one tilted object),
+    with it only the part within the slack of the mirrored margin stays (24 - 2 - 3 = 19 of its 25
+    columns go), so the crop is the rod's width plus that remnant and the rod's area is measured
+    about as it is alone."""
+    from karyo.runtime.preprocess import focused_crop, prepare_gray
+
+    clean = _centred_rod().astype(np.float32)
+    crowded = clean.copy()
+    crowded[28:40, 0:25] = 90  # the neighbour: touches the rod (columns 24-35) and the crop's left edge
+    spec = PreprocessSpec(size=48, width=16)
+    off = dataclasses.replace(spec, centred_crop=False)
+    alone, alone_size = prepare_gray(clean, spec)
+    cut, cut_size = prepare_gray(crowded, spec)
+    merged, merged_size = prepare_gray(crowded, off)
+    assert focused_crop(clean, spec).shape == (44, 16)  # the rod, 2 px margins
+    assert focused_crop(crowded, spec).shape == (44, 21)  # + the 5 columns of remnant
+    assert focused_crop(crowded, off).shape[1] >= 40
+    assert cut_size[1] < 1.15 * alone_size[1] and merged_size[1] > 1.5 * alone_size[1]
+    assert np.abs(cut - alone).mean() < 0.65 * np.abs(merged - alone).mean()
+    assert _rows_and_cols_covered(cut)[0] > 1.5 * _rows_and_cols_covered(merged)[0]
+    np.testing.assert_array_equal(prepare_gray(clean, off)[0], alone)  # nothing to cut in the clean crop
+
+
+def test_centred_crop_leaves_crops_without_that_asymmetry_alone():
+    """Nothing changes when the object spans an axis (crops cut tight to the chromosome), clears
+    both edges, or sits off centre by no more than the slack (2 px + 5% of the side: 2.75 px of 15)."""
+    from karyo.runtime.preprocess import beyond_mirrored_margin
+
+    spec, off = PreprocessSpec(size=48, width=16), PreprocessSpec(size=48, width=16, centred_crop=False)
+    tight_in_height = _centred_rod()[10:50]  # touches top and bottom, margins left and right
+    against_one_side = np.full((40, 15), 245, np.uint8)  # the rod touches the left edge, 3 px margin on the right
+    against_one_side[:, 0:12] = _centred_rod()[10:50, 24:36]
+    for crop in (_centred_rod(), tight_in_height, against_one_side):
+        np.testing.assert_array_equal(preprocess_array(crop, spec), preprocess_array(crop, off))
+    mask = np.zeros((40, 20), bool)
+    mask[5:35, 0:12] = True  # reaches the left edge, 8 px margin on the right: 8 - 2 - 1 = 5 columns go
+    expected = np.zeros_like(mask)
+    expected[5:35, 0:5] = True
+    np.testing.assert_array_equal(beyond_mirrored_margin(mask), expected)
+    mask[:, :] = False
+    mask[5:35, 4:16] = True  # clears both edges
+    assert beyond_mirrored_margin(mask) is None
 
 
 def test_focused_crop_is_what_the_model_reads_at_source_resolution():
