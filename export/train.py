@@ -186,6 +186,7 @@ def train_model(
     head: str | None = None,
     init_from: str | Path | None = None,
     stain_level: float | None = DEFAULT_STAIN_LEVEL,
+    centred_crop: bool = True,
 ) -> Path:
     """Train `arch` on the crops under `data_roots` and write the model folder `out_dir` (atomically).
 
@@ -206,7 +207,7 @@ def train_model(
     warm_start = None
     if init_from is not None:
         warm_start = check_warm_start(init_from, arch, width, resolved_head, labels, (box_height, box_width))
-    spec = PreprocessSpec(size=box_height, width=box_width, stain_level=stain_level or None)
+    spec = PreprocessSpec(size=box_height, width=box_width, stain_level=stain_level or None, centred_crop=centred_crop)
     configure_backend(threads)
     import keras
 

@@ -458,18 +458,20 @@ def test_stain_level_option_reaches_the_model_folder_and_zero_turns_it_off(tmp_p
         out = tmp_path / f"m{level}"
         result = _train_tiny(data, out, "--stain-level", level)
         assert result.exit_code == 0, result.output
-        assert json.loads((out / "train_config.json").read_text())["preprocess"]["stain_level"] == expected
+        preprocess = json.loads((out / "train_config.json").read_text())["preprocess"]
+        assert preprocess["stain_level"] == expected and preprocess["centred_crop"] is True
     refused = _train_tiny(data, tmp_path / "n", "--stain-level", "0.01")
     assert refused.exit_code == 2 and "stain_level" in refused.output and not (tmp_path / "n").exists()
 
 
 @pytest.mark.slow
-def test_patience_and_condensation_options_reach_the_model_folder(tmp_path):
+def test_patience_condensation_and_centring_options_reach_the_model_folder(tmp_path):
     data = make_tiny_dataset(tmp_path / "data", cases=5, per_class=2)
-    result = _train_tiny(data, tmp_path / "m", "--patience", "20", "--condensation", "0.2")
+    result = _train_tiny(data, tmp_path / "m", "--patience", "20", "--condensation", "0.2", "--no-centred-crop")
     assert result.exit_code == 0, result.output
     config = json.loads((tmp_path / "m" / "train_config.json").read_text())
     assert config["patience"] == 20 and config["augment"]["condensation"] == 0.2
+    assert config["preprocess"]["centred_crop"] is False
     refused = _train_tiny(data, tmp_path / "n", "--patience", "0")
     assert refused.exit_code == 2 and not (tmp_path / "n").exists()
 
