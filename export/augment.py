@@ -20,7 +20,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from karyo.runtime.preprocess import PreprocessSpec
+from karyo.runtime.preprocess import PreprocessSpec, background_level
 
 
 # How far condensation may change a chromosome's length-to-width ratio, either way (see
@@ -126,8 +126,7 @@ class Augmenter:
         factor = float(np.exp(rng.uniform(-1.0, 1.0) * np.log1p(c.condensation)))
         # the padding's level, read off the border: exactly the background with the staining step
         # on, the slide's own paper level (not 0) without it
-        border = np.concatenate([unit[0], unit[-1], unit[:, 0], unit[:, -1]])
-        foreground = np.abs(unit - np.float32(np.median(border))) > 0.05
+        foreground = np.abs(unit - np.float32(background_level(unit))) > 0.05
         rows, cols = np.flatnonzero(foreground.any(axis=1)), np.flatnonzero(foreground.any(axis=0))
         if rows.size < 2 or cols.size < 2:
             return None

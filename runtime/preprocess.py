@@ -289,7 +289,8 @@ def _objects(
     right, bottom = left + stats[:, cv2.CC_STAT_WIDTH], top + stats[:, cv2.CC_STAT_HEIGHT]
     touches_edge = (left == 0) | (top == 0) | (right == width) | (bottom == height)
     intruders = [k for k in range(1, count) if k != main and touches_edge[k]]
-    beyond = beyond_mirrored_margin(labels == main) if centred else None
+    # an object that reaches no edge has no asymmetry to cut: most crops, so skip the mask there
+    beyond = beyond_mirrored_margin(labels == main) if centred and touches_edge[main] else None
     if beyond is not None:
         labels[beyond] = count
         stats = np.vstack([stats, np.array([_box_stats(beyond)], stats.dtype)])
