@@ -33,7 +33,8 @@ import numpy as np
 from karyo.runtime.bundle import atomic_write_text, load_bundle
 from karyo.runtime.classifier import Classifier
 from karyo.runtime.dataset import read_labeled_folder
-from karyo.runtime.preprocess import DEFAULT_STAIN_LEVEL, background_level, load_gray, preprocess_gray, rotate_whole
+from karyo.runtime.focus import background_level, rotate_whole
+from karyo.runtime.preprocess import DEFAULT_STAIN_LEVEL, load_gray, preprocess_gray
 
 
 def with_neighbour(main: np.ndarray, other: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -20,7 +20,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from karyo.runtime.preprocess import PreprocessSpec, background_level
+from karyo.runtime.focus import background_level
+from karyo.runtime.preprocess import PreprocessSpec
 
 
 # How far condensation may change a chromosome's length-to-width ratio, either way (see

@@ -19,7 +19,8 @@ import numpy as np
 from .bundle import Bundle, BundleError, load_bundle
 from .labels import LabelScheme
 from .cell_size import SizePrior
-from .preprocess import ChromosomeSize, ImageError, PreprocessSpec, prepare_array, prepare_path, preprocess_array
+from .focus import ChromosomeSize
+from .preprocess import ImageError, PreprocessSpec, prepare_array, prepare_path, preprocess_array
 from .session import create_session, cuda_status, input_name, n_outputs, output_name, run_probabilities
 
 # What "auto" means per provider: FP16 is fast on GPUs but emulated on most CPUs; INT8 is the

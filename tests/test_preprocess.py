@@ -381,7 +381,7 @@ def test_centred_crop_cuts_off_a_neighbour_merged_into_the_chromosome():
 def test_centred_crop_leaves_crops_without_that_asymmetry_alone():
     """Nothing changes when the object spans an axis (crops cut tight to the chromosome), clears
     both edges, or sits off centre by no more than the slack (2 px + 5% of the side: 2.75 px of 15)."""
-    from karyo.runtime.preprocess import beyond_mirrored_margin
+    from karyo.runtime.focus import beyond_mirrored_margin
 
     spec, off = PreprocessSpec(size=48, width=16), PreprocessSpec(size=48, width=16, centred_crop=False)
     tight_in_height = _centred_rod()[10:50]  # touches top and bottom, margins left and right
