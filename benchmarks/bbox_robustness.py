@@ -7,8 +7,10 @@ of its own background and lays in a piece of another held-out chromosome (random
 that it enters through the canvas edge, as a neighbour would; "tilted" turns each crop by a
 random angle in +-90 degrees and cuts it to the turned chromosome's box; "tilted_bounding_box"
 does both; "pale" is each crop from a paler slide (its darkness below the paper times a random
-0.55 to 0.85; pampaj7's chromosomes are about 0.73 times as dark as pki-dev's). The same bundle is
-then scored on all five with the focusing steps switched on one after the other
+0.55 to 0.85; pampaj7's chromosomes are about 0.73 times as dark as pki-dev's); "coarse" is each
+crop as a camera with 0.5 to 0.8 times the pixels per side would take it (a lab imaging at lower
+magnification: the same chromosome, fewer pixels across each band). The same bundle is
+then scored on all six with the focusing steps switched on one after the other
 (`focus_main_object`, `tight_crop`, `align_axis`, `centred_crop`), so one run shows what each step costs on clean
 crops (should be nothing) and what it buys on the others; a last row serves all steps with the
 staining step toggled against the bundle's own (`stain_level`: off for a bundle trained with it,
@@ -85,6 +87,14 @@ def paler(main: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return (background - (background - main) * np.float32(rng.uniform(0.55, 0.85))).astype(np.float32)
 
 
+def coarser(main: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """`main` at 0.5 to 0.8 times the pixels per side (area-averaged, as a coarser sensor integrates)."""
+    factor = float(rng.uniform(0.5, 0.8))
+    height, width = main.shape
+    size = (max(1, round(width * factor)), max(1, round(height * factor)))
+    return cv2.resize(main, size, interpolation=cv2.INTER_AREA)
+
+
 # (name, focus_main_object, tight_crop, align_axis, centred_crop): each step on top of the previous one
 SETTINGS = (
     ("plain", False, False, False, False),
@@ -118,8 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     turned = [tilted(g, rng) for g in grays]
     turned_crowded = [with_neighbour(g, grays[int(j)], rng) for g, j in zip(turned, others)]
     pale = [paler(g, rng) for g in grays]
+    coarse = [coarser(g, rng) for g in grays]
     image_sets = (
-        ("clean", grays), ("bounding_box", crowded), ("tilted", turned), ("tilted_bounding_box", turned_crowded), ("pale", pale)
+        ("clean", grays), ("bounding_box", crowded), ("tilted", turned), ("tilted_bounding_box", turned_crowded),
+        ("pale", pale), ("coarse", coarse),
     )
     figures: dict[str, float] = {}
     toggled = None if bundle.spec.stain_level is not None else DEFAULT_STAIN_LEVEL
