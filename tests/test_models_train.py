@@ -99,13 +99,14 @@ def test_augmenter_keeps_shape_background_and_varies_images():
     spec = PreprocessSpec(size=32)
     batch = np.zeros((4, 32, 32, 1), np.float32)
     batch[:, 6:26, 12:20, 0] = 0.8
-    augmenter = Augmenter(spec, AugmentConfig(noise_std=0.0, brightness=0.0), seed=1)
+    # no neighbour pieces here: they enter through the edges on purpose (tested on their own below)
+    augmenter = Augmenter(spec, AugmentConfig(noise_std=0.0, brightness=0.0, neighbour_probability=0.0), seed=1)
     out = augmenter(batch)
     assert out.shape == batch.shape and out.dtype == np.float32
     assert np.abs(out[:, :2, :2]).max() < 1e-6  # corners stay background (0 for inverted crops)
     assert not np.allclose(out[0], out[1])
     assert abs(out.sum() - batch.sum()) / batch.sum() < 0.35  # the object is moved, not lost
-    same = Augmenter(spec, AugmentConfig(noise_std=0.0, brightness=0.0), seed=1)(batch)
+    same = Augmenter(spec, AugmentConfig(noise_std=0.0, brightness=0.0, neighbour_probability=0.0), seed=1)(batch)
     np.testing.assert_array_equal(out, same)
 
 
@@ -124,7 +125,8 @@ def test_augmenter_simulates_a_coarser_scanner_and_other_band_contrast():
     assert np.array_equal(Augmenter._coarsen(image, 1.0), image)
 
     only_gamma = AugmentConfig(rotation_deg=0, scale=0, shift=0, bend=0, contrast=0, brightness=0, blur_probability=0,
-                               noise_std=0, hflip=False, resolution_probability=0, gamma=0.5, condensation=0)
+                               noise_std=0, hflip=False, resolution_probability=0, gamma=0.5, condensation=0,
+                               neighbour_probability=0)
     out = Augmenter(spec, only_gamma, seed=3)(np.stack([image[:, :, None]] * 8))[..., 0]
     assert np.abs(out[:, :4]).max() < 1e-6  # the background stays background
     ratios = out[:, 30, 8] / out[:, 21, 8]  # pale arm over dark band: the band contrast changes
@@ -137,7 +139,7 @@ def test_condensation_changes_a_chromosomes_shape_not_how_it_fills_the_box():
 
     only_condensation = AugmentConfig(rotation_deg=0, scale=0, shift=0, bend=0, contrast=0, brightness=0,
                                       blur_probability=0, noise_std=0, gamma=0, resolution_probability=0,
-                                      hflip=False, condensation=0.3)
+                                      hflip=False, condensation=0.3, neighbour_probability=0)
     spec = PreprocessSpec(size=96, width=32)
     long_bar = np.zeros((96, 32), np.float32)
     long_bar[18:78, 11:21] = 0.8  # 60 x 10: its length touches the box first
@@ -159,6 +161,37 @@ def test_condensation_changes_a_chromosomes_shape_not_how_it_fills_the_box():
     assert np.abs(out[:, :3, :3]).max() < 1e-6  # background stays background
     unchanged = Augmenter(spec, AugmentConfig(**{**only_condensation.to_dict(), "condensation": 0.0}), seed=5)
     np.testing.assert_array_equal(unchanged(long_bar[None, :, :, None])[0, :, :, 0], long_bar)
+
+
+def test_a_neighbours_piece_enters_through_an_edge_and_leaves_the_chromosome_as_it_was():
+    from karyo.export.augment import AugmentConfig, Augmenter
+
+    only_neighbour = AugmentConfig(rotation_deg=0, scale=0, shift=0, bend=0, contrast=0, brightness=0,
+                                   blur_probability=0, noise_std=0, gamma=0, resolution_probability=0,
+                                   hflip=False, condensation=0, neighbour_probability=1.0, neighbour_depth=0.3)
+    spec = PreprocessSpec(size=96, width=32)
+    chromosome = np.zeros((96, 32), np.float32)
+    chromosome[18:78, 6:26] = 0.8  # wide, so a strip 7 px deep or more overlaps it
+    neighbour = np.zeros((96, 32), np.float32)
+    neighbour[10:86, 8:24] = 0.5  # paler, so its pixels can be told apart
+    batch = np.stack([chromosome[:, :, None], neighbour[:, :, None]])  # each the other's only neighbour
+    augmenter = Augmenter(spec, only_neighbour, seed=2)
+    out = [augmenter(batch)[0, :, :, 0] for _ in range(12)]
+    sides = {"left": 0, "right": 0, "top or bottom": 0}
+    for image in out:
+        np.testing.assert_array_equal(image[chromosome > 0], np.float32(0.8))  # the darker of the two: the chromosome stays
+        laid = (image > 0) & (chromosome == 0)
+        assert laid.any() and np.all(image[laid] == np.float32(0.5))  # a piece of the other chromosome, nothing else
+        rows, cols = np.nonzero(laid)
+        if cols.max() - cols.min() + 1 <= round(0.3 * 32):  # a strip along the left or right edge
+            assert cols.min() == 0 or cols.max() == 31
+            sides["left" if cols.min() == 0 else "right"] += 1
+        else:  # one across the top or bottom, at most 0.3 of the height deep
+            assert rows.max() - rows.min() + 1 <= round(0.3 * 96) and (rows.min() == 0 or rows.max() == 95)
+            sides["top or bottom"] += 1
+    assert sides["left"] > 0 and sides["right"] > 0  # both sides drawn
+    off = AugmentConfig(**{**only_neighbour.to_dict(), "neighbour_probability": 0.0})
+    np.testing.assert_array_equal(Augmenter(spec, off, seed=2)(batch)[0, :, :, 0], chromosome)
 
 
 # ---------------------------------------------------------------- models
@@ -465,12 +498,13 @@ def test_stain_level_option_reaches_the_model_folder_and_zero_turns_it_off(tmp_p
 
 
 @pytest.mark.slow
-def test_patience_condensation_and_centring_options_reach_the_model_folder(tmp_path):
+def test_patience_condensation_centring_and_neighbour_options_reach_the_model_folder(tmp_path):
     data = make_tiny_dataset(tmp_path / "data", cases=5, per_class=2)
-    result = _train_tiny(data, tmp_path / "m", "--patience", "20", "--condensation", "0.2", "--no-centred-crop")
+    result = _train_tiny(data, tmp_path / "m", "--patience", "20", "--condensation", "0.2", "--no-centred-crop", "--neighbours", "0.4")
     assert result.exit_code == 0, result.output
     config = json.loads((tmp_path / "m" / "train_config.json").read_text())
     assert config["patience"] == 20 and config["augment"]["condensation"] == 0.2
+    assert config["augment"]["neighbour_probability"] == 0.4
     assert config["preprocess"]["centred_crop"] is False
     refused = _train_tiny(data, tmp_path / "n", "--patience", "0")
     assert refused.exit_code == 2 and not (tmp_path / "n").exists()
