@@ -30,8 +30,8 @@ from karyo.runtime.preprocess import PreprocessSpec
 DEFAULT_CONDENSATION = 0.3
 # How often a training crop gets a neighbour's piece at its edge; the default of both the config
 # and `karyo-export train --neighbours`. Off: at 0.15, two folds read the pieces focusing leaves
-# better (77 -> 87% and 77 -> 81% of those crops) but crowded crops as a whole +0.5 and -0.2
-# points and assembly -0.04 and -0.13 (README, Accuracy): no gain a default should carry.
+# better (77 -> 87% and 77 -> 81% of those crops), but crowded crops as a whole moved +0.5 and
+# -0.2 points and assembly -0.04 and -0.13 (README, Accuracy): no gain a default should carry.
 DEFAULT_NEIGHBOUR_PROBABILITY = 0.0
 
 
