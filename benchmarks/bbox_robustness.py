@@ -9,7 +9,10 @@ random angle in +-90 degrees and cuts it to the turned chromosome's box; "tilted
 does both; "pale" is each crop from a paler slide (its darkness below the paper times a random
 0.55 to 0.85; pampaj7's chromosomes are about 0.73 times as dark as pki-dev's); "coarse" is each
 crop as a camera with 0.5 to 0.8 times the pixels per side would take it (a lab imaging at lower
-magnification: the same chromosome, fewer pixels across each band). The same bundle is
+magnification: the same chromosome, fewer pixels across each band); "any_angle" turns each crop
+by a random angle in +-180 degrees, as chromosomes cut out of the metaphase rather than out of a
+karyogram lie, so about half of them reach the network p arm down (turning upright takes the
+smaller turn: it cannot tell the p arm from the q arm). The same bundle is
 then scored on all six with the focusing steps switched on one after the other
 (`focus_main_object`, `tight_crop`, `align_axis`, `centred_crop`), so one run shows what each step costs on clean
 crops (should be nothing) and what it buys on the others; a last row serves all steps with the
@@ -69,10 +72,10 @@ def with_neighbour(main: np.ndarray, other: np.ndarray, rng: np.random.Generator
     return canvas
 
 
-def tilted(main: np.ndarray, rng: np.random.Generator, margin: int = 3) -> np.ndarray:
-    """`main` turned by a random angle in +-90 degrees and cut to the turned chromosome's box + `margin`."""
+def tilted(main: np.ndarray, rng: np.random.Generator, margin: int = 3, half_turn: float = 90.0) -> np.ndarray:
+    """`main` turned by a random angle in +-`half_turn` degrees and cut to the turned chromosome's box + `margin`."""
     background = background_level(main)
-    turned = rotate_whole(main, float(rng.uniform(-90, 90)), background)
+    turned = rotate_whole(main, float(rng.uniform(-half_turn, half_turn)), background)
     rows, cols = np.nonzero((background - turned) > 20)
     if len(rows) == 0:
         return turned
@@ -129,9 +132,10 @@ def main(argv: list[str] | None = None) -> int:
     turned_crowded = [with_neighbour(g, grays[int(j)], rng) for g, j in zip(turned, others)]
     pale = [paler(g, rng) for g in grays]
     coarse = [coarser(g, rng) for g in grays]
+    any_angle = [tilted(g, rng, half_turn=180.0) for g in grays]
     image_sets = (
         ("clean", grays), ("bounding_box", crowded), ("tilted", turned), ("tilted_bounding_box", turned_crowded),
-        ("pale", pale), ("coarse", coarse),
+        ("pale", pale), ("coarse", coarse), ("any_angle", any_angle),
     )
     figures: dict[str, float] = {}
     toggled = None if bundle.spec.stain_level is not None else DEFAULT_STAIN_LEVEL

@@ -20,6 +20,7 @@ from .bundle import Bundle, BundleError, load_bundle
 from .labels import LabelScheme
 from .cell_size import SizePrior
 from .focus import ChromosomeSize
+from .orientation import DEFAULT_ORIENTATION, check_orientation, read_oriented
 from .preprocess import ImageError, PreprocessSpec, prepare_array, prepare_path, preprocess_array
 from .session import create_session, cuda_status, input_name, n_outputs, output_name, run_probabilities
 
@@ -46,6 +47,7 @@ class Prediction:
     error: str | None = None
     probs: np.ndarray | None = None
     size: ChromosomeSize | None = None  # chromosome length and area in the crop's own pixels
+    turned: bool = False  # read turned half a circle (orientation "any": that read was the clearer)
 
     @property
     def ok(self) -> bool:
@@ -58,6 +60,7 @@ class Prediction:
             "probability": self.probability,
             "top_k": [{"label": label, "probability": p} for label, p in self.top_k],
             "error": self.error,
+            "turned": self.turned,
         }
 
 
@@ -85,11 +88,15 @@ class Classifier:
         warmup: bool = True,
         batch_size: int = DEFAULT_BATCH,
         workers: int | None = None,
+        orientation: str = DEFAULT_ORIENTATION,
     ) -> None:
         """`workers`: threads decoding/preprocessing crops (OpenCV releases the GIL, so this scales
-        with cores); default min(4, cores). `threads`: ONNX Runtime intra-op threads."""
+        with cores); default min(4, cores). `threads`: ONNX Runtime intra-op threads.
+        `orientation`: "p-arm-up" reads crops as given; "any" also reads each turned half a circle
+        and keeps the clearer read, for crops cut out of the metaphase (``karyo.runtime.orientation``)."""
         if precision not in PRECISION_CHOICES:
             raise ValueError(f"precision must be one of {', '.join(PRECISION_CHOICES)}, got {precision!r}")
+        self.orientation = check_orientation(orientation)
         self.bundle = bundle_or_path if isinstance(bundle_or_path, Bundle) else load_bundle(bundle_or_path)
         self.batch_size = int(batch_size)
         self.threads = threads
@@ -159,6 +166,7 @@ class Classifier:
             "precision_reason": self.precision_reason,
             "cuda_unavailable": self.cuda_reason,
             "labels": self.labels.name,
+            "orientation": self.orientation,
         }
 
     def warmup(self) -> None:
@@ -168,11 +176,16 @@ class Classifier:
     # --- tensors and arrays (strict: a bad input raises) -------------------------------------------
 
     def predict_tensors(self, tensors: np.ndarray, batch_size: int | None = None) -> np.ndarray:
-        """Probabilities (N, classes) for preprocessed NHWC float32 tensors."""
+        """Probabilities (N, classes) for preprocessed NHWC float32 tensors, read as `orientation` says."""
         tensors = np.asarray(tensors, dtype=np.float32)
         if tensors.ndim != 4 or tuple(tensors.shape[1:]) != self.spec.input_shape:
             raise ValueError(f"expected tensors of shape (N, {', '.join(map(str, self.spec.input_shape))}), got {tensors.shape}")
-        return run_probabilities(self.session, tensors, batch_size or self.batch_size)
+        return self._read(tensors, batch_size)[0]
+
+    def _read(self, tensors: np.ndarray, batch_size: int | None) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities under this classifier's orientation, and which crops were read turned."""
+        size = batch_size or self.batch_size
+        return read_oriented(lambda x: run_probabilities(self.session, x, size), tensors, self.orientation)
 
     def predict_arrays(self, images: Iterable[np.ndarray], batch_size: int | None = None) -> np.ndarray:
         """Probabilities for raw decoded crops (any size, gray/RGB, 8/16-bit). Raises ImageError naming the bad item."""
@@ -246,7 +259,7 @@ class Classifier:
                     tensors.append(prepared[0])
                     measured[offset] = prepared[1]
                     slots.append(offset)
-            probs = self.predict_tensors(self._stack(tensors), size) if tensors else None
+            probs, turned = self._read(self._stack(tensors), size) if tensors else (None, None)
             row_of = {offset: row for row, offset in enumerate(slots)}
             for offset, (name, _) in enumerate(chunk):
                 if offset in errors:
@@ -254,6 +267,7 @@ class Classifier:
                 else:
                     prediction = self._prediction(name, probs[row_of[offset]], top_k)  # type: ignore[index]
                     prediction.size = measured[offset]
+                    prediction.turned = bool(turned[row_of[offset]])  # type: ignore[index]
                     results.append(prediction)
             if progress is not None:
                 progress(min(start + size, len(items)), len(items))

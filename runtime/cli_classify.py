@@ -11,7 +11,10 @@ from typing import List, Optional
 
 import typer
 
-from .cli_common import EXIT_OK, EXIT_SOME_FAILED, PrecisionChoice, ProviderChoice, fail, stderr_progress, user_errors
+from .cli_common import (
+    EXIT_OK, EXIT_SOME_FAILED, ORIENTATION_HELP, OrientationChoice, PrecisionChoice, ProviderChoice, fail, stderr_progress,
+    user_errors,
+)
 
 
 def expand_paths(paths: list[Path]) -> tuple[list[Path], list[tuple[str, str]]]:
@@ -69,6 +72,7 @@ def classify(
     as_csv: bool = typer.Option(False, "--csv", help="Print CSV (path,label,probability,top_k,error)."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads per inference (default: KARYO_THREADS, else all cores)."),
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Crops per inference call."),
+    orientation: OrientationChoice = typer.Option(OrientationChoice.p_arm_up, "--orientation", help=ORIENTATION_HELP),
 ) -> None:
     """Classify chromosome crops. Exit 0: all classified; 1: some files failed (the rest are reported); 2: bad usage/bundle."""
     from .classifier import Classifier
@@ -76,7 +80,8 @@ def classify(
     if as_json and as_csv:
         raise fail("choose one of --json and --csv")
     files, problems = expand_paths(paths)
-    classifier = Classifier(bundle, precision=precision.value, provider=provider.value, threads=threads, batch_size=batch_size)
+    classifier = Classifier(bundle, precision=precision.value, provider=provider.value, threads=threads,
+                            batch_size=batch_size, orientation=orientation.value)
     if not (as_json or as_csv):
         why = f" ({classifier.cuda_reason})" if provider.value == "auto" and classifier.cuda_reason else ""
         typer.echo(f"provider: {classifier.provider}{why}; precision: {classifier.precision} ({classifier.precision_reason})", err=True)
@@ -94,6 +99,7 @@ def classify(
             "precision": classifier.precision,
             "precision_reason": classifier.precision_reason,
             "cuda_unavailable": classifier.cuda_reason,
+            "orientation": classifier.orientation,
             "results": rows,
         }
         sys.stdout.write(json.dumps(document, indent=2) + "\n")

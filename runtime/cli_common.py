@@ -28,6 +28,15 @@ class PrecisionChoice(str, Enum):
     int8 = "int8"
 
 
+class OrientationChoice(str, Enum):
+    p_arm_up = "p-arm-up"
+    any = "any"
+
+
+ORIENTATION_HELP = ("p-arm-up: crops stand p arm up, as karyogram software cuts them; any: crops cut out of the "
+                    "metaphase, each read as given and turned half a circle, the clearer read kept (twice the model time).")
+
+
 def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
     typer.echo(f"error: {message}", err=True)
     return typer.Exit(code)

@@ -10,7 +10,10 @@ from typing import Any, Optional
 
 import typer
 
-from .cli_common import EXIT_OK, EXIT_SOME_FAILED, ProviderChoice, fail, short_float, stderr_progress, user_errors
+from .cli_common import (
+    EXIT_OK, EXIT_SOME_FAILED, ORIENTATION_HELP, OrientationChoice, ProviderChoice, fail, short_float, stderr_progress,
+    user_errors,
+)
 
 
 class EvalPrecision(str, Enum):
@@ -89,13 +92,14 @@ def evaluate(
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads per inference (default: KARYO_THREADS, else all cores)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
     confusion: Optional[Path] = typer.Option(None, "--confusion", help="Also draw the confusion matrix to this PNG."),
+    orientation: OrientationChoice = typer.Option(OrientationChoice.p_arm_up, "--orientation", help=ORIENTATION_HELP),
 ) -> None:
     """Accuracy per precision, agreement/KL vs FP32, per-class recall. Exit 1 if some crops were unreadable."""
     from .evaluate import evaluate_bundle
 
     result = evaluate_bundle(
         bundle, data, precision=precision.value, provider=provider.value, threads=threads,
-        progress=stderr_progress("evaluating"),
+        progress=stderr_progress("evaluating"), orientation=orientation.value,
     )
     if not result.samples:
         skipped = sum(result.skipped_labels.values())

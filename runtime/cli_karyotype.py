@@ -22,7 +22,8 @@ from .bundle import BundleError
 from .cell_size import sizes_array
 from .dataset import iter_images, read_labeled_folder
 from .karyotype import AssemblyPriors, KaryotypeCall, call_karyotype, check_scheme, karyotype_cell
-from .cli_common import stderr_progress
+from .cli_common import ORIENTATION_HELP, OrientationChoice, stderr_progress
+from .orientation import DEFAULT_ORIENTATION
 from .preprocess import ImageError, PreprocessSpec
 
 
@@ -34,11 +35,11 @@ class CellInput:
     slug: str = ""  # file name stem for its karyogram
 
 
-def load_classifier(bundle: Path, precision: str, provider: str) -> Any:
+def load_classifier(bundle: Path, precision: str, provider: str, orientation: str = DEFAULT_ORIENTATION) -> Any:
     """The one place the CLI opens a model (tests replace it with a fake)."""
     from .classifier import Classifier
 
-    return Classifier(bundle, precision=precision, provider=provider)
+    return Classifier(bundle, precision=precision, provider=provider, orientation=orientation)
 
 
 def _cells_from_folders(folders: list[Path]) -> list[CellInput]:
@@ -146,6 +147,7 @@ def karyotype(
                                         help="Flag crops whose top-1 leads the runner-up by less than this."),
     review_swap_odds: float = typer.Option(10.0, "--review-swap-odds", min=1.0,
                                            help="Flag two crops when exchanging their labels is at least 1/N as likely (1: off)."),
+    orientation: OrientationChoice = typer.Option(OrientationChoice.p_arm_up, "--orientation", help=ORIENTATION_HELP),
 ) -> None:
     """Karyotype call per cell (e.g. 46,XY / 47,XX,+21 / 45,X), with optional karyogram PNGs."""
     try:
@@ -156,7 +158,7 @@ def karyotype(
         else:
             inputs = _cells_from_folders(list(cells))
         targets = _karyogram_targets(karyogram, inputs) if karyogram is not None else []
-        classifier = load_classifier(bundle, precision, provider)
+        classifier = load_classifier(bundle, precision, provider, orientation.value)
         check_scheme(classifier.labels)  # a binary bundle has no karyotype to assemble: say so before classifying
     except (BundleError, ValueError, OSError, RuntimeError) as exc:  # RuntimeError: ProviderError
         typer.echo(f"error: {exc}", err=True)
@@ -222,7 +224,9 @@ def _write_karyogram(target: Path, good: list, call: KaryotypeCall, spec: Prepro
     crops = []
     for prediction in good:
         try:
-            crops.append(focused_crop(load_gray(prediction.path, spec.max_pixels), spec))
+            crop = focused_crop(load_gray(prediction.path, spec.max_pixels), spec)
+            # a crop read turned stands in the karyogram as it was read: p arm up, like the others
+            crops.append(np.ascontiguousarray(crop[::-1, ::-1]) if getattr(prediction, "turned", False) else crop)
         except ImageError:  # classified a moment ago, so only a file changed underneath us lands here
             crops.append(None)
     keep = [i for i, crop in enumerate(crops) if crop is not None]

@@ -21,6 +21,7 @@ from .classifier import choose_auto_precision
 from .dataset import Sample, read_labeled_folders
 from .labels import LabelScheme
 from .metrics import classification_report, drift
+from .orientation import DEFAULT_ORIENTATION, check_orientation, read_oriented
 from .preprocess import ImageError, prepare_path
 from .session import create_session, cuda_status, run_probabilities
 
@@ -96,12 +97,15 @@ def evaluate_bundle(
     provider: str = "cpu",
     threads: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    orientation: str = DEFAULT_ORIENTATION,
 ) -> EvaluationResult:
     """Evaluate every available precision (or just `precision`, plus FP32 as the drift reference).
 
     `provider` defaults to the CPU because that is where calibration measured the manifest's
-    figures; pass "auto"/"cuda" to measure what a GPU scanner will really compute.
+    figures; pass "auto"/"cuda" to measure what a GPU scanner will really compute. `orientation`
+    reads the crops as the classifier would with it (``karyo.runtime.orientation``).
     """
+    check_orientation(orientation)
     bundle = bundle_or_path if isinstance(bundle_or_path, Bundle) else load_bundle(bundle_or_path)
     available = bundle.available_precisions
     if precision in (None, "all"):
@@ -131,7 +135,9 @@ def evaluate_bundle(
             return
         batch = np.stack(pending)
         for name in run:
-            outputs[name].append(run_probabilities(sessions[name], batch, BATCH))
+            session = sessions[name]
+            probs, _ = read_oriented(lambda x: run_probabilities(session, x, BATCH), batch, orientation)
+            outputs[name].append(probs)
         pending.clear()
 
     for done, sample in enumerate(samples, start=1):
@@ -172,6 +178,7 @@ def evaluate_bundle(
         manifest_metrics={n: bundle.metrics(n) for n in reports},
         skipped_labels=skipped,
         unreadable=unreadable,
+        extra={"orientation": orientation},
     )
 
 

@@ -1,0 +1,65 @@
+"""Which way up a crop reaches the network: as given, or read both ways and the clearer read kept.
+
+Karyogram software stands every chromosome p arm up, and the crops of both labs here come from
+karyograms, so the network learns p-arm-up as a cue (training flips left-right, never upside
+down, unless `karyo-export train --vflip`). Turning a tilted crop upright (``focus.align_upright``)
+cannot restore that: it does not know the p arm from the q arm and takes the smaller turn. A lab
+that cuts its crops out of the metaphase itself hands the network about half of them p arm down,
+and a p-arm-up network reads a crop turned half a circle right about one time in six (README).
+
+``any`` reads each crop as given and turned half a circle, and keeps the read whose top class is
+the more probable: an upright crop's own read is usually the confident one, a turned crop's
+turned read is. It costs a second pass of the network, and on crops that are all p arm up it
+gives back part of what the cue was worth, so it is an option for such labs, not the default.
+The half turn is applied to the preprocessed tensor, not the image: preprocessing centres the
+chromosome in its box, so turning the tensor is turning the crop, without preprocessing it twice.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+ORIENTATIONS: tuple[str, ...] = ("p-arm-up", "any")
+DEFAULT_ORIENTATION = "p-arm-up"
+
+
+def check_orientation(orientation: str) -> str:
+    """`orientation` when it is one of ORIENTATIONS; a ValueError naming them otherwise."""
+    if orientation not in ORIENTATIONS:
+        raise ValueError(f"orientation must be one of {', '.join(ORIENTATIONS)}, got {orientation!r}")
+    return orientation
+
+
+def half_turn(tensors: np.ndarray) -> np.ndarray:
+    """NHWC tensors turned by 180 degrees (upside down and left-right swapped), as a new array."""
+    tensors = np.asarray(tensors)
+    if tensors.ndim != 4:
+        raise ValueError(f"expected NHWC tensors, got shape {tensors.shape}")
+    return np.ascontiguousarray(tensors[:, ::-1, ::-1, :])
+
+
+def clearer_read(as_given: np.ndarray, turned: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per crop the read whose top class is the more probable (ties keep the crop as given),
+    and which crops took the turned read."""
+    as_given, turned = np.asarray(as_given), np.asarray(turned)
+    if as_given.shape != turned.shape:
+        raise ValueError(f"two reads of different shapes: {as_given.shape} and {turned.shape}")
+    took_turned = turned.max(axis=1) > as_given.max(axis=1)
+    return np.where(took_turned[:, None], turned, as_given), took_turned
+
+
+def read_oriented(
+    predict: Callable[[np.ndarray], np.ndarray], tensors: np.ndarray, orientation: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities of `tensors` under `orientation` with `predict` (tensors -> probabilities),
+    and which crops were read turned (all False for p-arm-up)."""
+    check_orientation(orientation)
+    as_given = predict(tensors)
+    if orientation == "p-arm-up" or len(tensors) == 0:
+        return as_given, np.zeros(len(as_given), dtype=bool)
+    return clearer_read(as_given, predict(half_turn(tensors)))
+
+
+__all__ = ["DEFAULT_ORIENTATION", "ORIENTATIONS", "check_orientation", "clearer_read", "half_turn", "read_oriented"]

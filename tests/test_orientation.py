@@ -1,0 +1,117 @@
+"""Reading crops either way up: the half turn, the clearer-read rule, and the option through classifier, evaluate and CLI."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+from tiny_models import class_template
+from typer.testing import CliRunner
+
+from karyo.runtime.classifier import Classifier
+from karyo.runtime.cli import app
+from karyo.runtime.evaluate import evaluate_bundle
+from karyo.runtime.orientation import clearer_read, half_turn, read_oriented
+from karyo.runtime.preprocess import preprocess_path
+
+
+def test_half_turn_puts_each_pixel_at_the_opposite_place_and_twice_is_identity():
+    x = np.arange(2 * 4 * 3, dtype=np.float32).reshape(2, 4, 3, 1)
+    turned = half_turn(x)
+    assert turned[0, 0, 0, 0] == x[0, 3, 2, 0] and turned[1, 3, 2, 0] == x[1, 0, 0, 0]
+    assert turned[0, 1, 2, 0] == x[0, 2, 0, 0]
+    np.testing.assert_array_equal(half_turn(turned), x)
+    assert turned.flags["C_CONTIGUOUS"] and not np.shares_memory(turned, x)
+    with pytest.raises(ValueError, match="NHWC"):
+        half_turn(x[0])
+
+
+def test_the_clearer_read_is_kept_per_crop_and_a_tie_keeps_the_crop_as_given():
+    given = np.array([[0.6, 0.4], [0.3, 0.7], [0.5, 0.5], [0.9, 0.1]])
+    turned = np.array([[0.1, 0.9], [0.2, 0.8], [0.5, 0.5], [0.8, 0.2]])
+    probs, took = clearer_read(given, turned)
+    assert took.tolist() == [True, True, False, False]
+    np.testing.assert_array_equal(probs, [[0.1, 0.9], [0.2, 0.8], [0.5, 0.5], [0.9, 0.1]])
+    with pytest.raises(ValueError, match="different shapes"):
+        clearer_read(given, turned[:2])
+
+
+def test_p_arm_up_reads_once_and_any_reads_both_ways():
+    calls: list[np.ndarray] = []
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        calls.append(x)
+        return np.stack([x[:, 0, 0, 0], 1.0 - x[:, 0, 0, 0]], axis=1)  # the top-left pixel says how much "class 0"
+
+    x = np.zeros((2, 3, 2, 1), np.float32)
+    x[0, 0, 0, 0], x[0, -1, -1, 0] = 0.2, 0.9  # the clear read is the turned one
+    x[1, 0, 0, 0], x[1, -1, -1, 0] = 0.7, 0.5  # as given 0.7 : 0.3, turned 0.5 : 0.5
+    probs, took = read_oriented(predict, x, "p-arm-up")
+    assert len(calls) == 1 and not took.any()
+    calls.clear()
+    probs, took = read_oriented(predict, x, "any")
+    assert len(calls) == 2 and took.tolist() == [True, False]
+    np.testing.assert_allclose(probs, [[0.9, 0.1], [0.7, 0.3]], atol=1e-7)
+    with pytest.raises(ValueError, match="p-arm-up, any"):
+        read_oriented(predict, x, "sideways")
+
+
+def _turned_crops(folder, labels, count: int = 6):
+    """Class templates written upside down (turned 180 degrees), with their labels."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for index in range(count):
+        path = folder / f"turned_{index}.png"
+        cv2.imwrite(str(path), cv2.rotate(class_template(index), cv2.ROTATE_180))
+        written.append((path, labels.labels[index]))
+    return written
+
+
+def test_a_turned_crop_is_read_right_only_when_either_way_up_is_allowed(tiny_bundle, labeled_crops, tmp_path):
+    turned = _turned_crops(tmp_path / "turned", tiny_bundle.labels)
+    paths = [p for p, _ in turned]
+    truth = [label for _, label in turned]
+    as_given = Classifier(tiny_bundle.path, precision="fp32", provider="cpu", threads=1)
+    either = Classifier(tiny_bundle.path, precision="fp32", provider="cpu", threads=1, orientation="any")
+    wrong_way = as_given.predict_paths(paths)
+    assert sum(p.label == t for p, t in zip(wrong_way, truth)) <= 1  # band order reversed: another template
+    read = either.predict_paths(paths)
+    assert [p.label for p in read] == truth and all(p.turned for p in read)
+    assert json.loads(json.dumps(read[0].to_dict()))["turned"] is True
+    upright = [p for p, _ in labeled_crops[1]][:12]
+    kept = either.predict_paths(upright)
+    assert [p.label for p in kept] == [p.label for p in as_given.predict_paths(upright)]
+    assert not any(p.turned for p in kept)
+    # on tensors the rule is symmetric: a crop and its half turn get the very same probabilities
+    x = np.stack([preprocess_path(p, tiny_bundle.spec) for p in upright])
+    np.testing.assert_array_equal(either.predict_tensors(x), either.predict_tensors(half_turn(x)))
+    reference, reference_turned = tiny_bundle.reference(x, "fp32"), tiny_bundle.reference(half_turn(x), "fp32")
+    np.testing.assert_allclose(either.predict_tensors(half_turn(x)), clearer_read(reference, reference_turned)[0], atol=1e-5)
+    assert either.describe()["orientation"] == "any"
+    with pytest.raises(ValueError, match="orientation must be one of"):
+        Classifier(tiny_bundle.path, provider="cpu", orientation="sideways")
+
+
+def test_evaluate_and_the_cli_read_turned_crops_with_any(tiny_bundle, tmp_path):
+    root = tmp_path / "data"
+    for path, label in _turned_crops(tmp_path / "flat", tiny_bundle.labels, count=8):
+        (root / label).mkdir(parents=True, exist_ok=True)
+        path.rename(root / label / path.name)
+    p_arm_up = evaluate_bundle(tiny_bundle.path, root, precision="fp32")
+    either = evaluate_bundle(tiny_bundle.path, root, precision="fp32", orientation="any")
+    assert either.reports["fp32"]["accuracy"] == 1.0 and p_arm_up.reports["fp32"]["accuracy"] <= 0.25
+    assert either.to_dict()["orientation"] == "any" and p_arm_up.to_dict()["orientation"] == "p-arm-up"
+    runner = CliRunner()
+    done = runner.invoke(app, ["classify", str(tiny_bundle.path), str(root), "--precision", "fp32", "--provider", "cpu",
+                               "--json", "--orientation", "any"])
+    assert done.exit_code == 0, done.output
+    document = json.loads(done.stdout)
+    assert document["orientation"] == "any"
+    assert all(row["turned"] and row["label"] in row["path"].split("/")[-2:] for row in document["results"])
+    done = runner.invoke(app, ["evaluate", str(tiny_bundle.path), str(root), "--precision", "fp32", "--json",
+                               "--orientation", "any"])
+    assert done.exit_code == 0 and json.loads(done.stdout)["accuracy"] == 1.0
+    bad = runner.invoke(app, ["classify", str(tiny_bundle.path), str(root), "--orientation", "sideways"])
+    assert bad.exit_code == 2
