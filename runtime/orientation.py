@@ -11,8 +11,10 @@ and a p-arm-up network reads a crop turned half a circle right about one time in
 the more probable: an upright crop's own read is usually the confident one, a turned crop's
 turned read is. It costs a second pass of the network, and on crops that are all p arm up it
 gives back part of what the cue was worth, so it is an option for such labs, not the default.
-The half turn is applied to the preprocessed tensor, not the image: preprocessing centres the
-chromosome in its box, so turning the tensor is turning the crop, without preprocessing it twice.
+The half turn is applied to the preprocessed tensor, not the image, so a crop is preprocessed
+once: preprocessing centres the chromosome in its box, so the turned tensor is the turned crop
+but for a pixel's rounding at the edges (on the 4,054 crops of the README's fold 1 the rule reads
+95.54% of them right this way, 95.36% when each crop is preprocessed turned).
 """
 
 from __future__ import annotations
