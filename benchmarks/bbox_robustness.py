@@ -13,7 +13,7 @@ magnification: the same chromosome, fewer pixels across each band); "any_angle" 
 by a random angle in +-180 degrees, as chromosomes cut out of the metaphase rather than out of a
 karyogram lie, so about half of them reach the network p arm down (turning upright takes the
 smaller turn: it cannot tell the p arm from the q arm). The same bundle is
-then scored on all six with the focusing steps switched on one after the other
+then scored on all seven with the focusing steps switched on one after the other
 (`focus_main_object`, `tight_crop`, `align_axis`, `centred_crop`), so one run shows what each step costs on clean
 crops (should be nothing) and what it buys on the others; a last row serves all steps with the
 staining step toggled against the bundle's own (`stain_level`: off for a bundle trained with it,
