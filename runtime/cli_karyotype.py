@@ -84,12 +84,15 @@ def _karyogram_targets(target: Path, cells: list[CellInput]) -> list[Path]:
     return [target / f"{name}.png" for name in names]
 
 
-def assignment_rows(call: KaryotypeCall) -> list[dict[str, Any]]:
-    """The JSON view of a call's crops; `swap_with` names the other crop by its path, as the user knows it."""
+def assignment_rows(call: KaryotypeCall, turned: list[bool] | None = None) -> list[dict[str, Any]]:
+    """The JSON view of a call's crops; `swap_with` names the other crop by its path, as the user knows it.
+
+    `turned` (per crop, in the cell's order) says which crops were read turned half a circle under
+    `--orientation any`, so a reviewer who opens the crop knows which way up the network read it."""
     return [
         {"path": a.path, "label": a.label, "probability": a.probability, "review": a.review, "fragment": a.fragment,
          "swap_with": None if a.swap_with is None else call.assignments[a.swap_with].path,
-         "alternative": a.alternative}
+         "alternative": a.alternative, "turned": bool(turned[a.index]) if turned is not None else False}
         for a in call.assignments
     ]
 
@@ -117,10 +120,10 @@ def other_checks(call: KaryotypeCall) -> list[str]:
             if a.review and a.swap_with is None and a.alternative is not None]
 
 
-def _plain_line(cell: CellInput, call: KaryotypeCall, truth: KaryotypeCall | None, failed: int) -> str:
+def _plain_line(cell: CellInput, call: KaryotypeCall, truth: KaryotypeCall | None, failed: int, turned: int = 0) -> str:
     reviews = sum(a.review for a in call.assignments)
-    parts = [f"{call.count} crops"] + ([f"{reviews} to review"] if reviews else []) + (
-        [f"{failed} unreadable"] if failed else [])
+    parts = [f"{call.count} crops"] + ([f"{turned} read turned"] if turned else []) + (
+        [f"{reviews} to review"] if reviews else []) + ([f"{failed} unreadable"] if failed else [])
     line = f"{cell.name}: {call.karyotype}  ({', '.join(parts)})"
     if call.findings:
         line += "  " + "; ".join(call.findings)
@@ -190,9 +193,10 @@ def karyotype(
                               paths=[str(p.path) for p in good], sizes=sizes_array([p.size for p in good]),
                               size_prior=classifier.size_prior)
         truth = call_karyotype(cell.truth) if cell.truth is not None else None
+        turned = [bool(getattr(p, "turned", False)) for p in good]
         entry: dict[str, Any] = {
             "cell": cell.name, "karyotype": call.karyotype, "count": call.count, "complete": call.complete,
-            "assignments": assignment_rows(call),
+            "assignments": assignment_rows(call, turned),
             "findings": call.findings, "errors": errors,
         }
         if truth is not None:
@@ -205,7 +209,7 @@ def karyotype(
                 exit_code = 1
         results.append(entry)
         if not as_json:
-            typer.echo(_plain_line(cell, call, truth, len(errors)))
+            typer.echo(_plain_line(cell, call, truth, len(errors), sum(turned)))
     if as_json:
         typer.echo(json.dumps({"cells": results}, indent=2))
     if exit_code:

@@ -115,3 +115,46 @@ def test_evaluate_and_the_cli_read_turned_crops_with_any(tiny_bundle, tmp_path):
     assert done.exit_code == 0 and json.loads(done.stdout)["accuracy"] == 1.0
     bad = runner.invoke(app, ["classify", str(tiny_bundle.path), str(root), "--orientation", "sideways"])
     assert bad.exit_code == 2
+
+
+def _male_cell(folder, labels, turned: bool):
+    """One 46,XY cell of the tiny bundle's noisy class templates, each crop turned half a circle if asked."""
+    from tiny_models import noisy_crop
+
+    rng = np.random.default_rng(5)
+    male = [c for c in labels.labels if c not in ("X", "Y") for _ in range(2)] + ["X", "Y"]
+    for i, label in enumerate(male):
+        crop = noisy_crop(labels.index(label), rng)
+        (folder / label).mkdir(parents=True, exist_ok=True)
+        assert cv2.imwrite(str(folder / label / f"{i}.png"), cv2.rotate(crop, cv2.ROTATE_180) if turned else crop)
+    return folder
+
+
+def test_karyotype_reads_an_upside_down_cell_with_any_and_says_which_crops_it_turned(tiny_bundle, tmp_path):
+    cell = _male_cell(tmp_path / "cell", tiny_bundle.labels, turned=True)
+    upright = _male_cell(tmp_path / "upright", tiny_bundle.labels, turned=False)
+    runner = CliRunner()
+
+    def call(folder, orientation: str, *extra: str):
+        done = runner.invoke(app, ["karyotype", str(tiny_bundle.path), str(folder), "--precision", "fp32",
+                                   "--provider", "cpu", "--orientation", orientation, *extra])
+        assert done.exit_code == 0, done.output
+        return done
+
+    def right(rows) -> int:
+        return sum(row["label"] == row["path"].split("/")[-2] for row in rows)
+
+    as_given = json.loads(call(cell, "p-arm-up", "--json").stdout)["cells"][0]
+    assert right(as_given["assignments"]) <= 12 and not any(row["turned"] for row in as_given["assignments"])
+    either = json.loads(call(cell, "any", "--json").stdout)["cells"][0]
+    assert either["karyotype"] == "46,XY" and right(either["assignments"]) == 46
+    assert all(row["turned"] for row in either["assignments"])
+    assert "46,XY  (46 crops, 46 read turned" in call(cell, "any").stdout
+    upright_line = call(upright, "any").stdout
+    assert "46,XY  (46 crops" in upright_line and "read turned" not in upright_line
+    # the karyogram stands each crop read turned p arm up again: the same picture as the upright cell's
+    call(cell, "any", "--karyogram", str(tmp_path / "turned.png"))
+    call(upright, "p-arm-up", "--karyogram", str(tmp_path / "upright.png"))
+    drawn, reference = (cv2.imread(str(tmp_path / name), cv2.IMREAD_GRAYSCALE) for name in ("turned.png", "upright.png"))
+    assert drawn.shape == reference.shape
+    assert np.abs(drawn.astype(int) - reference.astype(int)).max() <= 2
