@@ -7,7 +7,9 @@ karyotype call. Folds already finished under --work are reused, so an interrupte
 
     python benchmarks/crossval.py ../shared/data/pki-dev ../shared/data/pampaj7 --work runs/cv5
 
-writes runs/cv5/crossval.json and crossval.md (per fold, mean and spread).
+writes runs/cv5/crossval.json and crossval.md (per fold, mean and spread). With `--orientation any`
+the same fold bundles are evaluated reading each crop either way up (`karyo evaluate --orientation
+any`), into foldN-eval-any.json and crossval-any.json / .md beside the p-arm-up figures.
 """
 
 from __future__ import annotations
@@ -38,8 +40,15 @@ def run(command: list[str], log: Path) -> float:
     return seconds
 
 
-def fold_figures(work: Path, data: list[str], folds: int, number: int, seed: int, extra: list[str]) -> dict[str, Any]:
-    model, bundle, result = work / f"fold{number}", work / f"fold{number}-bundle", work / f"fold{number}-eval.json"
+def suffix(orientation: str) -> str:
+    """File-name suffix of an orientation's results: none for the default, so older studies still resume."""
+    return "" if orientation == "p-arm-up" else f"-{orientation}"
+
+
+def fold_figures(work: Path, data: list[str], folds: int, number: int, seed: int, extra: list[str],
+                 orientation: str = "p-arm-up") -> dict[str, Any]:
+    model, bundle = work / f"fold{number}", work / f"fold{number}-bundle"
+    result = work / f"fold{number}-eval{suffix(orientation)}.json"
     log = work / f"fold{number}.log"
     timings: dict[str, float] = json.loads((work / f"fold{number}-timings.json").read_text()) if (work / f"fold{number}-timings.json").is_file() else {}
     if not (model / "report.json").is_file():
@@ -56,10 +65,11 @@ def fold_figures(work: Path, data: list[str], folds: int, number: int, seed: int
             split = json.loads((model / "split.json").read_text())
             write_heldout_manifest([sample_from_dict(s) for s in split["test"]], heldout)
         started = time.perf_counter()
-        done = subprocess.run([str(BIN / "karyo"), "evaluate", str(bundle), str(heldout), "--json"], capture_output=True, text=True)
+        done = subprocess.run([str(BIN / "karyo"), "evaluate", str(bundle), str(heldout), "--json",
+                               "--orientation", orientation], capture_output=True, text=True)
         if done.returncode != 0:
             raise SystemExit(f"karyo evaluate exited {done.returncode}: {done.stderr.strip()[-300:]}")
-        timings["evaluate_s"] = time.perf_counter() - started
+        timings[f"evaluate{suffix(orientation).replace('-', '_')}_s"] = time.perf_counter() - started
         result.write_text(done.stdout, encoding="utf-8")
     (work / f"fold{number}-timings.json").write_text(json.dumps(timings), encoding="utf-8")
     evaluation = json.loads(result.read_text())
@@ -148,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", default="", help="comma-separated fold numbers to run now (default: all)")
     parser.add_argument("--train-args", default="", help="extra karyo-export train options, e.g. '--epochs 40'")
+    parser.add_argument("--orientation", choices=["p-arm-up", "any"], default="p-arm-up",
+                        help="karyo evaluate --orientation: 'any' reads each held-out crop either way up")
     args = parser.parse_args(argv)
     if shutil.which("karyo-export", path=str(BIN)) is None:
         raise SystemExit(f"karyo-export not found beside {sys.executable}: install karyo with the export extra")
@@ -155,16 +167,18 @@ def main(argv: list[str] | None = None) -> int:
     chosen = [int(n) for n in args.only.split(",") if n.strip()] or list(range(1, args.folds + 1))
     rows = []
     for number in range(1, args.folds + 1):
-        done = (args.work / f"fold{number}-eval.json").is_file()
+        done = (args.work / f"fold{number}-eval{suffix(args.orientation)}.json").is_file()
         if number in chosen or done:
             print(f"fold {number}/{args.folds}{' (done before)' if done else ''}", file=sys.stderr, flush=True)
-            rows.append(fold_figures(args.work, args.data, args.folds, number, args.seed, args.train_args.split()))
+            rows.append(fold_figures(args.work, args.data, args.folds, number, args.seed, args.train_args.split(),
+                                     args.orientation))
             r = rows[-1]
             print(f"  INT8 {r['int8']:.4f}, assembled {r['assembled']:.4f}, exact {r['exact']:.4f}", file=sys.stderr, flush=True)
-    summary = {"data": args.data, "folds": args.folds, "seed": args.seed, "rows": rows}
-    (args.work / "crossval.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    summary = {"data": args.data, "folds": args.folds, "seed": args.seed, "orientation": args.orientation, "rows": rows}
+    name = f"crossval{suffix(args.orientation)}"
+    (args.work / f"{name}.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     table = markdown(rows, args.folds)
-    (args.work / "crossval.md").write_text(table, encoding="utf-8")
+    (args.work / f"{name}.md").write_text(table, encoding="utf-8")
     print(table)
     return 0
 
