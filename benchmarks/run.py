@@ -5,7 +5,8 @@
 1. Latency: `seed-dcnn` (300 px) and `edge` (its default size), FP32/FP16/INT8 ONNX at batch 1/46/64,
    against the study's own path in the same process (Keras `model.predict`, and the direct
    `model(x, training=False)` call), with ratios and the share of the machine's GEMM ceiling.
-2. Cell: one 46-crop cell from PNG files on disk to a karyotype with INT8 `edge` (goal < 50 ms).
+2. Cell: one 46-crop cell from PNG files on disk to a karyotype with INT8 `edge` (goal < 50 ms),
+   read as given and either way up (`--orientation any`: a second pass of the network).
 3. Drift: FP32/FP16/INT8 accuracy and agreement, on synthetic cells and (with a trained bundle)
    on real held-out cases.
 4. Demo: wall time of `karyo-export demo` (only with --demo; minutes).
@@ -182,6 +183,9 @@ def part_cell(args, work: Path, threads: int, edge_bundle: Path | None, record: 
     result = suite.cell_latency(edge_bundle, crops, "int8", threads, iterations, max_seconds)
     result["source"] = crops[0].parent.name if crops else None
     record["cell"] = result
+    either = suite.cell_latency(edge_bundle, crops, "int8", threads, iterations, max_seconds, orientation="any")
+    either["ratio_to_p_arm_up"] = round(either["end_to_end"]["p50_ms"] / result["end_to_end"]["p50_ms"], 3)
+    record["cell_any"] = either
 
 
 def cell_crops(folder: Path) -> list[Path]:
@@ -369,6 +373,11 @@ def report(record: dict[str, Any], args: argparse.Namespace) -> None:
               f"(goal < 50 ms: {'met' if cell['meets_goal'] else 'MISSED'}); stages p50 ms: {stages}"
               + (f"; karyotype {cell['karyotype']}" if cell.get("karyotype") else "")
               + (f"; assembly skipped: {cell['assembly_skipped']}" if cell.get("assembly_skipped") else ""))
+        either = record.get("cell_any") or {}
+        if either.get("end_to_end"):
+            print(f"cell, --orientation any: end to end p50 {either['end_to_end']['p50_ms']:.1f} ms "
+                  f"({either['end_to_end']['p50_ms'] / cell['end_to_end']['p50_ms']:.2f}x p-arm-up; goal < 50 ms: "
+                  f"{'met' if either['meets_goal'] else 'MISSED'}); inference p50 {either['stages_p50_ms']['inference']:.1f} ms")
     else:
         print(f"cell: skipped ({cell.get('skipped')})")
     for source, section in (record.get("drift") or {}).items():

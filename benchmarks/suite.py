@@ -124,12 +124,15 @@ def cell_latency(
     threads: int | None = None,
     iterations: int = 20,
     max_seconds: float = 20.0,
+    orientation: str = "p-arm-up",
 ) -> dict[str, Any]:
     """One cell from disk to karyotype: decode + preprocess every file, one batch inference, assembly.
 
     Each stage is timed on its own over the same repetitions, and the whole chain end to end, so a
-    regression points at its stage.
+    regression points at its stage. `orientation` "any" reads the batch as given and turned half a
+    circle (`karyo ... --orientation any`), so its inference stage is the cost of the second pass.
     """
+    from karyo.runtime.orientation import read_oriented
     from karyo.runtime.session import create_session
 
     bundle = load_bundle(bundle_path)
@@ -150,7 +153,7 @@ def cell_latency(
         return np.stack(tensors)
 
     def infer(batch: np.ndarray) -> np.ndarray:
-        return session.run(None, {input_name: batch})[0]
+        return read_oriented(lambda x: session.run(None, {input_name: x})[0], batch, orientation)[0]
 
     def build(probs: np.ndarray) -> Any:
         return assemble(probs, labels) if assemble is not None else None
@@ -176,6 +179,7 @@ def cell_latency(
     return {
         "precision": precision,
         "provider": provider,
+        "orientation": orientation,
         "crops": int(len(batch)),
         "input_size": f"{spec.size}x{spec.width}",
         "threads": threads,
@@ -249,11 +253,12 @@ def flatten_figures(record: dict[str, Any]) -> dict[str, float]:
     for name, value in (record.get("hardware") or {}).items():
         if isinstance(value, (int, float)) and (name.endswith("gflops") or name.endswith("gops")):
             figures[f"hardware.{name}"] = value
-    cell = record.get("cell") or {}
-    if cell.get("end_to_end"):
-        figures["cell.end_to_end.p50_ms"] = cell["end_to_end"]["p50_ms"]
-        for stage, value in cell.get("stages_p50_ms", {}).items():
-            figures[f"cell.{stage}.p50_ms"] = value
+    for section in ("cell", "cell_any"):  # cell_any: the same cell read either way up
+        cell = record.get(section) or {}
+        if cell.get("end_to_end"):
+            figures[f"{section}.end_to_end.p50_ms"] = cell["end_to_end"]["p50_ms"]
+            for stage, value in cell.get("stages_p50_ms", {}).items():
+                figures[f"{section}.{stage}.p50_ms"] = value
     for source, section in (record.get("drift") or {}).items():
         for bundle_name, result in (section or {}).items():
             if not isinstance(result, dict):

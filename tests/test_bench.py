@@ -219,6 +219,10 @@ def test_run_pieces_on_tiny_bundle(tiny, tmp_path):
     cell = suite.cell_latency(tiny.path, [p for p, _ in crops[:46]], "int8", threads=1, iterations=3, max_seconds=1.0)
     assert cell["crops"] == 46 and cell["precision"] == "int8" and cell["end_to_end"]["p50_ms"] > 0
     assert set(cell["stages_p50_ms"]) >= {"decode_preprocess", "inference"}
+    either = suite.cell_latency(tiny.path, [p for p, _ in crops[:46]], "int8", threads=1, iterations=3, max_seconds=1.0,
+                                orientation="any")
+    assert cell["orientation"] == "p-arm-up" and either["orientation"] == "any"
+    assert either["crops"] == 46 and either["karyotype"] == cell["karyotype"]  # upright templates: nothing read turned
 
     samples = read_labeled_folder(tmp_path / "crops")
     drift = suite.precision_drift(tiny.path, samples, threads=1)
@@ -229,10 +233,12 @@ def test_run_pieces_on_tiny_bundle(tiny, tmp_path):
 
     record = {"date": "2026-01-01T00:00:00+00:00", "mode": "quick", "git": {"sha": "x"}, "threads": 1,
               "machine": {"key": "tiny-machine"}, "hardware": {**peaks, "ort_fp32_gflops": None},
-              "latency": {"models": {}, "rows": rows}, "cell": cell,
+              "latency": {"models": {}, "rows": rows}, "cell": cell, "cell_any": either,
               "drift": {"synthetic": {"tiny": drift}, "real": {"skipped": "no data"}}, "demo": {"wall_s": None, "skipped": "x"}}
     record["figures"] = suite.flatten_figures(record)
     assert record["figures"]["latency.tiny.int8.b4.p50_ms"] > 0
+    assert record["figures"]["cell_any.end_to_end.p50_ms"] == either["end_to_end"]["p50_ms"] > 0
+    assert record["figures"]["cell_any.inference.p50_ms"] == either["stages_p50_ms"]["inference"]
     assert record["figures"]["drift.synthetic.tiny.fp32.accuracy"] == drift["precisions"]["fp32"]["accuracy"]
     assert "cell.end_to_end.p50_ms" in record["figures"] and "demo.wall_s" not in record["figures"]
 
