@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from karyo.runtime.bundle import atomic_write_text
+
 BIN = Path(sys.executable).parent
 
 
@@ -50,7 +52,9 @@ def fold_figures(work: Path, data: list[str], folds: int, number: int, seed: int
     model, bundle = work / f"fold{number}", work / f"fold{number}-bundle"
     result = work / f"fold{number}-eval{suffix(orientation)}.json"
     log = work / f"fold{number}.log"
-    timings: dict[str, float] = json.loads((work / f"fold{number}-timings.json").read_text()) if (work / f"fold{number}-timings.json").is_file() else {}
+    timings_file = work / f"fold{number}-timings.json"
+    timings: dict[str, float] = json.loads(timings_file.read_text()) if timings_file.is_file() else {}
+    known = dict(timings)
     if not (model / "report.json").is_file():
         timings["train_s"] = run([str(BIN / "karyo-export"), "train", *data, "--out", str(model), "--folds", str(folds),
                                   "--fold", str(number), "--seed", str(seed), *extra], log)
@@ -70,8 +74,9 @@ def fold_figures(work: Path, data: list[str], folds: int, number: int, seed: int
         if done.returncode != 0:
             raise SystemExit(f"karyo evaluate exited {done.returncode}: {done.stderr.strip()[-300:]}")
         timings[f"evaluate{suffix(orientation).replace('-', '_')}_s"] = time.perf_counter() - started
-        result.write_text(done.stdout, encoding="utf-8")
-    (work / f"fold{number}-timings.json").write_text(json.dumps(timings), encoding="utf-8")
+        atomic_write_text(result, done.stdout)
+    if timings != known:  # two studies side by side (--only 4 and --only 5) read each other's finished folds
+        atomic_write_text(timings_file, json.dumps(timings))
     evaluation = json.loads(result.read_text())
     report = json.loads((model / "report.json").read_text())
     precisions = evaluation["precisions"]
@@ -176,9 +181,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  INT8 {r['int8']:.4f}, assembled {r['assembled']:.4f}, exact {r['exact']:.4f}", file=sys.stderr, flush=True)
     summary = {"data": args.data, "folds": args.folds, "seed": args.seed, "orientation": args.orientation, "rows": rows}
     name = f"crossval{suffix(args.orientation)}"
-    (args.work / f"{name}.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    atomic_write_text(args.work / f"{name}.json", json.dumps(summary, indent=2) + "\n")
     table = markdown(rows, args.folds)
-    (args.work / f"{name}.md").write_text(table, encoding="utf-8")
+    atomic_write_text(args.work / f"{name}.md", table)
     print(table)
     return 0
 
