@@ -52,6 +52,14 @@ def read_model_folder(model_dir: Path) -> tuple[dict[str, Any], LabelScheme, Pre
     return config, LabelScheme.from_dict(config["labels"]), PreprocessSpec.from_dict(config["preprocess"])
 
 
+def trained_orientation(config: dict[str, Any]) -> str:
+    """Which way up the bundle reads crops by default: "any" for a network trained flipped upside
+    down too (`karyo-export train --vflip`), which never learnt that p arm up is a cue, so a
+    second read turned half a circle only adds; "p-arm-up" for every other."""
+    augment = config.get("augment") or {}
+    return "any" if augment.get("vflip") else "p-arm-up"
+
+
 def _split_samples(model_dir: Path, part: str) -> list[Sample]:
     path = model_dir / "split.json"
     if not path.is_file():
@@ -190,6 +198,7 @@ def convert_model(
                 "evaluation_source": evaluation_source,
             },
             cell_size=SizePrior.from_dict(config["cell_size"]) if config.get("cell_size") else None,
+            orientation=trained_orientation(config),
         )
         low = [p for p in precisions if p in ("fp16", "int8")]
         if low:
@@ -201,7 +210,8 @@ def convert_model(
         write_manifest(stage, manifest)
     if progress:
         have = ", ".join(p for p in PRECISIONS if p in manifest.precisions)
-        print(f"wrote bundle {out_bundle} ({have}) in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+        print(f"wrote bundle {out_bundle} ({have}; reads crops {manifest.orientation}) in "
+              f"{time.perf_counter() - started:.0f} s", file=sys.stderr)
     return out_bundle
 
 

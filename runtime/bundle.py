@@ -21,6 +21,7 @@ from typing import Any, Iterator
 
 from .cell_size import SizePrior
 from .labels import LabelScheme
+from .orientation import DEFAULT_ORIENTATION, ORIENTATIONS
 from .preprocess import PreprocessSpec
 
 SCHEMA_VERSION = 1
@@ -55,6 +56,9 @@ class Manifest:
     output_name: str = "probabilities"
     schema_version: int = SCHEMA_VERSION
     cell_size: SizePrior | None = None  # optional: bundles from before it existed have none
+    # which way up the network reads crops by default: "any" when it was trained flipped upside
+    # down too (`--vflip`); bundles from before the key existed were all p-arm-up networks
+    orientation: str = DEFAULT_ORIENTATION
 
     def to_dict(self) -> dict[str, Any]:
         height, width, channels = self.preprocess.input_shape
@@ -67,6 +71,7 @@ class Manifest:
             "provenance": self.provenance,
             "precisions": self.precisions,
             "files": self.files,
+            "orientation": self.orientation,
             **({"cell_size": self.cell_size.to_dict()} if self.cell_size is not None else {}),
         }
 
@@ -82,6 +87,7 @@ class Manifest:
             inputs, outputs = data["input"], data["output"]
             files = dict(data.get("files", {}))
             cell_size = SizePrior.from_dict(data["cell_size"]) if data.get("cell_size") is not None else None
+            orientation = str(data.get("orientation", DEFAULT_ORIENTATION))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise BundleError(f"{MANIFEST}: malformed ({exc})") from None
         for name, entry in precisions.items():
@@ -92,6 +98,8 @@ class Manifest:
                 raise BundleError(f"{MANIFEST}: file path {relative!r} leaves the bundle folder")
         if cell_size is not None and cell_size.labels != labels.labels:
             raise BundleError(f"{MANIFEST}: cell_size labels differ from the model's labels")
+        if orientation not in ORIENTATIONS:
+            raise BundleError(f"{MANIFEST}: orientation {orientation!r}, this karyo reads {', '.join(ORIENTATIONS)}")
         if not isinstance(inputs, dict) or not isinstance(outputs, dict):
             raise BundleError(f"{MANIFEST}: malformed input/output description")
         if inputs.get("layout") != "NHWC" or inputs.get("dtype") != "float32":
@@ -105,6 +113,7 @@ class Manifest:
             input_name=str(inputs.get("name", "image")),
             output_name=str(outputs.get("name", "probabilities")),
             cell_size=cell_size,
+            orientation=orientation,
         )
 
 
@@ -130,6 +139,11 @@ class Bundle:
     def size_prior(self) -> SizePrior | None:
         """Per-class chromosome size relative to the cell, used where crops come as cells."""
         return self.manifest.cell_size
+
+    @property
+    def orientation(self) -> str:
+        """Which way up this bundle's network reads crops unless told otherwise (p-arm-up or any)."""
+        return self.manifest.orientation
 
     @property
     def available_precisions(self) -> list[str]:

@@ -20,7 +20,7 @@ from .bundle import Bundle, BundleError, load_bundle
 from .labels import LabelScheme
 from .cell_size import SizePrior
 from .focus import ChromosomeSize
-from .orientation import DEFAULT_ORIENTATION, check_orientation, read_oriented
+from .orientation import check_orientation, read_oriented
 from .preprocess import ImageError, PreprocessSpec, prepare_array, prepare_path, preprocess_array
 from .session import create_session, cuda_status, input_name, n_outputs, output_name, run_probabilities
 
@@ -88,16 +88,19 @@ class Classifier:
         warmup: bool = True,
         batch_size: int = DEFAULT_BATCH,
         workers: int | None = None,
-        orientation: str = DEFAULT_ORIENTATION,
+        orientation: str | None = None,
     ) -> None:
         """`workers`: threads decoding/preprocessing crops (OpenCV releases the GIL, so this scales
         with cores); default min(4, cores). `threads`: ONNX Runtime intra-op threads.
         `orientation`: "p-arm-up" reads crops as given; "any" also reads each turned half a circle
-        and keeps the clearer read, for crops cut out of the metaphase (``karyo.runtime.orientation``)."""
+        and keeps the clearer read, for crops cut out of the metaphase (``karyo.runtime.orientation``);
+        None: the bundle's own (p-arm-up, or any for a network trained with `--vflip`)."""
         if precision not in PRECISION_CHOICES:
             raise ValueError(f"precision must be one of {', '.join(PRECISION_CHOICES)}, got {precision!r}")
-        self.orientation = check_orientation(orientation)
+        if orientation is not None:
+            check_orientation(orientation)  # a bad value fails before the bundle is read
         self.bundle = bundle_or_path if isinstance(bundle_or_path, Bundle) else load_bundle(bundle_or_path)
+        self.orientation = orientation if orientation is not None else self.bundle.orientation
         self.batch_size = int(batch_size)
         self.threads = threads
         self.workers = max(1, int(workers)) if workers is not None else min(4, os.cpu_count() or 1)

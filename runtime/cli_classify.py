@@ -12,7 +12,8 @@ from typing import List, Optional
 import typer
 
 from .cli_common import (
-    EXIT_OK, EXIT_SOME_FAILED, ORIENTATION_HELP, OrientationChoice, PrecisionChoice, ProviderChoice, fail, stderr_progress,
+    EXIT_OK, EXIT_SOME_FAILED, ORIENTATION_HELP, OrientationChoice, PrecisionChoice, ProviderChoice, fail, orientation_value,
+    stderr_progress,
     user_errors,
 )
 
@@ -72,7 +73,7 @@ def classify(
     as_csv: bool = typer.Option(False, "--csv", help="Print CSV (path,label,probability,top_k,error)."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads per inference (default: KARYO_THREADS, else all cores)."),
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Crops per inference call."),
-    orientation: OrientationChoice = typer.Option(OrientationChoice.p_arm_up, "--orientation", help=ORIENTATION_HELP),
+    orientation: Optional[OrientationChoice] = typer.Option(None, "--orientation", help=ORIENTATION_HELP),
 ) -> None:
     """Classify chromosome crops. Exit 0: all classified; 1: some files failed (the rest are reported); 2: bad usage/bundle."""
     from .classifier import Classifier
@@ -81,10 +82,11 @@ def classify(
         raise fail("choose one of --json and --csv")
     files, problems = expand_paths(paths)
     classifier = Classifier(bundle, precision=precision.value, provider=provider.value, threads=threads,
-                            batch_size=batch_size, orientation=orientation.value)
+                            batch_size=batch_size, orientation=orientation_value(orientation))
     if not (as_json or as_csv):
         why = f" ({classifier.cuda_reason})" if provider.value == "auto" and classifier.cuda_reason else ""
-        typer.echo(f"provider: {classifier.provider}{why}; precision: {classifier.precision} ({classifier.precision_reason})", err=True)
+        typer.echo(f"provider: {classifier.provider}{why}; precision: {classifier.precision} ({classifier.precision_reason}); "
+                   f"orientation: {classifier.orientation}", err=True)
     predictions = classifier.predict_paths(files, top_k=top_k, progress=stderr_progress("classifying"))
     rows = [p.to_dict() for p in predictions] + [
         {"path": path, "label": None, "probability": None, "top_k": [], "error": message} for path, message in problems

@@ -34,7 +34,13 @@ class OrientationChoice(str, Enum):
 
 
 ORIENTATION_HELP = ("p-arm-up: crops stand p arm up, as karyogram software cuts them; any: crops cut out of the "
-                    "metaphase, each read as given and turned half a circle, the clearer read kept (a second pass of the network).")
+                    "metaphase, each read as given and turned half a circle, the clearer read kept (a second pass of the "
+                    "network). Default: the bundle's (any for a network trained with --vflip, else p-arm-up).")
+
+
+def orientation_value(choice: "OrientationChoice | None") -> str | None:
+    """The option's value, None when not given (the bundle then says which way up it reads)."""
+    return None if choice is None else choice.value
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:

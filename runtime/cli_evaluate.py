@@ -11,8 +11,8 @@ from typing import Any, Optional
 import typer
 
 from .cli_common import (
-    EXIT_OK, EXIT_SOME_FAILED, ORIENTATION_HELP, OrientationChoice, ProviderChoice, fail, short_float, stderr_progress,
-    user_errors,
+    EXIT_OK, EXIT_SOME_FAILED, ORIENTATION_HELP, OrientationChoice, ProviderChoice, fail, orientation_value, short_float,
+    stderr_progress, user_errors,
 )
 
 
@@ -28,7 +28,7 @@ def format_report(result: Any) -> str:
     """Per-precision summary (with the manifest's stored figures beside ours), then per-class recall."""
     data = result.to_dict()
     lines = [
-        f"bundle: {data['bundle']}  provider: {data['provider']}  crops: {data['n']}",
+        f"bundle: {data['bundle']}  provider: {data['provider']}  crops: {data['n']}  orientation: {data['orientation']}",
         "",
         f"{'precision':<10}{'accuracy':>10}{'agree_fp32':>12}{'kl_to_fp32':>12}{'max_diff':>10}   manifest accuracy / agreement",
     ]
@@ -92,14 +92,14 @@ def evaluate(
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads per inference (default: KARYO_THREADS, else all cores)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
     confusion: Optional[Path] = typer.Option(None, "--confusion", help="Also draw the confusion matrix to this PNG."),
-    orientation: OrientationChoice = typer.Option(OrientationChoice.p_arm_up, "--orientation", help=ORIENTATION_HELP),
+    orientation: Optional[OrientationChoice] = typer.Option(None, "--orientation", help=ORIENTATION_HELP),
 ) -> None:
     """Accuracy per precision, agreement/KL vs FP32, per-class recall. Exit 1 if some crops were unreadable."""
     from .evaluate import evaluate_bundle
 
     result = evaluate_bundle(
         bundle, data, precision=precision.value, provider=provider.value, threads=threads,
-        progress=stderr_progress("evaluating"), orientation=orientation.value,
+        progress=stderr_progress("evaluating"), orientation=orientation_value(orientation),
     )
     if not result.samples:
         skipped = sum(result.skipped_labels.values())

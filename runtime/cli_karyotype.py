@@ -22,8 +22,7 @@ from .bundle import BundleError
 from .cell_size import sizes_array
 from .dataset import iter_images, read_labeled_folder
 from .karyotype import AssemblyPriors, KaryotypeCall, call_karyotype, check_scheme, karyotype_cell
-from .cli_common import ORIENTATION_HELP, OrientationChoice, stderr_progress
-from .orientation import DEFAULT_ORIENTATION
+from .cli_common import ORIENTATION_HELP, OrientationChoice, orientation_value, stderr_progress
 from .preprocess import ImageError, PreprocessSpec
 
 
@@ -35,7 +34,7 @@ class CellInput:
     slug: str = ""  # file name stem for its karyogram
 
 
-def load_classifier(bundle: Path, precision: str, provider: str, orientation: str = DEFAULT_ORIENTATION) -> Any:
+def load_classifier(bundle: Path, precision: str, provider: str, orientation: str | None = None) -> Any:
     """The one place the CLI opens a model (tests replace it with a fake)."""
     from .classifier import Classifier
 
@@ -150,7 +149,7 @@ def karyotype(
                                         help="Flag crops whose top-1 leads the runner-up by less than this."),
     review_swap_odds: float = typer.Option(10.0, "--review-swap-odds", min=1.0,
                                            help="Flag two crops when exchanging their labels is at least 1/N as likely (1: off)."),
-    orientation: OrientationChoice = typer.Option(OrientationChoice.p_arm_up, "--orientation", help=ORIENTATION_HELP),
+    orientation: Optional[OrientationChoice] = typer.Option(None, "--orientation", help=ORIENTATION_HELP),
 ) -> None:
     """Karyotype call per cell (e.g. 46,XY / 47,XX,+21 / 45,X), with optional karyogram PNGs."""
     try:
@@ -161,7 +160,7 @@ def karyotype(
         else:
             inputs = _cells_from_folders(list(cells))
         targets = _karyogram_targets(karyogram, inputs) if karyogram is not None else []
-        classifier = load_classifier(bundle, precision, provider, orientation.value)
+        classifier = load_classifier(bundle, precision, provider, orientation_value(orientation))
         check_scheme(classifier.labels)  # a binary bundle has no karyotype to assemble: say so before classifying
     except (BundleError, ValueError, OSError, RuntimeError) as exc:  # RuntimeError: ProviderError
         typer.echo(f"error: {exc}", err=True)

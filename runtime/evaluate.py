@@ -21,7 +21,7 @@ from .classifier import choose_auto_precision
 from .dataset import Sample, read_labeled_folders
 from .labels import LabelScheme
 from .metrics import classification_report, drift
-from .orientation import DEFAULT_ORIENTATION, check_orientation, read_oriented
+from .orientation import check_orientation, read_oriented
 from .preprocess import ImageError, prepare_path
 from .session import create_session, cuda_status, run_probabilities
 
@@ -97,16 +97,19 @@ def evaluate_bundle(
     provider: str = "cpu",
     threads: int | None = None,
     progress: Callable[[int, int], None] | None = None,
-    orientation: str = DEFAULT_ORIENTATION,
+    orientation: str | None = None,
 ) -> EvaluationResult:
     """Evaluate every available precision (or just `precision`, plus FP32 as the drift reference).
 
     `provider` defaults to the CPU because that is where calibration measured the manifest's
     figures; pass "auto"/"cuda" to measure what a GPU scanner will really compute. `orientation`
-    reads the crops as the classifier would with it (``karyo.runtime.orientation``).
+    reads the crops as the classifier would with it (``karyo.runtime.orientation``); None: the
+    bundle's own, as the classifier does.
     """
-    check_orientation(orientation)
+    if orientation is not None:
+        check_orientation(orientation)
     bundle = bundle_or_path if isinstance(bundle_or_path, Bundle) else load_bundle(bundle_or_path)
+    orientation = orientation if orientation is not None else bundle.orientation
     available = bundle.available_precisions
     if precision in (None, "all"):
         wanted = list(available)

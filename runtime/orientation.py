@@ -10,7 +10,10 @@ and a p-arm-up network reads a crop turned half a circle right about one time in
 ``any`` reads each crop as given and turned half a circle, and keeps the read whose top class is
 the more probable: an upright crop's own read is usually the confident one, a turned crop's
 turned read is. It costs a second pass of the network, and on crops that are all p arm up it
-gives back part of what the cue was worth, so it is an option for such labs, not the default.
+gives back part of what the cue was worth, so it is an option for such labs, not the default
+for a p-arm-up network. A network trained with `--vflip` never learns the cue: its bundle says
+so (manifest `orientation`: "any", written by `karyo-export convert`), and it is read both ways
+unless the user says otherwise, since there the second read only adds (README, five folds).
 The half turn is applied to the preprocessed tensor, not the image, so a crop is preprocessed
 once: preprocessing centres the chromosome in its box, so the turned tensor is the turned crop
 but for a pixel's rounding at the edges (on the 4,054 crops of the README's fold 1 the rule reads

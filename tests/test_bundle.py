@@ -37,6 +37,14 @@ def test_write_then_load_round_trips(bundle_dir):
     assert set(bundle.manifest.files) == {"model.fp32.onnx", "model.int8.onnx"}
     data = json.loads((bundle_dir / MANIFEST).read_text())
     assert data["input"]["shape"] == [None, 12, 12, 1] and data["output"]["shape"] == [None, 32]
+    assert data["orientation"] == "p-arm-up" == bundle.orientation
+
+
+def test_orientation_round_trips_and_a_bundle_from_before_it_reads_p_arm_up(bundle_dir):
+    _edit_manifest(bundle_dir, lambda d: d.update(orientation="any"))
+    assert load_bundle(bundle_dir).orientation == "any"
+    _edit_manifest(bundle_dir, lambda d: d.pop("orientation"))
+    assert load_bundle(bundle_dir).orientation == "p-arm-up"
 
 
 def test_missing_precision_names_what_the_bundle_has(bundle_dir):
@@ -84,8 +92,10 @@ def test_not_a_bundle(tmp_path):
         (lambda d: d["preprocess"].update(size=0), "malformed"),
         (lambda d: d["labels"].update(names=["1", "1", "2"]), "malformed"),
         (lambda d: d["input"].update(layout="NCHW"), "unsupported input"),
+        (lambda d: d.update(orientation="sideways"), "orientation 'sideways', this karyo reads p-arm-up, any"),
     ],
-    ids=["schema", "no-labels", "labels-str", "input-list", "fp64", "file-int", "traversal", "abs-file", "size0", "dup-labels", "nchw"],
+    ids=["schema", "no-labels", "labels-str", "input-list", "fp64", "file-int", "traversal", "abs-file", "size0", "dup-labels", "nchw",
+         "orientation"],
 )
 def test_bad_manifest_is_a_bundle_error(bundle_dir, change, message):
     _edit_manifest(bundle_dir, change)

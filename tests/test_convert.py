@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -84,6 +85,15 @@ def test_convert_writes_verified_bundle_with_parity(trained):
     single = load_bundle(convert_model(model_dir, root / "bundle-single", precisions=("fp32",), progress=False))
     assert np.max(np.abs(plain - onnx_probabilities(single.model_path("fp32"), x, batch_size=5))) < 1e-4
     assert single.manifest.provenance["test_time_augmentation"] is None
+    # a network trained flipped upside down too says so: its bundle is read either way up by default
+    assert single.orientation == "p-arm-up"
+    flipped_dir = root / "model-vflip"
+    shutil.copytree(model_dir, flipped_dir)
+    config = json.loads((flipped_dir / "train_config.json").read_text())
+    assert config["augment"]["vflip"] is False
+    config["augment"]["vflip"] = True
+    (flipped_dir / "train_config.json").write_text(json.dumps(config))
+    assert load_bundle(convert_model(flipped_dir, root / "bundle-vflip", precisions=("fp32",), progress=False)).orientation == "any"
     provenance = bundle.manifest.provenance
     assert provenance["arch"] == "edge" and provenance["parameters"] == model.count_params()
     assert {"tensorflow", "tf2onnx", "onnx"} <= set(provenance["versions"])

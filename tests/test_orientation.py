@@ -158,3 +158,32 @@ def test_karyotype_reads_an_upside_down_cell_with_any_and_says_which_crops_it_tu
     drawn, reference = (cv2.imread(str(tmp_path / name), cv2.IMREAD_GRAYSCALE) for name in ("turned.png", "upright.png"))
     assert drawn.shape == reference.shape
     assert np.abs(drawn.astype(int) - reference.astype(int)).max() <= 2
+
+
+def test_a_bundle_trained_either_way_up_is_read_both_ways_unless_told_otherwise(tmp_path):
+    from tiny_models import make_bundle
+
+    flipped = make_bundle(tmp_path / "vflip", precisions=("fp32",), orientation="any")
+    turned = _turned_crops(tmp_path / "turned", flipped.labels)
+    paths, truth = [p for p, _ in turned], [label for _, label in turned]
+    default = Classifier(flipped.path, precision="fp32", provider="cpu", threads=1)
+    assert default.orientation == "any" and default.describe()["orientation"] == "any"
+    assert [p.label for p in default.predict_paths(paths)] == truth
+    told = Classifier(flipped.path, precision="fp32", provider="cpu", threads=1, orientation="p-arm-up")
+    assert sum(p.label == t for p, t in zip(told.predict_paths(paths), truth)) <= 1
+    root = tmp_path / "data"
+    for path, label in turned:
+        (root / label).mkdir(parents=True, exist_ok=True)
+        path.rename(root / label / path.name)
+    assert evaluate_bundle(flipped.path, root, precision="fp32").to_dict()["orientation"] == "any"
+    runner = CliRunner()
+    done = runner.invoke(app, ["classify", str(flipped.path), str(root), "--precision", "fp32", "--provider", "cpu"])
+    assert done.exit_code == 0 and "orientation: any" in done.stderr
+    done = runner.invoke(app, ["classify", str(flipped.path), str(root), "--precision", "fp32", "--provider", "cpu", "--json",
+                               "--orientation", "p-arm-up"])
+    assert json.loads(done.stdout)["orientation"] == "p-arm-up"
+    evaluated = runner.invoke(app, ["evaluate", str(flipped.path), str(root), "--precision", "fp32", "--json"])
+    assert json.loads(evaluated.stdout)["orientation"] == "any" and json.loads(evaluated.stdout)["accuracy"] == 1.0
+    info = runner.invoke(app, ["info", str(flipped.path), "--json"])
+    assert json.loads(info.stdout)["orientation"] == "any"
+    assert "orientation: any" in runner.invoke(app, ["info", str(flipped.path)]).stdout

@@ -103,6 +103,7 @@ def make_bundle(
     metrics: dict[str, dict] | None = None,
     max_pixels: int | None = None,
     swap: tuple[str, str] | None = None,
+    orientation: str = "p-arm-up",
 ) -> TinyBundle:
     """A real, verified bundle. Lower precisions are the fp32 weights slightly perturbed, so a test
     can tell which file was loaded and drift figures are non-zero. `swap` names two classes the
@@ -126,7 +127,8 @@ def make_bundle(
         bundle.weights[precision] = (w, bias)
         onnx.save(build_model(w, bias, size), str(folder / f"model.{precision}.onnx"))
         entries[precision] = {"file": f"model.{precision}.onnx", "metrics": dict((metrics or {}).get(precision, {}))}
-    manifest = Manifest(labels=labels, preprocess=spec, precisions=entries, provenance={"producer": "tests/tiny_models.py"})
+    manifest = Manifest(labels=labels, preprocess=spec, precisions=entries, provenance={"producer": "tests/tiny_models.py"},
+                        orientation=orientation)
     write_manifest(folder, manifest)
     return bundle
 
