@@ -116,10 +116,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", default="int8")
     parser.add_argument("--limit", type=int, default=3000, help="crops to use (a random, fixed subset)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--orientation", choices=["p-arm-up", "any"], default=None,
+                        help="read the crops this way up (default: the bundle's, as karyo does)")
     args = parser.parse_args(argv)
 
     bundle = load_bundle(args.bundle)
-    classifier = Classifier(bundle, precision=args.precision, provider="cpu")
+    classifier = Classifier(bundle, precision=args.precision, provider="cpu", orientation=args.orientation)
     samples = read_labeled_folder(args.data)
     rng = np.random.default_rng(args.seed)
     samples = [samples[i] for i in sorted(rng.permutation(len(samples))[: args.limit])]
@@ -153,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
             figures[key] = float(np.mean(predicted == truth))
             print(f"{key}: {figures[key]:.4f}", file=sys.stderr)
     args.out.mkdir(parents=True, exist_ok=True)
-    record = {"bundle": str(args.bundle), "precision": args.precision, "crops": len(samples), "accuracy": figures,
+    record = {"bundle": str(args.bundle), "precision": args.precision, "orientation": classifier.orientation,
+              "crops": len(samples), "accuracy": figures,
               "bundle_preprocess": bundle.spec.to_dict()}
     atomic_write_text(args.out / "bbox.json", json.dumps(record, indent=2) + "\n")
     on = dataclasses.replace(bundle.spec, focus_main_object=True, tight_crop=True, align_axis=True, centred_crop=True)
