@@ -47,7 +47,7 @@ class Prediction:
     error: str | None = None
     probs: np.ndarray | None = None
     size: ChromosomeSize | None = None  # chromosome length and area in the crop's own pixels
-    turned: bool = False  # read turned half a circle (orientation "any": that read was the clearer)
+    turned: bool = False  # orientation "any": the read turned half a circle was the clearer, so the crop stood upside down
 
     @property
     def ok(self) -> bool:
@@ -93,7 +93,7 @@ class Classifier:
         """`workers`: threads decoding/preprocessing crops (OpenCV releases the GIL, so this scales
         with cores); default min(4, cores). `threads`: ONNX Runtime intra-op threads.
         `orientation`: "p-arm-up" reads crops as given; "any" also reads each turned half a circle
-        and keeps the clearer read, for crops cut out of the metaphase (``karyo.runtime.orientation``);
+        and averages the two reads, for crops cut out of the metaphase (``karyo.runtime.orientation``);
         None: the bundle's own (p-arm-up, or any for a network trained with `--vflip`)."""
         if precision not in PRECISION_CHOICES:
             raise ValueError(f"precision must be one of {', '.join(PRECISION_CHOICES)}, got {precision!r}")

@@ -34,7 +34,7 @@ class OrientationChoice(str, Enum):
 
 
 ORIENTATION_HELP = ("p-arm-up: crops stand p arm up, as karyogram software cuts them; any: crops cut out of the "
-                    "metaphase, each read as given and turned half a circle, the clearer read kept (a second pass of the "
+                    "metaphase, each read as given and turned half a circle, the two reads averaged (a second pass of the "
                     "network). Default: the bundle's (any for a network trained with --vflip, else p-arm-up).")
 
 

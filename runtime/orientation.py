@@ -1,4 +1,4 @@
-"""Which way up a crop reaches the network: as given, or read both ways and the clearer read kept.
+"""Which way up a crop reaches the network: as given, or read both ways and the two reads averaged.
 
 Karyogram software stands every chromosome p arm up, and the crops of both labs here come from
 karyograms, so the network learns p-arm-up as a cue (training flips left-right, never upside
@@ -7,17 +7,21 @@ cannot restore that: it does not know the p arm from the q arm and takes the sma
 that cuts its crops out of the metaphase itself hands the network about half of them p arm down,
 and a p-arm-up network reads a crop turned half a circle right about one time in six (README).
 
-``any`` reads each crop as given and turned half a circle, and keeps the read whose top class is
-the more probable: an upright crop's own read is usually the confident one, a turned crop's
-turned read is. It costs a second pass of the network, and on crops that are all p arm up it
+``any`` reads each crop as given and turned half a circle and averages the two reads: the read
+the right way up is usually the confident one and outweighs the other. Keeping only the clearer
+read (the first rule built) reads as many crops right from the image but hands assembly
+overconfident mistakes: over the README's five folds the average puts 98.93% of crops right after
+assembly where the clearer read put 98.35% (crops at any angle: 98.90 against 98.19%; a `--vflip`
+network 99.30 against 99.24%). Which read was the clearer still says which way up the crop stood
+(`turned`), so the karyogram can stand it p arm up. It costs a second pass of the network, and on crops that are all p arm up it
 gives back part of what the cue was worth, so it is an option for such labs, not the default
 for a p-arm-up network. A network trained with `--vflip` never learns the cue: its bundle says
 so (manifest `orientation`: "any", written by `karyo-export convert`), and it is read both ways
 unless the user says otherwise, since there the second read only adds (README, five folds).
 The half turn is applied to the preprocessed tensor, not the image, so a crop is preprocessed
 once: preprocessing centres the chromosome in its box, so the turned tensor is the turned crop
-but for a pixel's rounding at the edges (on the 4,054 crops of the README's fold 1 the rule reads
-95.54% of them right this way, 95.36% when each crop is preprocessed turned).
+but for a pixel's rounding at the edges (on the 4,054 crops of the README's fold 1 the clearer
+read put 95.54% of them right this way, 95.36% when each crop was preprocessed turned).
 """
 
 from __future__ import annotations
@@ -45,14 +49,14 @@ def half_turn(tensors: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(tensors[:, ::-1, ::-1, :])
 
 
-def clearer_read(as_given: np.ndarray, turned: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per crop the read whose top class is the more probable (ties keep the crop as given),
-    and which crops took the turned read."""
+def both_ways_read(as_given: np.ndarray, turned: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per crop the mean of its two reads, and which crops stood turned: those whose turned read
+    has the more probable top class (a tie counts as standing as given)."""
     as_given, turned = np.asarray(as_given), np.asarray(turned)
     if as_given.shape != turned.shape:
         raise ValueError(f"two reads of different shapes: {as_given.shape} and {turned.shape}")
-    took_turned = turned.max(axis=1) > as_given.max(axis=1)
-    return np.where(took_turned[:, None], turned, as_given), took_turned
+    stood_turned = turned.max(axis=1) > as_given.max(axis=1)
+    return (as_given + turned) / 2, stood_turned
 
 
 def read_oriented(
@@ -64,7 +68,7 @@ def read_oriented(
     as_given = predict(tensors)
     if orientation == "p-arm-up" or len(tensors) == 0:
         return as_given, np.zeros(len(as_given), dtype=bool)
-    return clearer_read(as_given, predict(half_turn(tensors)))
+    return both_ways_read(as_given, predict(half_turn(tensors)))
 
 
-__all__ = ["DEFAULT_ORIENTATION", "ORIENTATIONS", "check_orientation", "clearer_read", "half_turn", "read_oriented"]
+__all__ = ["DEFAULT_ORIENTATION", "ORIENTATIONS", "both_ways_read", "check_orientation", "half_turn", "read_oriented"]

@@ -1,4 +1,4 @@
-"""Reading crops either way up: the half turn, the clearer-read rule, and the option through classifier, evaluate and CLI."""
+"""Reading crops either way up: the half turn, the two reads averaged, and the option through classifier, evaluate and CLI."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from karyo.runtime.classifier import Classifier
 from karyo.runtime.cli import app
 from karyo.runtime.evaluate import evaluate_bundle
-from karyo.runtime.orientation import clearer_read, half_turn, read_oriented
+from karyo.runtime.orientation import both_ways_read, half_turn, read_oriented
 from karyo.runtime.preprocess import preprocess_path
 
 
@@ -28,14 +28,15 @@ def test_half_turn_puts_each_pixel_at_the_opposite_place_and_twice_is_identity()
         half_turn(x[0])
 
 
-def test_the_clearer_read_is_kept_per_crop_and_a_tie_keeps_the_crop_as_given():
-    given = np.array([[0.6, 0.4], [0.3, 0.7], [0.5, 0.5], [0.9, 0.1]])
-    turned = np.array([[0.1, 0.9], [0.2, 0.8], [0.5, 0.5], [0.8, 0.2]])
-    probs, took = clearer_read(given, turned)
-    assert took.tolist() == [True, True, False, False]
-    np.testing.assert_array_equal(probs, [[0.1, 0.9], [0.2, 0.8], [0.5, 0.5], [0.9, 0.1]])
+def test_the_two_reads_are_averaged_and_the_clearer_says_which_way_the_crop_stood():
+    given = np.array([[0.6, 0.4], [0.3, 0.7], [0.5, 0.5], [0.9, 0.1], [0.55, 0.45]])
+    turned = np.array([[0.1, 0.9], [0.2, 0.8], [0.5, 0.5], [0.8, 0.2], [0.0, 1.0]])
+    probs, stood_turned = both_ways_read(given, turned)
+    assert stood_turned.tolist() == [True, True, False, False, True]  # a tie counts as standing as given
+    np.testing.assert_allclose(probs, [[0.35, 0.65], [0.25, 0.75], [0.5, 0.5], [0.85, 0.15], [0.275, 0.725]])
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0)
     with pytest.raises(ValueError, match="different shapes"):
-        clearer_read(given, turned[:2])
+        both_ways_read(given, turned[:2])
 
 
 def test_p_arm_up_reads_once_and_any_reads_both_ways():
@@ -53,7 +54,7 @@ def test_p_arm_up_reads_once_and_any_reads_both_ways():
     calls.clear()
     probs, took = read_oriented(predict, x, "any")
     assert len(calls) == 2 and took.tolist() == [True, False]
-    np.testing.assert_allclose(probs, [[0.9, 0.1], [0.7, 0.3]], atol=1e-7)
+    np.testing.assert_allclose(probs, [[0.55, 0.45], [0.6, 0.4]], atol=1e-7)
     with pytest.raises(ValueError, match="p-arm-up, any"):
         read_oriented(predict, x, "sideways")
 
@@ -88,7 +89,7 @@ def test_a_turned_crop_is_read_right_only_when_either_way_up_is_allowed(tiny_bun
     x = np.stack([preprocess_path(p, tiny_bundle.spec) for p in upright])
     np.testing.assert_array_equal(either.predict_tensors(x), either.predict_tensors(half_turn(x)))
     reference, reference_turned = tiny_bundle.reference(x, "fp32"), tiny_bundle.reference(half_turn(x), "fp32")
-    np.testing.assert_allclose(either.predict_tensors(half_turn(x)), clearer_read(reference, reference_turned)[0], atol=1e-5)
+    np.testing.assert_allclose(either.predict_tensors(half_turn(x)), (reference + reference_turned) / 2, atol=1e-5)
     assert either.describe()["orientation"] == "any"
     with pytest.raises(ValueError, match="orientation must be one of"):
         Classifier(tiny_bundle.path, provider="cpu", orientation="sideways")
@@ -153,8 +154,9 @@ def test_karyotype_reads_an_upside_down_cell_with_any_and_says_which_crops_it_tu
     upright_line = call(upright, "any").stdout
     assert "46,XY  (46 crops" in upright_line and "read turned" not in upright_line
     # the karyogram stands each crop read turned p arm up again: the same picture as the upright cell's
+    # (read the same way, so the same probabilities and the same crops flagged for review)
     call(cell, "any", "--karyogram", str(tmp_path / "turned.png"))
-    call(upright, "p-arm-up", "--karyogram", str(tmp_path / "upright.png"))
+    call(upright, "any", "--karyogram", str(tmp_path / "upright.png"))
     drawn, reference = (cv2.imread(str(tmp_path / name), cv2.IMREAD_GRAYSCALE) for name in ("turned.png", "upright.png"))
     assert drawn.shape == reference.shape
     assert np.abs(drawn.astype(int) - reference.astype(int)).max() <= 2
