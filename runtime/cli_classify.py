@@ -13,8 +13,7 @@ import typer
 
 from .cli_common import (
     EXIT_OK, EXIT_SOME_FAILED, ORIENTATION_HELP, OrientationChoice, PrecisionChoice, ProviderChoice, fail, orientation_value,
-    stderr_progress,
-    user_errors,
+    stderr_progress, user_errors,
 )
 
 

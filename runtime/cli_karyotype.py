@@ -86,8 +86,9 @@ def _karyogram_targets(target: Path, cells: list[CellInput]) -> list[Path]:
 def assignment_rows(call: KaryotypeCall, turned: list[bool] | None = None) -> list[dict[str, Any]]:
     """The JSON view of a call's crops; `swap_with` names the other crop by its path, as the user knows it.
 
-    `turned` (per crop, in the cell's order) says which crops were read turned half a circle under
-    `--orientation any`, so a reviewer who opens the crop knows which way up the network read it."""
+    `turned` (per crop, in the cell's order) says which crops stood upside down under `--orientation
+    any` (their read turned half a circle was the clearer), so a reviewer who opens the crop file
+    knows it lies the other way up from the karyogram."""
     return [
         {"path": a.path, "label": a.label, "probability": a.probability, "review": a.review, "fragment": a.fragment,
          "swap_with": None if a.swap_with is None else call.assignments[a.swap_with].path,

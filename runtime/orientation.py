@@ -12,10 +12,10 @@ the right way up is usually the confident one and outweighs the other. Keeping o
 read (the first rule built) reads as many crops right from the image but hands assembly
 overconfident mistakes: over the README's five folds the average puts 98.93% of crops right after
 assembly where the clearer read put 98.35% (crops at any angle: 98.90 against 98.19%; a `--vflip`
-network 99.30 against 99.24%). Which read was the clearer still says which way up the crop stood
-(`turned`), so the karyogram can stand it p arm up. It costs a second pass of the network, and on crops that are all p arm up it
-gives back part of what the cue was worth, so it is an option for such labs, not the default
-for a p-arm-up network. A network trained with `--vflip` never learns the cue: its bundle says
+network 99.30 against 99.24%). Which read was the clearer still says which way up the crop
+stood (`turned`), so the karyogram can stand it p arm up. It costs a second pass of the network,
+and on crops that are all p arm up it gives back part of what the cue was worth (99.32 -> 98.93%
+after assembly), so it is an option for such labs, not the default for a p-arm-up network. A network trained with `--vflip` never learns the cue: its bundle says
 so (manifest `orientation`: "any", written by `karyo-export convert`), and it is read both ways
 unless the user says otherwise, since there the second read only adds (README, five folds).
 The half turn is applied to the preprocessed tensor, not the image, so a crop is preprocessed
