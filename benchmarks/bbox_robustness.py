@@ -39,6 +39,7 @@ from karyo.runtime.bundle import atomic_write_text, load_bundle
 from karyo.runtime.classifier import Classifier
 from karyo.runtime.dataset import read_labeled_folder
 from karyo.runtime.focus import background_level, rotate_whole
+from karyo.runtime.orientation import ORIENTATIONS
 from karyo.runtime.preprocess import DEFAULT_STAIN_LEVEL, load_gray, preprocess_gray
 
 
@@ -116,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", default="int8")
     parser.add_argument("--limit", type=int, default=3000, help="crops to use (a random, fixed subset)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--orientation", choices=["p-arm-up", "any"], default=None,
+    parser.add_argument("--orientation", choices=ORIENTATIONS, default=None,
                         help="read the crops this way up (default: the bundle's, as karyo does)")
     args = parser.parse_args(argv)
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from karyo.runtime.bundle import atomic_write_text
+from karyo.runtime.orientation import DEFAULT_ORIENTATION, ORIENTATIONS
 
 BIN = Path(sys.executable).parent
 
@@ -44,11 +45,11 @@ def run(command: list[str], log: Path) -> float:
 
 def suffix(orientation: str) -> str:
     """File-name suffix of an orientation's results: none for the default, so older studies still resume."""
-    return "" if orientation == "p-arm-up" else f"-{orientation}"
+    return "" if orientation == DEFAULT_ORIENTATION else f"-{orientation}"
 
 
 def fold_figures(work: Path, data: list[str], folds: int, number: int, seed: int, extra: list[str],
-                 orientation: str = "p-arm-up") -> dict[str, Any]:
+                 orientation: str = DEFAULT_ORIENTATION) -> dict[str, Any]:
     model, bundle = work / f"fold{number}", work / f"fold{number}-bundle"
     result = work / f"fold{number}-eval{suffix(orientation)}.json"
     log = work / f"fold{number}.log"
@@ -163,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", default="", help="comma-separated fold numbers to run now (default: all)")
     parser.add_argument("--train-args", default="", help="extra karyo-export train options, e.g. '--epochs 40'")
-    parser.add_argument("--orientation", choices=["p-arm-up", "any"], default="p-arm-up",
+    parser.add_argument("--orientation", choices=ORIENTATIONS, default=DEFAULT_ORIENTATION,
                         help="karyo evaluate --orientation: 'any' reads each held-out crop either way up")
     args = parser.parse_args(argv)
     if shutil.which("karyo-export", path=str(BIN)) is None:

@@ -16,6 +16,7 @@ import numpy as np
 from karyo.runtime.bench import benchmark_bundle, latency_summary, time_calls
 from karyo.runtime.bundle import load_bundle
 from karyo.runtime.dataset import Sample
+from karyo.runtime.orientation import DEFAULT_ORIENTATION, read_oriented
 from karyo.runtime.preprocess import ImageError, preprocess_path
 
 from hardware import achieved_share, count_macs_onnx
@@ -124,7 +125,7 @@ def cell_latency(
     threads: int | None = None,
     iterations: int = 20,
     max_seconds: float = 20.0,
-    orientation: str = "p-arm-up",
+    orientation: str = DEFAULT_ORIENTATION,
 ) -> dict[str, Any]:
     """One cell from disk to karyotype: decode + preprocess every file, one batch inference, assembly.
 
@@ -132,7 +133,6 @@ def cell_latency(
     regression points at its stage. `orientation` "any" reads the batch as given and turned half a
     circle (`karyo ... --orientation any`), so its inference stage is the cost of the second pass.
     """
-    from karyo.runtime.orientation import read_oriented
     from karyo.runtime.session import create_session
 
     bundle = load_bundle(bundle_path)

@@ -21,6 +21,7 @@ from karyo.runtime.cell_size import SizePrior
 from karyo.runtime.dataset import Sample, read_labeled_folders
 from karyo.runtime.labels import LabelScheme
 from karyo.runtime.metrics import classification_report
+from karyo.runtime.orientation import DEFAULT_ORIENTATION
 from karyo.runtime.preprocess import PreprocessSpec
 
 from karyo.runtime.tensors import load_labeled_tensors
@@ -57,7 +58,7 @@ def trained_orientation(config: dict[str, Any]) -> str:
     down too (`karyo-export train --vflip`), which never learnt that p arm up is a cue, so a
     second read turned half a circle only adds; "p-arm-up" for every other."""
     augment = config.get("augment") or {}
-    return "any" if augment.get("vflip") else "p-arm-up"
+    return "any" if augment.get("vflip") else DEFAULT_ORIENTATION
 
 
 def _split_samples(model_dir: Path, part: str) -> list[Sample]:

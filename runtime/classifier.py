@@ -20,7 +20,7 @@ from .bundle import Bundle, BundleError, load_bundle
 from .labels import LabelScheme
 from .cell_size import SizePrior
 from .focus import ChromosomeSize
-from .orientation import check_orientation, read_oriented
+from .orientation import check_orientation, chosen_orientation, read_oriented
 from .preprocess import ImageError, PreprocessSpec, prepare_array, prepare_path, preprocess_array
 from .session import create_session, cuda_status, input_name, n_outputs, output_name, run_probabilities
 
@@ -100,7 +100,7 @@ class Classifier:
         if orientation is not None:
             check_orientation(orientation)  # a bad value fails before the bundle is read
         self.bundle = bundle_or_path if isinstance(bundle_or_path, Bundle) else load_bundle(bundle_or_path)
-        self.orientation = orientation if orientation is not None else self.bundle.orientation
+        self.orientation = chosen_orientation(orientation, self.bundle.orientation)
         self.batch_size = int(batch_size)
         self.threads = threads
         self.workers = max(1, int(workers)) if workers is not None else min(4, os.cpu_count() or 1)

@@ -193,7 +193,7 @@ def karyotype(
                               paths=[str(p.path) for p in good], sizes=sizes_array([p.size for p in good]),
                               size_prior=classifier.size_prior)
         truth = call_karyotype(cell.truth) if cell.truth is not None else None
-        turned = [bool(getattr(p, "turned", False)) for p in good]
+        turned = [p.turned for p in good]
         entry: dict[str, Any] = {
             "cell": cell.name, "karyotype": call.karyotype, "count": call.count, "complete": call.complete,
             "assignments": assignment_rows(call, turned),
@@ -230,7 +230,7 @@ def _write_karyogram(target: Path, good: list, call: KaryotypeCall, spec: Prepro
         try:
             crop = focused_crop(load_gray(prediction.path, spec.max_pixels), spec)
             # a crop read turned stands in the karyogram as it was read: p arm up, like the others
-            crops.append(np.ascontiguousarray(crop[::-1, ::-1]) if getattr(prediction, "turned", False) else crop)
+            crops.append(np.ascontiguousarray(crop[::-1, ::-1]) if prediction.turned else crop)
         except ImageError:  # classified a moment ago, so only a file changed underneath us lands here
             crops.append(None)
     keep = [i for i, crop in enumerate(crops) if crop is not None]

@@ -21,7 +21,7 @@ from .classifier import choose_auto_precision
 from .dataset import Sample, read_labeled_folders
 from .labels import LabelScheme
 from .metrics import classification_report, drift
-from .orientation import check_orientation, read_oriented
+from .orientation import check_orientation, chosen_orientation, read_oriented
 from .preprocess import ImageError, prepare_path
 from .session import create_session, cuda_status, run_probabilities
 
@@ -109,7 +109,7 @@ def evaluate_bundle(
     if orientation is not None:
         check_orientation(orientation)
     bundle = bundle_or_path if isinstance(bundle_or_path, Bundle) else load_bundle(bundle_or_path)
-    orientation = orientation if orientation is not None else bundle.orientation
+    orientation = chosen_orientation(orientation, bundle.orientation)
     available = bundle.available_precisions
     if precision in (None, "all"):
         wanted = list(available)

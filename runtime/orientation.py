@@ -41,6 +41,11 @@ def check_orientation(orientation: str) -> str:
     return orientation
 
 
+def chosen_orientation(requested: str | None, bundle_orientation: str) -> str:
+    """The orientation to read with: the one asked for, else the bundle's own (None = not asked)."""
+    return check_orientation(requested if requested is not None else bundle_orientation)
+
+
 def half_turn(tensors: np.ndarray) -> np.ndarray:
     """NHWC tensors turned by 180 degrees (upside down and left-right swapped), as a new array."""
     tensors = np.asarray(tensors)
@@ -71,4 +76,7 @@ def read_oriented(
     return both_ways_read(as_given, predict(half_turn(tensors)))
 
 
-__all__ = ["DEFAULT_ORIENTATION", "ORIENTATIONS", "both_ways_read", "check_orientation", "half_turn", "read_oriented"]
+__all__ = [
+    "DEFAULT_ORIENTATION", "ORIENTATIONS", "both_ways_read", "check_orientation", "chosen_orientation", "half_turn",
+    "read_oriented",
+]
