@@ -15,15 +15,21 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from karyo.runtime.metrics import drift
+from karyo.runtime.orientation import DEFAULT_ORIENTATION, read_oriented
 from karyo.runtime.session import ProviderError, create_session, run_probabilities
 
 EVAL_BATCH_SIZE = 64
 EVAL_PROVIDER = "cpu"
 
 
-def probabilities(model_path: Path, tensors: np.ndarray, threads: int | None = None) -> np.ndarray:
+def probabilities(
+    model_path: Path, tensors: np.ndarray, threads: int | None = None, orientation: str = DEFAULT_ORIENTATION
+) -> np.ndarray:
+    """Probabilities read the way the bundle reads crops (its manifest `orientation`): a bundle
+    read both ways by default must have its figures, and its INT8 gate, measured both ways too."""
     session, _ = create_session(model_path, EVAL_PROVIDER, threads=threads)
-    return run_probabilities(session, tensors, batch_size=EVAL_BATCH_SIZE)
+    probs, _ = read_oriented(lambda x: run_probabilities(session, x, batch_size=EVAL_BATCH_SIZE), tensors, orientation)
+    return probs
 
 
 def drift_metrics(

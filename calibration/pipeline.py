@@ -67,8 +67,10 @@ def add_low_precisions(
 ) -> dict[str, Any]:
     """Write model.fp16.onnx / model.int8.onnx next to model.fp32.onnx and fill the manifest entries.
 
-    Drift is always measured on the CPU provider (what `karyo evaluate` re-measures); `provider`
-    is where latency is timed. The manifest is updated in memory; the caller writes it.
+    Drift is always measured on the CPU provider (what `karyo evaluate` re-measures), reading the
+    crops the way the bundle reads them (manifest `orientation`; both ways for "any"); `provider`
+    is where latency is timed, one pass of the network per crop. The manifest is updated in memory;
+    the caller writes it.
     """
     config = config or QuantizationConfig()
     unknown = [p for p in precisions if p not in FILES]
@@ -85,7 +87,8 @@ def add_low_precisions(
 
     evaluation_set = load_labeled_tensors(evaluation, spec, manifest.labels, "  preprocessing evaluation crops", progress)
     _require_tensors(evaluation_set, "evaluation")
-    reference = probabilities(fp32_path, evaluation_set.x)
+    orientation = manifest.orientation
+    reference = probabilities(fp32_path, evaluation_set.x, orientation=orientation)
     fp32_entry = manifest.precisions["fp32"]
     fp32_entry.setdefault("metrics", {}).update(
         drift_metrics(reference, reference, evaluation_set.y, labels)
@@ -96,6 +99,7 @@ def add_low_precisions(
     manifest.provenance["evaluation"] = {
         **provenance(evaluation_set.samples, evaluation_source, len(evaluation_set)),
         "skipped": len(evaluation_set.skipped),
+        "orientation": orientation,
     }
     if len(evaluation_set) < MIN_RELIABLE_EVAL:
         note = (f"only {len(evaluation_set)} evaluation crops: one flipped crop moves agreement by "
@@ -109,7 +113,7 @@ def add_low_precisions(
         fp16_path = convert_fp16(fp32_path, stage_dir / FILES["fp16"])
         entry: dict[str, Any] = {
             "file": FILES["fp16"],
-            "metrics": drift_metrics(probabilities(fp16_path, evaluation_set.x), reference, evaluation_set.y, labels),
+            "metrics": drift_metrics(probabilities(fp16_path, evaluation_set.x, orientation=orientation), reference, evaluation_set.y, labels),
             "intended_provider": "cuda",
         }
         if config.measure_latency:
@@ -164,7 +168,8 @@ def _make_int8(
             candidate = work / f"int8.{len(attempts)}.onnx"
             _say(progress, f"INT8: {remedy} (calibration {method}, {len(calibration_set)} crops)")
             quantize_int8(prepared, candidate, calibration_set.x, config, method, excluded, manifest.input_name)
-            metrics = drift_metrics(probabilities(candidate, evaluation_set.x), reference, evaluation_set.y, labels)
+            read = probabilities(candidate, evaluation_set.x, orientation=manifest.orientation)
+            metrics = drift_metrics(read, reference, evaluation_set.y, labels)
             passed, reasons = config.gate.check(metrics)
             record = {
                 "remedy": remedy,

@@ -21,7 +21,7 @@ from karyo.runtime.cell_size import SizePrior
 from karyo.runtime.dataset import Sample, read_labeled_folders
 from karyo.runtime.labels import LabelScheme
 from karyo.runtime.metrics import classification_report
-from karyo.runtime.orientation import DEFAULT_ORIENTATION
+from karyo.runtime.orientation import DEFAULT_ORIENTATION, read_oriented
 from karyo.runtime.preprocess import PreprocessSpec
 
 from karyo.runtime.tensors import load_labeled_tensors
@@ -164,8 +164,13 @@ def convert_model(
         onnx_probs = onnx_probabilities(stage / FP32_FILE, eval_set.x)
         check = parity(keras_probs, onnx_probs)
         check_parity(check)
+        # the parity check compares one pass with Keras; accuracy is read the way the bundle reads
+        orientation = trained_orientation(config)
+        if orientation != DEFAULT_ORIENTATION:
+            onnx_probs, _ = read_oriented(lambda x: onnx_probabilities(stage / FP32_FILE, x), eval_set.x, orientation)
         report = classification_report(eval_set.y, onnx_probs, labels.labels)
         fp32_metrics = {
+            "orientation": orientation,
             "n": report["n"],
             "accuracy": report["accuracy"],
             "recall": {k: v["recall"] for k, v in report["per_class"].items()},
@@ -174,7 +179,7 @@ def convert_model(
         if progress:
             print(
                 f"FP32 ONNX: parity max abs diff {check['max_abs_diff']:.2e}, top-1 agreement {check['top1_agreement']:.4f}; "
-                f"accuracy {report['accuracy']:.4f} on {report['n']} crops",
+                f"accuracy {report['accuracy']:.4f} on {report['n']} crops read {orientation}",
                 file=sys.stderr,
             )
         manifest = Manifest(
@@ -199,7 +204,7 @@ def convert_model(
                 "evaluation_source": evaluation_source,
             },
             cell_size=SizePrior.from_dict(config["cell_size"]) if config.get("cell_size") else None,
-            orientation=trained_orientation(config),
+            orientation=orientation,
         )
         low = [p for p in precisions if p in ("fp16", "int8")]
         if low:

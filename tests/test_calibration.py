@@ -222,6 +222,26 @@ def test_manifest_drift_equals_a_recomputation_by_the_runtime(tmp_path, fp32_mod
     assert evaluated.reports["fp32"]["accuracy"] == bundle.metrics("fp32")["accuracy"]
 
 
+def test_a_bundle_read_both_ways_has_its_figures_and_gate_read_both_ways(tmp_path, fp32_model, data) -> None:
+    from karyo.runtime.evaluate import evaluate_bundle
+
+    stage, manifest = make_stage(tmp_path / "bundle", fp32_model)
+    manifest.orientation = "any"
+    add_low_precisions(stage, manifest, data["calibration"], data["evaluation"], config=fast_config(), progress=False)
+    write_manifest(stage, manifest)
+    bundle = load_bundle(stage)
+    assert bundle.manifest.provenance["evaluation"]["orientation"] == "any"
+    either = evaluate_bundle(bundle, data["evaluation"], provider="cpu")  # the bundle's own: both ways
+    assert either.to_dict()["orientation"] == "any"
+    for precision in ("fp16", "int8"):
+        assert json.loads(json.dumps(either.drift[precision])) == bundle.metrics(precision)
+    assert either.reports["fp32"]["accuracy"] == bundle.metrics("fp32")["accuracy"]
+    # this network learnt its bands p arm up: read both ways it is measurably worse, and the
+    # manifest says so rather than the one-way figure
+    one_way = evaluate_bundle(bundle, data["evaluation"], provider="cpu", orientation="p-arm-up")
+    assert one_way.reports["fp32"]["accuracy"] - bundle.metrics("fp32")["accuracy"] > 0.02  # 0.945 against 0.89 here
+
+
 def test_blank_calibration_fails_the_gate_and_writes_no_int8(tmp_path, fp32_model, data) -> None:
     stage, manifest = make_stage(tmp_path / "bundle", fp32_model)
     config = fast_config()

@@ -15,6 +15,7 @@ from test_models_train import make_tiny_dataset  # noqa: E402
 
 from karyo.runtime.bundle import BundleError, load_bundle  # noqa: E402
 from karyo.runtime.dataset import read_labeled_folders  # noqa: E402
+from karyo.runtime.evaluate import evaluate_bundle  # noqa: E402
 from karyo.runtime.preprocess import preprocess_path  # noqa: E402
 
 
@@ -50,6 +51,7 @@ def test_convert_writes_verified_bundle_with_parity(trained):
     import onnx
 
     from karyo.export.convert import convert_model
+    from karyo.export.data import sample_from_dict
     from karyo.export.onnx_export import onnx_probabilities
 
     root, data, model_dir = trained
@@ -93,7 +95,12 @@ def test_convert_writes_verified_bundle_with_parity(trained):
     assert config["augment"]["vflip"] is False
     config["augment"]["vflip"] = True
     (flipped_dir / "train_config.json").write_text(json.dumps(config))
-    assert load_bundle(convert_model(flipped_dir, root / "bundle-vflip", precisions=("fp32",), progress=False)).orientation == "any"
+    flipped = load_bundle(convert_model(flipped_dir, root / "bundle-vflip", precisions=("fp32",), progress=False))
+    assert flipped.orientation == "any" and flipped.metrics("fp32")["orientation"] == "any"
+    assert single.metrics("fp32")["orientation"] == "p-arm-up"
+    # its accuracy in the manifest is the one read both ways, as `karyo evaluate` re-measures it
+    held_out = [sample_from_dict(d) for d in split["test"]]
+    assert flipped.metrics("fp32")["accuracy"] == evaluate_bundle(flipped, held_out).reports["fp32"]["accuracy"]
     provenance = bundle.manifest.provenance
     assert provenance["arch"] == "edge" and provenance["parameters"] == model.count_params()
     assert {"tensorflow", "tf2onnx", "onnx"} <= set(provenance["versions"])
