@@ -20,7 +20,7 @@ from .bundle import Bundle, BundleError, load_bundle
 from .labels import LabelScheme
 from .cell_size import SizePrior
 from .focus import ChromosomeSize
-from .orientation import check_orientation, chosen_orientation, read_oriented
+from .orientation import check_orientation, chosen_orientation, half_turn, orientation_hint, read_oriented
 from .preprocess import ImageError, PreprocessSpec, prepare_array, prepare_path, preprocess_array
 from .session import create_session, cuda_status, input_name, n_outputs, output_name, run_probabilities
 
@@ -189,6 +189,22 @@ class Classifier:
         """Probabilities under this classifier's orientation, and which crops were read turned."""
         size = batch_size or self.batch_size
         return read_oriented(lambda x: run_probabilities(self.session, x, size), tensors, self.orientation)
+
+    def orientation_hint(self, paths: Sequence[str | Path], probs: np.ndarray) -> str | None:
+        """For one cell's crops read p arm up (`probs`, row for row with `paths`): a one-line hint
+        when they seem not to stand p arm up (``orientation.orientation_hint``), else None; always
+        None when this classifier already reads both ways. Only an unsure cell is read again."""
+        if self.orientation != "p-arm-up":
+            return None
+
+        def read_turned() -> np.ndarray:
+            tensors = self._stack(self._map(lambda path: prepare_path(path, self.spec)[0], list(paths)))
+            return run_probabilities(self.session, half_turn(tensors), self.batch_size)
+
+        try:
+            return orientation_hint(probs, read_turned)
+        except ImageError:  # a file that changed since it was read: no hint, the reading stands
+            return None
 
     def predict_arrays(self, images: Iterable[np.ndarray], batch_size: int | None = None) -> np.ndarray:
         """Probabilities for raw decoded crops (any size, gray/RGB, 8/16-bit). Raises ImageError naming the bad item."""

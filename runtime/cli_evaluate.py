@@ -56,6 +56,10 @@ def format_report(result: Any) -> str:
                 f"shown with the flag is the true one for {review['alternative_right']}); with those put "
                 f"right {short_float(review['crop_accuracy_after_review'])}"
             )
+        hints = data.get("orientation_hints") or {}
+        if hints:
+            key, hint = next(iter(hints.items()))
+            lines.append(f"orientation: {len(hints)} of {c['cells']} cells seem not to stand p arm up (e.g. {key}: {hint})")
         for error in c["errors"][:10]:
             lines.append(f"  {error['cell']}: called {error['called']}, truth {error['truth']}")
         if len(c["errors"]) > 10:

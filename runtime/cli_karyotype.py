@@ -201,6 +201,10 @@ def karyotype(
         }
         if truth is not None:
             entry["truth"] = truth.karyotype
+        hint = classifier.orientation_hint([p.path for p in good], np.stack([p.probs for p in good]))
+        if hint is not None:  # read p arm up, yet many crops read more clearly turned: say so, change nothing
+            entry["orientation_hint"] = hint
+            typer.echo(f"warning: {cell.name}: {hint}", err=True)
         if targets:
             try:
                 entry["karyogram"] = str(_write_karyogram(targets[number], good, call, classifier.spec))

@@ -21,8 +21,8 @@ from .classifier import choose_auto_precision
 from .dataset import Sample, read_labeled_folders
 from .labels import LabelScheme
 from .metrics import classification_report, drift
-from .orientation import check_orientation, chosen_orientation, read_oriented
-from .preprocess import ImageError, prepare_path
+from .orientation import check_orientation, chosen_orientation, half_turn, orientation_hint, read_oriented
+from .preprocess import ImageError, PreprocessSpec, prepare_path
 from .session import create_session, cuda_status, run_probabilities
 
 BATCH = 64  # the batch calibration uses; keeping it makes the numbers reproduce bit for bit
@@ -166,13 +166,17 @@ def evaluate_bundle(
         n: drift(probs[n], probs["fp32"], y_true, labels) for n in reports if n != "fp32" and "fp32" in probs
     }
     measured = sizes_array(sizes)
+    primary = wanted[0] if len(wanted) == 1 else _default_primary(available, used_provider)
+    extra: dict[str, Any] = {"orientation": orientation}
+    if orientation == "p-arm-up":
+        extra["orientation_hints"] = _orientation_hints(kept, probs[primary], sessions[primary], bundle.spec)
     return EvaluationResult(
         cells=_cell_metrics(kept, probs, reports, bundle.labels, measured, bundle.size_prior),
         sizes=measured,
         bundle=bundle.path,
         labels=bundle.labels,
         provider=used_provider,
-        primary=wanted[0] if len(wanted) == 1 else _default_primary(available, used_provider),
+        primary=primary,
         samples=kept,
         y_true=y_true,
         probs=probs,
@@ -181,8 +185,30 @@ def evaluate_bundle(
         manifest_metrics={n: bundle.metrics(n) for n in reports},
         skipped_labels=skipped,
         unreadable=unreadable,
-        extra={"orientation": orientation},
+        extra=extra,
     )
+
+
+def _orientation_hints(samples: list[Sample], probs: np.ndarray, session: Any, spec: PreprocessSpec) -> dict[str, str]:
+    """Cell key -> hint for every known cell whose crops, read p arm up, seem not to stand p arm up
+    (``orientation.orientation_hint``: only cells read unsurely are read again, turned)."""
+    by_cell: dict[str, list[int]] = {}
+    for row, sample in enumerate(samples):
+        if sample.has_cell:
+            by_cell.setdefault(sample.cell_key, []).append(row)
+    hints: dict[str, str] = {}
+    for key, rows in by_cell.items():
+        def read_turned(rows: list[int] = rows) -> np.ndarray:
+            tensors = np.stack([prepare_path(samples[row].path, spec)[0] for row in rows])
+            return run_probabilities(session, half_turn(tensors), BATCH)
+
+        try:
+            hint = orientation_hint(probs[rows], read_turned)
+        except ImageError:  # a file that changed since it was read: no hint, the figures stand
+            hint = None
+        if hint is not None:
+            hints[key] = hint
+    return hints
 
 
 def _cell_metrics(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import cv2
 import numpy as np
@@ -13,7 +14,7 @@ from typer.testing import CliRunner
 from karyo.runtime.classifier import Classifier
 from karyo.runtime.cli import app
 from karyo.runtime.evaluate import evaluate_bundle
-from karyo.runtime.orientation import both_ways_read, half_turn, read_oriented
+from karyo.runtime.orientation import both_ways_read, half_turn, orientation_hint, read_oriented
 from karyo.runtime.preprocess import preprocess_path
 
 
@@ -189,3 +190,64 @@ def test_a_bundle_trained_either_way_up_is_read_both_ways_unless_told_otherwise(
     info = runner.invoke(app, ["info", str(flipped.path), "--json"])
     assert json.loads(info.stdout)["orientation"] == "any"
     assert "orientation: any" in runner.invoke(app, ["info", str(flipped.path)]).stdout
+
+
+def test_an_unsure_cell_is_read_again_turned_and_a_hint_names_how_many_crops_read_more_clearly_so():
+    def reads(tops: list[float]) -> np.ndarray:
+        probs = np.full((len(tops), 4), 0.0)
+        probs[:, 0] = tops
+        probs[:, 1:] = ((1 - np.array(tops)) / 3)[:, None]
+        return probs
+
+    def never() -> np.ndarray:
+        raise AssertionError("a sure cell, or one too small to say, must not be read again")
+
+    assert orientation_hint(reads([0.9] * 12), never) is None  # mean top 0.9: sure
+    assert orientation_hint(reads([0.5] * 9), never) is None  # 9 crops: too few to say
+    unsure = reads([0.5] * 10)
+    calls = []
+
+    def turned_with(clearer: int):
+        def read() -> np.ndarray:
+            calls.append(clearer)
+            return reads([0.9] * clearer + [0.4] * (10 - clearer))
+        return read
+
+    assert orientation_hint(unsure, turned_with(2)) is None  # 2 of 10: under the share of 0.3
+    assert orientation_hint(unsure, turned_with(3)).startswith("3 of 10 crops read more clearly turned half a circle")
+    assert "--orientation any" in orientation_hint(unsure, turned_with(7))
+    assert calls == [2, 3, 7]
+    with pytest.raises(ValueError, match="different shapes"):
+        orientation_hint(unsure, lambda: reads([0.9] * 9))
+
+
+def test_karyotype_and_evaluate_hint_at_a_cell_that_does_not_stand_p_arm_up_and_change_nothing(tiny_bundle, tmp_path):
+    from karyo.runtime.cli_evaluate import format_report
+    from karyo.runtime.dataset import Sample, read_labeled_folder
+
+    cell = _male_cell(tmp_path / "cell", tiny_bundle.labels, turned=True)
+    upright = _male_cell(tmp_path / "upright", tiny_bundle.labels, turned=False)
+    runner = CliRunner()
+
+    def call(folder, *extra: str):
+        done = runner.invoke(app, ["karyotype", str(tiny_bundle.path), str(folder), "--precision", "fp32",
+                                   "--provider", "cpu", "--json", *extra])
+        assert done.exit_code == 0, done.output
+        return done
+
+    turned_read = call(cell)
+    entry = json.loads(turned_read.stdout)["cells"][0]
+    hinted = re.match(r"(\d+) of 46 crops read more clearly turned half a circle", entry["orientation_hint"])
+    assert hinted and int(hinted.group(1)) == 46  # every crop is a class template turned half a circle
+    assert f"warning: {entry['cell']}: {entry['orientation_hint']}" in turned_read.stderr
+    plain = json.loads(call(cell, "--orientation", "p-arm-up").stdout)["cells"][0]
+    assert plain["assignments"] == entry["assignments"]  # the hint changes nothing in the reading
+    assert "orientation_hint" not in json.loads(call(upright).stdout)["cells"][0]
+    assert "orientation_hint" not in json.loads(call(cell, "--orientation", "any").stdout)["cells"][0]
+    samples = [Sample(s.path, s.label, "case1", "turned") for s in read_labeled_folder(cell)]
+    samples += [Sample(s.path, s.label, "case1", "upright") for s in read_labeled_folder(upright)]
+    result = evaluate_bundle(tiny_bundle.path, samples, precision="fp32")
+    assert list(result.extra["orientation_hints"]) == ["case1/turned"]
+    assert result.extra["orientation_hints"]["case1/turned"] == entry["orientation_hint"]
+    assert "orientation: 1 of 2 cells seem not to stand p arm up (e.g. case1/turned: " in format_report(result)
+    assert "orientation_hints" not in evaluate_bundle(tiny_bundle.path, samples, precision="fp32", orientation="any").extra
