@@ -34,7 +34,7 @@ ORIENTATIONS: tuple[str, ...] = ("p-arm-up", "any")
 DEFAULT_ORIENTATION = "p-arm-up"
 
 # A cell read p arm up is checked when its crops are read unsurely (mean top probability under
-# UNSURE_BELOW: 3% of the README's 446 held-out cells as cut, every cell turned or half turned),
+# UNSURE_BELOW: 17 of the README's 446 held-out cells as cut, every cell turned or half turned),
 # and a hint is given when at least TURNED_SHARE of them read more clearly turned half a circle
 # (as cut at most 0.33, 0.15 for 99% of cells; half turned at least 0.32, 0.35 for 99%). Fewer
 # than HINT_MIN_CROPS crops say too little.
