@@ -31,7 +31,8 @@ DEFAULT_CONDENSATION = 0.3
 # How often a training crop gets a neighbour's piece at its edge; the default of both the config
 # and `karyo-export train --neighbours`. Off: at 0.15, two folds read the pieces focusing leaves
 # better (77 -> 87% and 77 -> 81% of those crops), but crowded crops as a whole moved +0.5 and
-# -0.2 points and assembly -0.04 and -0.13 (README, Accuracy): no gain a default should carry.
+# -0.2 points and assembly -0.04 and -0.13 (benchmarks/ACCURACY.md): no gain a default should
+# carry.
 DEFAULT_NEIGHBOUR_PROBABILITY = 0.0
 
 
@@ -126,11 +127,12 @@ class Augmenter:
 
         What focusing leaves of a neighbour in a crop cut as a bounding box: blanking removes
         neighbours that stay separate objects and the centred cut most of one merged with the
-        chromosome, but about 1 in 5 merged neighbours keeps a piece beside it (README, honest
-        limits). A network trained only on clean crops reads such a piece as part of the
-        chromosome. The strip is cut through the middle of the other chromosome (where it is
-        widest), `neighbour_depth` of the side deep at most, moved along the edge at random, and
-        laid over the crop as the darker of the two, like overlapping chromosomes on a slide.
+        chromosome, but about 1 in 5 merged neighbours keeps a piece beside it
+        (benchmarks/ACCURACY.md, Where the goals stand). A network trained only on clean crops reads
+        such a piece as part of the chromosome. The strip is cut through the middle of the other
+        chromosome (where it is widest), `neighbour_depth` of the side deep at most, moved along the
+        edge at random, and laid over the crop as the darker of the two, like overlapping
+        chromosomes on a slide.
         """
         c, rng = self.config, self.rng
         sign = np.float32(1.0 if self.spec.invert else -1.0)  # darkness is unit - background, signed

@@ -22,7 +22,8 @@ DEFAULT_ARCH = "edge"
 # Model input, height x width. seed-dcnn is the study's network and only meaningful at its own
 # 300 px square. edge uses a tall box: chromosomes are 3-5x longer than wide, so a square spends
 # two thirds of its pixels on padding. At 96x32 a chromosome 1 of a 120 px crop keeps 96 px of its
-# length (64 in a 64 px square) for fewer pixels (3,072 vs 4,096); the measurements are in the README.
+# length (64 in a 64 px square) for fewer pixels (3,072 vs 4,096); its training-step time against
+# the square is in the README (Design).
 DEFAULT_INPUT: dict[str, tuple[int, int]] = {"edge": (96, 32), "seed-dcnn": (300, 300)}
 
 _threads_configured = False
@@ -206,10 +207,11 @@ EDGE_STAGES: tuple[int, ...] = (16, 32, 64, 128)
 # band pattern counts the same wherever it sits. "rows" averages across the width only and keeps
 # one feature vector per row: the preprocessing puts a chromosome's length along the box's height,
 # so a row is a place along the chromosome (near the p-arm end, the centromere, the q-arm end) and
-# the head can weigh where bands are, like an ideogram does. Case-wise 5-fold (README): rows
-# 96.86% INT8 crops / 99.31% assembled against 96.57 / 99.21 for pool (that run without turning
-# crops upright, which changes nothing on these straightened crops: folds 1-2 with and without),
-# better in every fold, for 12x the head's weights (37k more, 0.33M in all) and no measurable time.
+# the head can weigh where bands are, like an ideogram does. Case-wise 5-fold
+# (benchmarks/ACCURACY.md): rows 96.86% INT8 crops / 99.31% assembled against 96.57 / 99.21 for
+# pool (that run without turning crops upright, which changes nothing on these straightened
+# crops: folds 1-2 with and without), better in every fold, for 12x the head's weights (37k more,
+# 0.33M in all) and no measurable time.
 EDGE_HEADS: tuple[str, ...] = ("pool", "rows")
 DEFAULT_EDGE_HEAD = "rows"
 

@@ -62,7 +62,7 @@ def train_command(
     vflip: bool = typer.Option(False, "--vflip", help="Also flip crops upside down (for labs whose crops are not p-arm up)."),
     no_augment: bool = typer.Option(False, "--no-augment", help="Train on the crops as they are."),
     condensation: float = typer.Option(DEFAULT_CONDENSATION, "--condensation", min=0.0, max=1.0, help="Augmentation: scale each chromosome's length-to-width ratio by up to 1+C either way, as cells and labs condense their chromosomes differently (0: off)."),
-    neighbours: float = typer.Option(DEFAULT_NEIGHBOUR_PROBABILITY, "--neighbours", min=0.0, max=1.0, help="Augmentation: the share of training crops that get a piece of another chromosome laid in through the box's edge, as neighbours reach into crops cut as bounding boxes (default 0: off; 0.15 measured, README)."),
+    neighbours: float = typer.Option(DEFAULT_NEIGHBOUR_PROBABILITY, "--neighbours", min=0.0, max=1.0, help="Augmentation: the share of training crops that get a piece of another chromosome laid in through the box's edge, as neighbours reach into crops cut as bounding boxes (default 0: off; 0.15 measured, benchmarks/ACCURACY.md)."),
     stain_level: float = typer.Option(DEFAULT_STAIN_LEVEL, "--stain-level", min=0.0, max=1.0, help="Scale each chromosome's darkness so its 95th percentile reaches this level, evening out staining between slides and labs (0: keep gray levels as they are)."),
     centred_crop: bool = typer.Option(True, "--centred-crop/--no-centred-crop", help="Crops are cut centred on their chromosome, so a neighbour merged into it is cut off beyond the mirror of the opposite margin; --no-centred-crop for a lab whose crops hold the chromosome against one side."),
 ) -> None:

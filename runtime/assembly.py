@@ -66,8 +66,9 @@ class AssemblyPriors:
     sex_extra_cost: float = 8.0
     review_margin: float = 0.2
     # Flag two crops when exchanging their labels is at least 1/odds as likely as the call (1: off).
-    # On the five case-wise folds of the README, the exchanges inside 10:1 flag 1.0% of crops and
-    # hold 44 of the 141 errors left after assembly; the two margin rules flag 2.4% for 45.
+    # On five case-wise folds (benchmarks/ACCURACY.md, earlier releases), the exchanges inside 10:1
+    # flag 1.0% of crops and hold 44 of the 141 errors left after assembly; the two margin rules
+    # flag 2.4% for 45.
     review_swap_odds: float = 10.0
     prob_floor: float = 1e-9
 

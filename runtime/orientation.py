@@ -5,22 +5,24 @@ karyograms, so the network learns p-arm-up as a cue (training flips left-right, 
 down, unless `karyo-export train --vflip`). Turning a tilted crop upright (``focus.align_upright``)
 cannot restore that: it does not know the p arm from the q arm and takes the smaller turn. A lab
 that cuts its crops out of the metaphase itself hands the network about half of them p arm down,
-and a p-arm-up network reads a crop turned half a circle right about one time in six (README).
+and a p-arm-up network reads a crop turned half a circle right about one time in six
+(benchmarks/ACCURACY.md).
 
 ``any`` reads each crop as given and turned half a circle and averages the two reads: the read
 the right way up is usually the confident one and outweighs the other. Keeping only the clearer
 read (the first rule built) reads as many crops right from the image but hands assembly
-overconfident mistakes: over the README's five folds the average puts 98.93% of crops right after
-assembly where the clearer read put 98.35% (crops at any angle: 98.90 against 98.19%; a `--vflip`
-network 99.30 against 99.24%). Which read was the clearer still says which way up the crop
-stood (`turned`), so the karyogram can stand it p arm up. It costs a second pass of the network,
-and on crops that are all p arm up it gives back part of what the cue was worth (99.32 -> 98.93%
+overconfident mistakes: over the five folds of benchmarks/ACCURACY.md the average puts 98.93% of
+crops right after assembly where the clearer read put 98.35% (crops at any angle: 98.90 against
+98.19%; a `--vflip` network 99.30 against 99.24%). Which read was the clearer still says which
+way up the crop stood (`turned`), so the karyogram can stand it p arm up. It costs a second
+pass of the network, and on crops that are all p arm up it gives back part of what the cue was worth (99.32 -> 98.93%
 after assembly), so it is an option for such labs, not the default for a p-arm-up network. A network trained with `--vflip` never learns the cue: its bundle says
 so (manifest `orientation`: "any", written by `karyo-export convert`), and it is read both ways
-unless the user says otherwise, since there the second read only adds (README, five folds).
+unless the user says otherwise, since there the second read only adds (benchmarks/ACCURACY.md,
+Which way up).
 The half turn is applied to the preprocessed tensor, not the image, so a crop is preprocessed
 once: preprocessing centres the chromosome in its box, so the turned tensor is the turned crop
-but for a pixel's rounding at the edges (on the 4,054 crops of the README's fold 1 the clearer
+but for a pixel's rounding at the edges (on the 4,054 crops of the release's fold 1 the clearer
 read put 95.54% of them right this way, 95.36% when each crop was preprocessed turned).
 """
 
@@ -34,7 +36,7 @@ ORIENTATIONS: tuple[str, ...] = ("p-arm-up", "any")
 DEFAULT_ORIENTATION = "p-arm-up"
 
 # A cell read p arm up is checked when its crops are read unsurely (mean top probability under
-# UNSURE_BELOW: 17 of the README's 446 held-out cells as cut, every cell turned or half turned),
+# UNSURE_BELOW: 17 of the release's 446 held-out cells as cut, every cell turned or half turned),
 # and a hint is given when at least TURNED_SHARE of them read more clearly turned half a circle
 # (as cut at most 0.33, 0.15 for 99% of cells; half turned at least 0.32, 0.35 for 99%). Fewer
 # than HINT_MIN_CROPS crops say too little.
