@@ -16,7 +16,7 @@ import numpy as np
 from karyo.runtime.bench import benchmark_bundle, latency_summary, time_calls
 from karyo.runtime.bundle import load_bundle
 from karyo.runtime.dataset import Sample
-from karyo.runtime.orientation import DEFAULT_ORIENTATION, read_oriented
+from karyo.runtime.orientation import DEFAULT_ORIENTATION, half_turn, orientation_hint, read_oriented
 from karyo.runtime.preprocess import ImageError, preprocess_path
 
 from hardware import achieved_share, count_macs_onnx
@@ -132,6 +132,9 @@ def cell_latency(
     Each stage is timed on its own over the same repetitions, and the whole chain end to end, so a
     regression points at its stage. `orientation` "any" reads the batch as given and turned half a
     circle (`karyo ... --orientation any`), so its inference stage is the cost of the second pass.
+    Read p arm up, the chain includes what `karyo karyotype` does then: the check whether the cell
+    seems not to stand p arm up (stage `orientation_check`), which reads an unsure cell again from
+    its files, turned, and costs a sure cell next to nothing.
     """
     from karyo.runtime.session import create_session
 
@@ -158,8 +161,19 @@ def cell_latency(
     def build(probs: np.ndarray) -> Any:
         return assemble(probs, labels) if assemble is not None else None
 
+    def check(probs: np.ndarray) -> str | None:  # as `Classifier.orientation_hint`: from the files again
+        if orientation != "p-arm-up":
+            return None
+        return orientation_hint(probs, lambda: session.run(None, {input_name: half_turn(load())})[0])
+
+    def chain() -> Any:
+        probs = infer(load())
+        check(probs)
+        return build(probs)
+
     batch = load()
     probs = infer(batch)
+    hint = check(probs)
     assembly_error = call = None
     if assemble is not None:
         try:
@@ -173,9 +187,11 @@ def cell_latency(
         "decode_preprocess": latency_summary(time_calls(load, iterations, 1, max_seconds), 1),
         "inference": latency_summary(time_calls(lambda: infer(batch), iterations, 1, max_seconds), 1),
     }
+    if orientation == "p-arm-up":
+        stages["orientation_check"] = latency_summary(time_calls(lambda: check(probs), iterations, 1, max_seconds), 1)
     if assemble is not None:
         stages["assembly"] = latency_summary(time_calls(lambda: build(probs), iterations, 1, max_seconds), 1)
-    end_to_end = latency_summary(time_calls(lambda: build(infer(load())), iterations, 1, max_seconds), 1)
+    end_to_end = latency_summary(time_calls(chain, iterations, 1, max_seconds), 1)
     return {
         "precision": precision,
         "provider": provider,
@@ -187,6 +203,7 @@ def cell_latency(
         "end_to_end": {k: end_to_end[k] for k in ("p50_ms", "p90_ms", "p99_ms", "iterations")},
         "assembly": assemble_name if assemble is not None else None,
         "karyotype": call,
+        "orientation_hint": hint,
         "assembly_skipped": None if assemble is not None else (assembly_error or assemble_name),
         "goal_ms": 50.0,
         "meets_goal": end_to_end["p50_ms"] < 50.0,

@@ -190,6 +190,28 @@ def test_gemm_ceilings_are_measured():
         assert peaks[name] is not None and peaks[name] > 0, peaks
 
 
+def test_cell_benchmark_checks_a_turned_cell_as_karyotype_does(tiny, tmp_path):
+    """The benchmark's cell, its crops turned half a circle: the check fires with the hint
+    `karyo karyotype` gives for the same files (Classifier.orientation_hint), and the call it times
+    is the one read p arm up."""
+    from karyo.runtime.classifier import Classifier
+
+    crops = write_labeled_folder(tmp_path / "crops", tiny.labels, per_class=2)[:46]
+    turned = []
+    for index, (path, _) in enumerate(crops):
+        target = tmp_path / "turned" / f"{index:02d}.png"
+        target.parent.mkdir(exist_ok=True)
+        assert cv2.imwrite(str(target), cv2.rotate(cv2.imread(str(path), cv2.IMREAD_UNCHANGED), cv2.ROTATE_180))
+        turned.append(target)
+    cell = suite.cell_latency(tiny.path, turned, "fp32", threads=1, iterations=2, max_seconds=1.0)
+    classifier = Classifier(tiny.path, precision="fp32", provider="cpu", threads=1, warmup=False, workers=1)
+    probs = np.stack([p.probs for p in classifier.predict_paths(turned)])
+    expected = classifier.orientation_hint(turned, probs)
+    assert expected is not None and expected.endswith("(or train with --vflip)")
+    assert cell["orientation_hint"] == expected
+    assert cell["stages_p50_ms"]["orientation_check"] > 0  # an unsure cell is read again from its files
+
+
 def test_run_pieces_on_tiny_bundle(tiny, tmp_path):
     """The pieces of benchmarks/run.py (latency rows, cell, drift, figures, report + history) on a tiny model."""
     import run
@@ -223,6 +245,9 @@ def test_run_pieces_on_tiny_bundle(tiny, tmp_path):
                                 orientation="any")
     assert cell["orientation"] == "p-arm-up" and either["orientation"] == "any"
     assert either["crops"] == 46 and either["karyotype"] == cell["karyotype"]  # upright templates: nothing read turned
+    # read p arm up, the chain holds karyotype's check whether the cell stands so; read both ways, it has none
+    assert "orientation_check" in cell["stages_p50_ms"] and "orientation_check" not in either["stages_p50_ms"]
+    assert cell["orientation_hint"] is None and either["orientation_hint"] is None
 
     samples = read_labeled_folder(tmp_path / "crops")
     drift = suite.precision_drift(tiny.path, samples, threads=1)
