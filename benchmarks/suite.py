@@ -132,9 +132,9 @@ def cell_latency(
     Each stage is timed on its own over the same repetitions, and the whole chain end to end, so a
     regression points at its stage. `orientation` "any" reads the batch as given and turned half a
     circle (`karyo ... --orientation any`), so its inference stage is the cost of the second pass.
-    Read p arm up, the chain includes what `karyo karyotype` does then: the check whether the cell
-    seems not to stand p arm up (stage `orientation_check`), which reads an unsure cell again from
-    its files, turned, and costs a sure cell next to nothing.
+    Read p arm up, the chain includes what `karyo karyotype` does then (`Classifier.predict_cell`):
+    the check whether the cell seems not to stand p arm up (stage `orientation_check`), which reads
+    an unsure cell's tensors again turned half a circle and costs a sure cell next to nothing.
     """
     from karyo.runtime.session import create_session
 
@@ -161,19 +161,20 @@ def cell_latency(
     def build(probs: np.ndarray) -> Any:
         return assemble(probs, labels) if assemble is not None else None
 
-    def check(probs: np.ndarray) -> str | None:  # as `Classifier.orientation_hint`: from the files again
+    def check(batch: np.ndarray, probs: np.ndarray) -> str | None:
         if orientation != "p-arm-up":
             return None
-        return orientation_hint(probs, lambda: session.run(None, {input_name: half_turn(load())})[0])
+        return orientation_hint(probs, lambda: session.run(None, {input_name: half_turn(batch)})[0])
 
     def chain() -> Any:
-        probs = infer(load())
-        check(probs)
+        batch = load()
+        probs = infer(batch)
+        check(batch, probs)
         return build(probs)
 
     batch = load()
     probs = infer(batch)
-    hint = check(probs)
+    hint = check(batch, probs)
     assembly_error = call = None
     if assemble is not None:
         try:
@@ -188,7 +189,7 @@ def cell_latency(
         "inference": latency_summary(time_calls(lambda: infer(batch), iterations, 1, max_seconds), 1),
     }
     if orientation == "p-arm-up":
-        stages["orientation_check"] = latency_summary(time_calls(lambda: check(probs), iterations, 1, max_seconds), 1)
+        stages["orientation_check"] = latency_summary(time_calls(lambda: check(batch, probs), iterations, 1, max_seconds), 1)
     if assemble is not None:
         stages["assembly"] = latency_summary(time_calls(lambda: build(probs), iterations, 1, max_seconds), 1)
     end_to_end = latency_summary(time_calls(chain, iterations, 1, max_seconds), 1)

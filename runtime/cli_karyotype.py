@@ -167,25 +167,32 @@ def karyotype(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
 
-    all_paths = [p for cell in inputs for p in cell.paths]
+    total = sum(len(cell.paths) for cell in inputs)
     progress = None if as_json else stderr_progress("  classified")
-    predictions = classifier.predict_paths(all_paths, progress=progress)
     priors = AssemblyPriors(review_margin=review_margin, review_swap_odds=review_swap_odds)
     exit_code = 0
     results: list[dict[str, Any]] = []
-    start = 0
+    done = 0
+    lines: list[tuple[str, bool]] = []  # (text, to stderr): shown once the counter has finished
+
+    def say(text: str, err: bool = False) -> None:
+        lines.append((text, err))
+
     for number, cell in enumerate(inputs):
-        cell_predictions = predictions[start : start + len(cell.paths)]
-        start += len(cell.paths)
+        # one cell at a time: the p-arm-up check turns the tensors just made; one cell's are held at a time
+        cell_predictions, hint = classifier.predict_cell(cell.paths)
+        done += len(cell.paths)
+        if progress is not None:
+            progress(done, total)
         good = [p for p in cell_predictions if p.error is None and p.probs is not None]
         errors = [{"path": str(p.path), "error": _error_text(p)} for p in cell_predictions
                   if p.error is not None or p.probs is None]
         for error in errors:
-            typer.echo(f"error: {error['error']}", err=True)
+            say(f"error: {error['error']}", err=True)
         if errors:
             exit_code = 1
         if not good:
-            typer.echo(f"error: {cell.name}: no readable crops", err=True)
+            say(f"error: {cell.name}: no readable crops", err=True)
             results.append({"cell": cell.name, "karyotype": None, "count": 0, "assignments": [], "findings": [],
                             "errors": errors})
             continue
@@ -201,19 +208,20 @@ def karyotype(
         }
         if truth is not None:
             entry["truth"] = truth.karyotype
-        hint = classifier.orientation_hint([p.path for p in good], np.stack([p.probs for p in good]))
         if hint is not None:  # read p arm up, yet many crops read more clearly turned: say so, change nothing
             entry["orientation_hint"] = hint
-            typer.echo(f"warning: {cell.name}: {hint}", err=True)
+            say(f"warning: {cell.name}: {hint}", err=True)
         if targets:
             try:
                 entry["karyogram"] = str(_write_karyogram(targets[number], good, call, classifier.spec))
             except (OSError, ValueError) as exc:
-                typer.echo(f"error: karyogram {targets[number]}: {exc}", err=True)
+                say(f"error: karyogram {targets[number]}: {exc}", err=True)
                 exit_code = 1
         results.append(entry)
         if not as_json:
-            typer.echo(_plain_line(cell, call, truth, len(errors), sum(turned)))
+            say(_plain_line(cell, call, truth, len(errors), sum(turned)))
+    for text, err in lines:
+        typer.echo(text, err=err)
     if as_json:
         typer.echo(json.dumps({"cells": results}, indent=2))
     if exit_code:

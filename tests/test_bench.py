@@ -192,8 +192,7 @@ def test_gemm_ceilings_are_measured():
 
 def test_cell_benchmark_checks_a_turned_cell_as_karyotype_does(tiny, tmp_path):
     """The benchmark's cell, its crops turned half a circle: the check fires with the hint
-    `karyo karyotype` gives for the same files (Classifier.orientation_hint), and the call it times
-    is the one read p arm up."""
+    `karyo karyotype` gives for the same files (Classifier.predict_cell)."""
     from karyo.runtime.classifier import Classifier
 
     crops = write_labeled_folder(tmp_path / "crops", tiny.labels, per_class=2)[:46]
@@ -205,11 +204,10 @@ def test_cell_benchmark_checks_a_turned_cell_as_karyotype_does(tiny, tmp_path):
         turned.append(target)
     cell = suite.cell_latency(tiny.path, turned, "fp32", threads=1, iterations=2, max_seconds=1.0)
     classifier = Classifier(tiny.path, precision="fp32", provider="cpu", threads=1, warmup=False, workers=1)
-    probs = np.stack([p.probs for p in classifier.predict_paths(turned)])
-    expected = classifier.orientation_hint(turned, probs)
+    expected = classifier.predict_cell(turned)[1]
     assert expected is not None and expected.endswith("(or train with --vflip)")
     assert cell["orientation_hint"] == expected
-    assert cell["stages_p50_ms"]["orientation_check"] > 0  # an unsure cell is read again from its files
+    assert cell["stages_p50_ms"]["orientation_check"] > 0  # an unsure cell is read again, turned
 
 
 def test_run_pieces_on_tiny_bundle(tiny, tmp_path):

@@ -251,3 +251,36 @@ def test_karyotype_and_evaluate_hint_at_a_cell_that_does_not_stand_p_arm_up_and_
     assert result.extra["orientation_hints"]["case1/turned"] == entry["orientation_hint"]
     assert "orientation: 1 of 2 cells seem not to stand p arm up (e.g. case1/turned: " in format_report(result)
     assert "orientation_hints" not in evaluate_bundle(tiny_bundle.path, samples, precision="fp32", orientation="any").extra
+
+
+def test_predict_cell_checks_with_the_tensors_it_made_and_keeps_every_other_answer(tiny_bundle, tmp_path, monkeypatch):
+    import karyo.runtime.classifier as classifier_module
+
+    cell = _male_cell(tmp_path / "cell", tiny_bundle.labels, turned=True)
+    paths = sorted(cell.rglob("*.png"))
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    paths.insert(5, tmp_path / "bad.png")
+    classifier = Classifier(tiny_bundle.path, precision="fp32", provider="cpu", warmup=False, workers=1)
+    by_files = classifier.predict_paths(paths)
+    good = [p for p in by_files if p.error is None]
+    reread = classifier.orientation_hint([p.path for p in good], np.stack([p.probs for p in good]))
+    assert reread is not None and reread.startswith("46 of 46 crops")  # an unsure cell, every crop clearer turned
+
+    decoded: list[str] = []
+    real_prepare = classifier_module.prepare_path
+
+    def counted(path, spec):
+        decoded.append(str(path))
+        return real_prepare(path, spec)
+
+    monkeypatch.setattr(classifier_module, "prepare_path", counted)
+    predictions, hint = classifier.predict_cell(paths)
+    assert sorted(decoded) == sorted(map(str, paths))  # every file decoded once: the check turned the tensors made
+    assert hint == reread
+    assert [(p.path, p.label, p.ok) for p in predictions] == [(p.path, p.label, p.ok) for p in by_files]
+    assert not predictions[5].ok and all(np.allclose(a.probs, b.probs) for a, b in zip(predictions, by_files) if a.ok)
+
+    upright = sorted(_male_cell(tmp_path / "upright", tiny_bundle.labels, turned=False).rglob("*.png"))
+    assert classifier.predict_cell(upright)[1] is None
+    both_ways = Classifier(tiny_bundle.path, precision="fp32", provider="cpu", warmup=False, orientation="any")
+    assert both_ways.predict_cell(paths)[1] is None  # already read both ways: nothing to hint
