@@ -21,7 +21,7 @@ from karyo.runtime.cell_size import SizePrior
 from karyo.runtime.dataset import Sample, read_labeled_folders
 from karyo.runtime.labels import LabelScheme
 from karyo.runtime.metrics import classification_report
-from karyo.runtime.orientation import DEFAULT_ORIENTATION, read_oriented
+from karyo.runtime.orientation import DEFAULT_ORIENTATION, both_ways_read, half_turn
 from karyo.runtime.preprocess import PreprocessSpec
 
 from karyo.runtime.tensors import load_labeled_tensors
@@ -164,10 +164,11 @@ def convert_model(
         onnx_probs = onnx_probabilities(stage / FP32_FILE, eval_set.x)
         check = parity(keras_probs, onnx_probs)
         check_parity(check)
-        # the parity check compares one pass with Keras; accuracy is read the way the bundle reads
+        # the parity check compares one pass with Keras; accuracy is read the way the bundle reads:
+        # for "any", that pass is the read as given, and the read turned half a circle joins it
         orientation = trained_orientation(config)
         if orientation != DEFAULT_ORIENTATION:
-            onnx_probs, _ = read_oriented(lambda x: onnx_probabilities(stage / FP32_FILE, x), eval_set.x, orientation)
+            onnx_probs, _ = both_ways_read(onnx_probs, onnx_probabilities(stage / FP32_FILE, half_turn(eval_set.x)))
         report = classification_report(eval_set.y, onnx_probs, labels.labels)
         fp32_metrics = {
             "orientation": orientation,

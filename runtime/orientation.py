@@ -15,9 +15,10 @@ overconfident mistakes: over the five folds of benchmarks/ACCURACY.md the averag
 crops right after assembly where the clearer read put 98.35% (crops at any angle: 98.90 against
 98.19%; a `--vflip` network 99.30 against 99.24%). Which read was the clearer still says which
 way up the crop stood (`turned`), so the karyogram can stand it p arm up. It costs a second
-pass of the network, and on crops that are all p arm up it gives back part of what the cue was worth (99.32 -> 98.93%
-after assembly), so it is an option for such labs, not the default for a p-arm-up network. A network trained with `--vflip` never learns the cue: its bundle says
-so (manifest `orientation`: "any", written by `karyo-export convert`), and it is read both ways
+pass of the network, and on crops that are all p arm up it gives back part of what the cue was
+worth (99.32 -> 98.93% after assembly), so it is an option for such labs, not the default for a
+p-arm-up network. A network trained with `--vflip` never learns the cue: its bundle says so
+(manifest `orientation`: "any", written by `karyo-export convert`), and it is read both ways
 unless the user says otherwise, since there the second read only adds (benchmarks/ACCURACY.md,
 Which way up).
 The half turn is applied to the preprocessed tensor, not the image, so a crop is preprocessed
@@ -101,10 +102,7 @@ def orientation_hint(as_given: np.ndarray, read_turned: Callable[[], np.ndarray]
     as_given = np.asarray(as_given)
     if len(as_given) < HINT_MIN_CROPS or float(as_given.max(axis=1).mean()) >= UNSURE_BELOW:
         return None
-    turned = np.asarray(read_turned())
-    if turned.shape != as_given.shape:
-        raise ValueError(f"two reads of different shapes: {as_given.shape} and {turned.shape}")
-    clearer = int((turned.max(axis=1) > as_given.max(axis=1)).sum())
+    clearer = int(both_ways_read(as_given, read_turned())[1].sum())  # the rule `any` names a crop turned by
     if clearer < TURNED_SHARE * len(as_given):
         return None
     return (f"{clearer} of {len(as_given)} crops read more clearly turned half a circle: if they do not all "
