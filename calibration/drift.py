@@ -14,7 +14,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from karyo.runtime.metrics import drift
+from karyo.runtime.metrics import TIE_MARGIN, drift
 from karyo.runtime.orientation import DEFAULT_ORIENTATION, read_oriented
 from karyo.runtime.session import ProviderError, create_session, run_probabilities
 
@@ -33,9 +33,13 @@ def probabilities(
 
 
 def drift_metrics(
-    probs: np.ndarray, reference: np.ndarray, y_true: np.ndarray | None, labels: Sequence[str]
+    probs: np.ndarray,
+    reference: np.ndarray,
+    y_true: np.ndarray | None,
+    labels: Sequence[str],
+    tie_margin: float = TIE_MARGIN,
 ) -> dict[str, Any]:
-    return drift(probs, reference, y_true, labels)
+    return drift(probs, reference, y_true, labels, tie_margin=tie_margin)
 
 
 def latency_ms(model_path: Path, sample: np.ndarray, runs: int = 20, provider: str = "cpu") -> dict[str, float]:
@@ -75,7 +79,7 @@ def format_drift_table(precisions: Mapping[str, Mapping[str, Any]]) -> str:
 
     Plain text because it is printed to terminals and pasted into validation records.
     """
-    header = ["precision", "n", "accuracy", "fp32 acc", "agree", "mean KL", "max dp", "flipped", "ms/crop", "status"]
+    header = ["precision", "n", "accuracy", "fp32 acc", "agree", "decisive", "mean KL", "max dp", "flipped", "ms/crop", "status"]
     rows: list[list[str]] = []
     for name, entry in precisions.items():
         metrics = entry.get("metrics", entry) if isinstance(entry, Mapping) else {}
@@ -92,6 +96,7 @@ def format_drift_table(precisions: Mapping[str, Mapping[str, Any]]) -> str:
                 _pct(metrics.get("accuracy")),
                 _pct(metrics.get("accuracy_fp32")),
                 _pct(metrics.get("agreement_with_fp32")),
+                _decisive(metrics),
                 _num(metrics.get("kl_to_fp32"), "{:.2e}"),
                 _num(metrics.get("max_prob_diff"), "{:.4f}"),
                 flipped_text or ("0" if "flipped" in metrics else ""),
@@ -104,6 +109,13 @@ def format_drift_table(precisions: Mapping[str, Mapping[str, Any]]) -> str:
     lines.append("  ".join("-" * w for w in widths))
     lines.extend("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
     return "\n".join(lines)
+
+
+def _decisive(metrics: Mapping[str, Any]) -> str:
+    """Agreement over the crops FP32 does not read as ties, with how many they are (what the gate reads)."""
+    if metrics.get("decisive_agreement") is None:
+        return ""
+    return f"{_pct(metrics['decisive_agreement'])} of {metrics.get('decisive_n', '?')}"
 
 
 def _pct(value: Any) -> str:

@@ -91,7 +91,7 @@ def add_low_precisions(
     reference = probabilities(fp32_path, evaluation_set.x, orientation=orientation)
     fp32_entry = manifest.precisions["fp32"]
     fp32_entry.setdefault("metrics", {}).update(
-        drift_metrics(reference, reference, evaluation_set.y, labels)
+        drift_metrics(reference, reference, evaluation_set.y, labels, config.gate.tie_margin)
     )
     latency_sample = evaluation_set.x[:64]
     if config.measure_latency:
@@ -113,7 +113,8 @@ def add_low_precisions(
         fp16_path = convert_fp16(fp32_path, stage_dir / FILES["fp16"])
         entry: dict[str, Any] = {
             "file": FILES["fp16"],
-            "metrics": drift_metrics(probabilities(fp16_path, evaluation_set.x, orientation=orientation), reference, evaluation_set.y, labels),
+            "metrics": drift_metrics(probabilities(fp16_path, evaluation_set.x, orientation=orientation), reference,
+                                     evaluation_set.y, labels, config.gate.tie_margin),
             "intended_provider": "cuda",
         }
         if config.measure_latency:
@@ -169,13 +170,16 @@ def _make_int8(
             _say(progress, f"INT8: {remedy} (calibration {method}, {len(calibration_set)} crops)")
             quantize_int8(prepared, candidate, calibration_set.x, config, method, excluded, manifest.input_name)
             read = probabilities(candidate, evaluation_set.x, orientation=manifest.orientation)
-            metrics = drift_metrics(read, reference, evaluation_set.y, labels)
+            metrics = drift_metrics(read, reference, evaluation_set.y, labels, config.gate.tie_margin)
             passed, reasons = config.gate.check(metrics)
+            gated, counted = config.gate.gated_agreement(metrics)
             record = {
                 "remedy": remedy,
                 "method": method,
                 "excluded_nodes": list(excluded),
                 "agreement_with_fp32": metrics["agreement_with_fp32"],
+                "gated_agreement": gated,
+                "gated_crops": metrics["n"] if counted is None else counted,
                 "accuracy_drop": metrics.get("accuracy_fp32", 0.0) - metrics.get("accuracy", 0.0),
                 "kl_to_fp32": metrics["kl_to_fp32"],
                 "passed": passed,
@@ -184,7 +188,8 @@ def _make_int8(
                 "_metrics": metrics,
             }
             attempts.append(record)
-            _say(progress, f"      agreement {metrics['agreement_with_fp32']:.4f}, accuracy drop "
+            decisive = "" if counted is None else f" ({gated:.4f} on the {counted} decisive crops)"
+            _say(progress, f"      agreement {metrics['agreement_with_fp32']:.4f}{decisive}, accuracy drop "
                  f"{record['accuracy_drop'] * 100:.2f} points: {'pass' if passed else 'fail: ' + '; '.join(reasons)}")
             return record
 
@@ -197,7 +202,7 @@ def _make_int8(
                     break
         ranked: list[dict[str, Any]] = []
         if not winner["passed"] and config.remedies and config.max_excluded_nodes > 0:
-            best = max(attempts, key=lambda a: (a["agreement_with_fp32"], -a["accuracy_drop"]))
+            best = max(attempts, key=lambda a: (a["gated_agreement"], -a["accuracy_drop"]))
             _say(progress, "INT8: ranking nodes by quantization error (qdq_loss_debug)")
             ranked = rank_sensitive_nodes(
                 prepared, best["_path"], calibration_set.x[:_SENSITIVITY_SAMPLES], manifest.input_name,
@@ -222,11 +227,11 @@ def _make_int8(
         public_attempts = [{key: value for key, value in a.items() if not key.startswith("_")} for a in attempts]
         calibration_record["attempts"] = public_attempts
         if not winner["passed"]:
-            best = max(attempts, key=lambda a: (a["agreement_with_fp32"], -a["accuracy_drop"]))
+            best = max(attempts, key=lambda a: (a["gated_agreement"], -a["accuracy_drop"]))
             gate = config.gate
             message = (
                 f"INT8 failed the gate after {len(attempts)} attempt(s): best top-1 agreement "
-                f"{best['agreement_with_fp32']:.4f} (need >= {gate.min_agreement:.4f}), accuracy drop "
+                f"{best['gated_agreement']:.4f} on {best['gated_crops']} crops (need >= {gate.min_agreement:.4f}), accuracy drop "
                 f"{best['accuracy_drop'] * 100:.2f} points (allowed {gate.max_accuracy_drop * 100:.2f}) "
                 f"[{best['remedy']}, {best['method']}]; no INT8 model written"
             )

@@ -84,7 +84,13 @@ def quantize_command(
         None, "--eval-data", help="Labeled folder(s) for measuring drift (default: the data recorded in the bundle)."
     ),
     method: Optional[str] = typer.Option(None, "--method", help="Calibration method: minmax, entropy or percentile."),
-    min_agreement: Optional[float] = typer.Option(None, "--min-agreement", help="Gate: INT8 top-1 agreement with FP32 (default 0.99)."),
+    min_agreement: Optional[float] = typer.Option(
+        None, "--min-agreement", help="Gate: INT8 top-1 agreement with FP32 on the crops FP32 reads decisively (default 0.99)."
+    ),
+    tie_margin: Optional[float] = typer.Option(
+        None, "--tie-margin",
+        help="Gate: crops whose FP32 top class leads the runner-up by less than this are ties, left out of the agreement (default 0.1; 0 gates on every crop).",
+    ),
     max_accuracy_drop: Optional[float] = typer.Option(
         None, "--max-accuracy-drop", help="Gate: accuracy FP32 minus INT8, as a fraction (default 0.005 = 0.5 points)."
     ),
@@ -101,6 +107,7 @@ def quantize_command(
         config.gate = GateConfig(
             min_agreement=gate.min_agreement if min_agreement is None else min_agreement,
             max_accuracy_drop=gate.max_accuracy_drop if max_accuracy_drop is None else max_accuracy_drop,
+            tie_margin=gate.tie_margin if tie_margin is None else tie_margin,
         )
         if method is not None:
             config = QuantizationConfig.from_dict({**config.to_dict(), "method": method, "gate": config.gate.to_dict()})

@@ -30,13 +30,13 @@ def format_report(result: Any) -> str:
     lines = [
         f"bundle: {data['bundle']}  provider: {data['provider']}  crops: {data['n']}  orientation: {data['orientation']}",
         "",
-        f"{'precision':<10}{'accuracy':>10}{'agree_fp32':>12}{'kl_to_fp32':>12}{'max_diff':>10}   manifest accuracy / agreement",
+        f"{'precision':<10}{'accuracy':>10}{'agree_fp32':>12}{'decisive':>10}{'kl_to_fp32':>12}{'max_diff':>10}   manifest accuracy / agreement",
     ]
     for name, figures in data["precisions"].items():
         stored = figures.get("manifest", {})
         lines.append(
             f"{name:<10}{short_float(figures['accuracy']):>10}{short_float(figures.get('agreement_with_fp32')):>12}"
-            f"{short_float(figures.get('kl_to_fp32'), 5):>12}{short_float(figures.get('max_prob_diff')):>10}   "
+            f"{short_float(figures.get('decisive_agreement')):>10}{short_float(figures.get('kl_to_fp32'), 5):>12}{short_float(figures.get('max_prob_diff')):>10}   "
             f"{short_float(stored.get('accuracy'))} / {short_float(stored.get('agreement_with_fp32'))}"
         )
     if "cells" in data:

@@ -20,7 +20,7 @@ from .cell_size import SizePrior, sizes_array
 from .classifier import choose_auto_precision
 from .dataset import Sample, read_labeled_folders
 from .labels import LabelScheme
-from .metrics import classification_report, drift
+from .metrics import TIE_MARGIN, classification_report, drift
 from .orientation import check_orientation, chosen_orientation, half_turn, orientation_hint, read_oriented
 from .preprocess import ImageError, PreprocessSpec, prepare_path
 from .session import create_session, cuda_status, run_probabilities
@@ -77,7 +77,8 @@ class EvaluationResult:
         summary: dict[str, Any] = {"n": self.reports[precision]["n"], "accuracy": self.reports[precision]["accuracy"]}
         if precision in self.drift:
             figures = self.drift[precision]
-            for key in ("agreement_with_fp32", "kl_to_fp32", "max_prob_diff", "accuracy_fp32", "flipped"):
+            for key in ("agreement_with_fp32", "decisive_agreement", "decisive_n", "tie_margin", "kl_to_fp32",
+                        "max_prob_diff", "accuracy_fp32", "flipped"):
                 if key in figures:
                     summary[key] = figures[key]
         if precision in self.cells:
@@ -163,7 +164,8 @@ def evaluate_bundle(
     labels = bundle.labels.labels
     reports = {n: classification_report(y_true, probs[n], labels) for n in run if n in wanted}
     drifts = {
-        n: drift(probs[n], probs["fp32"], y_true, labels) for n in reports if n != "fp32" and "fp32" in probs
+        n: drift(probs[n], probs["fp32"], y_true, labels, tie_margin=_gate_tie_margin(bundle))
+        for n in reports if n != "fp32" and "fp32" in probs
     }
     measured = sizes_array(sizes)
     primary = wanted[0] if len(wanted) == 1 else _default_primary(available, used_provider)
@@ -187,6 +189,14 @@ def evaluate_bundle(
         unreadable=unreadable,
         extra=extra,
     )
+
+
+def _gate_tie_margin(bundle: Bundle) -> float:
+    """The margin the bundle's INT8 gate told ties by, so the decisive agreement measured here is
+    the figure the gate read (bundles from before the margin existed: the default)."""
+    gate = bundle.manifest.provenance.get("calibration", {}).get("config", {}).get("gate", {})
+    value = gate.get("tie_margin") if isinstance(gate, dict) else None
+    return float(value) if isinstance(value, (int, float)) and 0.0 <= value < 1.0 else TIE_MARGIN
 
 
 def _orientation_hints(samples: list[Sample], probs: np.ndarray, session: Any, spec: PreprocessSpec) -> dict[str, str]:

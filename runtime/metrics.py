@@ -11,6 +11,11 @@ from typing import Any, Sequence
 import numpy as np
 
 _EPS = 1e-7
+# An FP32 read whose top class leads the runner-up by less than this is a tie: any perturbation of
+# the weights (FP16 rounding included) can tip it either way, so a lower precision that reads it
+# otherwise says nothing about how well it was quantized. On this project's INT8 bundles every
+# flip sat on an FP32 margin below 0.1 (benchmarks/ACCURACY.md, Quantization).
+TIE_MARGIN = 0.1
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
@@ -55,12 +60,19 @@ def kl_divergence(p: np.ndarray, q: np.ndarray) -> np.ndarray:
 
 
 def drift(
-    probs: np.ndarray, reference: np.ndarray, y_true: np.ndarray | None, labels: Sequence[str]
+    probs: np.ndarray,
+    reference: np.ndarray,
+    y_true: np.ndarray | None,
+    labels: Sequence[str],
+    tie_margin: float = TIE_MARGIN,
 ) -> dict[str, Any]:
     """How a lower precision's outputs differ from FP32's on the same inputs.
 
     `flipped` lists, per true class, how many crops changed their top-1 answer, so a clinic sees
-    whether the loss falls on chromosomes it cares about.
+    whether the loss falls on chromosomes it cares about. `decisive_agreement` is the agreement
+    over the `decisive_n` crops FP32 does not read as a tie (see `TIE_MARGIN`): a weaker model
+    has more ties, and its flips there would otherwise read as quantization damage. None when
+    FP32 reads every crop as a tie.
     """
     probs = np.asarray(probs, dtype=np.float64)
     reference = np.asarray(reference, dtype=np.float64)
@@ -69,9 +81,13 @@ def drift(
     top = probs.argmax(axis=1)
     top_ref = reference.argmax(axis=1)
     changed = top != top_ref
+    decisive = tie_margins(reference) >= tie_margin
     result: dict[str, Any] = {
         "n": int(len(probs)),
         "agreement_with_fp32": float(np.mean(~changed)) if len(probs) else 1.0,
+        "tie_margin": float(tie_margin),
+        "decisive_n": int(decisive.sum()),
+        "decisive_agreement": float(np.mean(~changed[decisive])) if decisive.any() else None,
         "kl_to_fp32": float(np.mean(kl_divergence(reference, probs))) if len(probs) else 0.0,
         "max_prob_diff": float(np.max(np.abs(probs - reference))) if len(probs) else 0.0,
     }
@@ -85,3 +101,12 @@ def drift(
             flipped[name] = flipped.get(name, 0) + 1
         result["flipped"] = dict(sorted(flipped.items(), key=lambda kv: -kv[1]))
     return result
+
+
+def tie_margins(probs: np.ndarray) -> np.ndarray:
+    """Per row, how far the top class's probability leads the runner-up's (1 for a single class)."""
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.ndim != 2 or probs.shape[1] < 2:
+        return np.ones(len(probs))
+    ordered = np.partition(probs, probs.shape[1] - 2, axis=1)
+    return ordered[:, -1] - ordered[:, -2]

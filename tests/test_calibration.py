@@ -132,11 +132,15 @@ def test_config_round_trips_through_json() -> None:
     again = QuantizationConfig.from_json(config.to_json())
     assert again == config
     assert again.activation_type == "qint8"
-    assert json.loads(config.to_json())["gate"] == {"min_agreement": 0.95, "max_accuracy_drop": 0.02}
+    assert json.loads(config.to_json())["gate"] == {"min_agreement": 0.95, "max_accuracy_drop": 0.02, "tie_margin": 0.1}
     with pytest.raises(ValueError, match="method"):
         QuantizationConfig(method="kmeans")
     with pytest.raises(ValueError, match="min_agreement"):
         GateConfig(min_agreement=1.5)
+    with pytest.raises(ValueError, match="tie_margin"):
+        GateConfig(tie_margin=1.0)
+    # a manifest written before the margin existed still reads, with the default margin
+    assert GateConfig.from_dict({"min_agreement": 0.99, "max_accuracy_drop": 0.005}).tie_margin == 0.1
 
 
 def test_gate_check_names_each_failure() -> None:
@@ -145,6 +149,36 @@ def test_gate_check_names_each_failure() -> None:
     passed, reasons = gate.check({"agreement_with_fp32": 0.98, "accuracy": 0.89, "accuracy_fp32": 0.90})
     assert not passed and len(reasons) == 2
     assert "0.9800" in reasons[0] and "1.00 points" in reasons[1]
+
+
+def test_gate_reads_agreement_over_the_crops_fp32_reads_decisively() -> None:
+    """A weak model's near-ties tip under any rounding; the gate must not read that as damage."""
+    labels = ["a", "b", "c"]
+    # four kinds of FP32 read, 25 crops each: top-1 margins 0.85, 0.02, 0.01 and 0.50
+    reference = np.array([[0.90, 0.05, 0.05], [0.50, 0.48, 0.02], [0.34, 0.33, 0.33], [0.70, 0.20, 0.10]] * 25)
+    y_true = np.array([0, 1, 0, 0] * 25)
+    quantized = reference.copy()
+    quantized[1::4] = [0.47, 0.51, 0.02]  # every 0.02 near-tie tips, to the true class
+    figures = drift(quantized, reference, y_true, labels)
+    assert figures["agreement_with_fp32"] == 0.75 and figures["accuracy"] - figures["accuracy_fp32"] == 0.25
+    assert figures["tie_margin"] == 0.1 and figures["decisive_n"] == 50 and figures["decisive_agreement"] == 1.0
+    assert GateConfig().gated_agreement(figures) == (1.0, 50)
+    assert GateConfig().check(figures) == (True, [])
+    # gating on every crop, as before the margin existed, refuses the same model
+    every = drift(quantized, reference, y_true, labels, tie_margin=0.0)
+    assert every["decisive_n"] == 100
+    assert GateConfig(tie_margin=0.0).check(every) == (False, ["top-1 agreement 0.7500 < 0.9900"])
+    # a flip of a decisive read is still caught: 1 of the 50
+    broken = quantized.copy()
+    broken[0] = [0.05, 0.90, 0.05]
+    passed, reasons = GateConfig().check(drift(broken, reference, y_true, labels))
+    assert not passed and reasons == ["top-1 agreement 0.9800 < 0.9900 on the 50 crops FP32 reads decisively"]
+    # figures counted with another margin are not this gate's: it falls back to every crop
+    assert GateConfig(tie_margin=0.2).gated_agreement(figures) == (0.75, None)
+    # every crop a tie: nothing decisive to count, so every crop is gated
+    ties = drift(quantized[1::4], reference[1::4], y_true[1::4], labels)
+    assert ties["decisive_n"] == 0 and ties["decisive_agreement"] is None
+    assert GateConfig().gated_agreement(ties) == (0.0, None)
 
 
 def test_stratified_selection_spreads_over_classes_and_cases() -> None:
@@ -183,6 +217,10 @@ def test_int8_and_fp16_pass_the_gate_with_recorded_drift(tmp_path, fp32_model, d
     assert int8["metrics"]["agreement_with_fp32"] >= 0.99
     assert int8["metrics"]["accuracy_fp32"] - int8["metrics"]["accuracy"] <= 0.005
     assert int8["gate"]["status"] == "passed"
+    assert int8["metrics"]["tie_margin"] == 0.1 and 0 < int8["metrics"]["decisive_n"] <= len(data["evaluation"])
+    assert int8["metrics"]["decisive_agreement"] >= int8["metrics"]["agreement_with_fp32"] - 1e-12
+    assert result["attempts"][0]["gated_agreement"] == int8["metrics"]["decisive_agreement"]
+    assert result["attempts"][0]["gated_crops"] == int8["metrics"]["decisive_n"]
     assert int8["quantization"]["method"] == "minmax" and int8["quantization"]["per_channel"] is True
     assert int8["latency"]["batch1_ms"] > 0 and manifest.precisions["fp16"]["latency"]["batch1_ms"] > 0
     assert manifest.precisions["fp16"]["metrics"]["max_prob_diff"] < 0.01  # fp16 drift is tiny
@@ -294,10 +332,18 @@ def test_quantize_command_updates_a_bundle_and_exits_2_on_gate_failure(tmp_path,
     calibration_root = data["calibration"][0].path.parents[2]
     runner = typer_testing.CliRunner()
     # no --eval-data: the evaluation folder recorded in the manifest is read again
-    ok = runner.invoke(app, ["quantize", str(stage), "--calibration-data", str(calibration_root), "--method", "percentile"])
+    ok = runner.invoke(app, ["quantize", str(stage), "--calibration-data", str(calibration_root), "--method", "percentile",
+                             "--tie-margin", "0"])
     assert ok.exit_code == 0, ok.output
-    assert "int8" in ok.output and "agree" in ok.output
-    assert load_bundle(stage).manifest.provenance["calibration"]["config"]["method"] == "percentile"
+    assert "int8" in ok.output and "agree" in ok.output and "decisive" in ok.output
+    config = load_bundle(stage).manifest.provenance["calibration"]["config"]
+    assert config["method"] == "percentile" and config["gate"]["tie_margin"] == 0.0
+    # with a zero margin every crop is decisive, and the figures say so
+    int8 = load_bundle(stage).metrics("int8")
+    assert int8["tie_margin"] == 0.0 and int8["decisive_n"] == int8["n"]
+    from karyo.runtime.evaluate import evaluate_bundle  # re-measures with the margin the gate used
+
+    assert json.loads(json.dumps(evaluate_bundle(stage, data["evaluation"], provider="cpu").drift["int8"])) == int8
     before = (stage / "manifest.json").read_bytes()
     blank_root = data["blank"][0].path.parents[2]
     failed = runner.invoke(app, ["quantize", str(stage), "--calibration-data", str(blank_root), "--max-accuracy-drop", "0.01"])
