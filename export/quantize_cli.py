@@ -103,12 +103,8 @@ def quantize_command(
         bundle = load_bundle(bundle_path)
         previous = bundle.manifest.provenance.get("calibration", {}).get("config", {})
         config = QuantizationConfig.from_dict(previous) if previous else QuantizationConfig()
-        gate = config.gate
-        config.gate = GateConfig(
-            min_agreement=gate.min_agreement if min_agreement is None else min_agreement,
-            max_accuracy_drop=gate.max_accuracy_drop if max_accuracy_drop is None else max_accuracy_drop,
-            tie_margin=gate.tie_margin if tie_margin is None else tie_margin,
-        )
+        asked = {"min_agreement": min_agreement, "max_accuracy_drop": max_accuracy_drop, "tie_margin": tie_margin}
+        config.gate = GateConfig(**{**config.gate.to_dict(), **{k: v for k, v in asked.items() if v is not None}})
         if method is not None:
             config = QuantizationConfig.from_dict({**config.to_dict(), "method": method, "gate": config.gate.to_dict()})
         if eval_data:

@@ -72,7 +72,8 @@ def drift(
     whether the loss falls on chromosomes it cares about. `decisive_agreement` is the agreement
     over the `decisive_n` crops FP32 does not read as a tie (see `TIE_MARGIN`): a weaker model
     has more ties, and its flips there would otherwise read as quantization damage. None when
-    FP32 reads every crop as a tie.
+    FP32 reads every crop as a tie. `right_to_wrong` and `wrong_to_right` count the changed answers
+    that cost or gained a right read: whether a drop is more than chance flips is read from them.
     """
     probs = np.asarray(probs, dtype=np.float64)
     reference = np.asarray(reference, dtype=np.float64)
@@ -95,6 +96,8 @@ def drift(
         y_true = np.asarray(y_true, dtype=np.int64)
         result["accuracy"] = float(np.mean(top == y_true)) if len(probs) else 0.0
         result["accuracy_fp32"] = float(np.mean(top_ref == y_true)) if len(probs) else 0.0
+        result["right_to_wrong"] = int(np.sum((top_ref == y_true) & (top != y_true)))
+        result["wrong_to_right"] = int(np.sum((top_ref != y_true) & (top == y_true)))
         flipped: dict[str, int] = {}
         for index in np.flatnonzero(changed):
             name = labels[int(y_true[index])]

@@ -132,7 +132,8 @@ def test_config_round_trips_through_json() -> None:
     again = QuantizationConfig.from_json(config.to_json())
     assert again == config
     assert again.activation_type == "qint8"
-    assert json.loads(config.to_json())["gate"] == {"min_agreement": 0.95, "max_accuracy_drop": 0.02, "tie_margin": 0.1}
+    assert json.loads(config.to_json())["gate"] == {"min_agreement": 0.95, "max_accuracy_drop": 0.02, "tie_margin": 0.1,
+                                                     "drop_significance": 0.05}
     with pytest.raises(ValueError, match="method"):
         QuantizationConfig(method="kmeans")
     with pytest.raises(ValueError, match="min_agreement"):
@@ -161,6 +162,7 @@ def test_gate_reads_agreement_over_the_crops_fp32_reads_decisively() -> None:
     quantized[1::4] = [0.47, 0.51, 0.02]  # every 0.02 near-tie tips, to the true class
     figures = drift(quantized, reference, y_true, labels)
     assert figures["agreement_with_fp32"] == 0.75 and figures["accuracy"] - figures["accuracy_fp32"] == 0.25
+    assert figures["right_to_wrong"] == 0 and figures["wrong_to_right"] == 25
     assert figures["tie_margin"] == 0.1 and figures["decisive_n"] == 50 and figures["decisive_agreement"] == 1.0
     assert GateConfig().gated_agreement(figures) == (1.0, 50)
     assert GateConfig().check(figures) == (True, [])
@@ -179,6 +181,29 @@ def test_gate_reads_agreement_over_the_crops_fp32_reads_decisively() -> None:
     ties = drift(quantized[1::4], reference[1::4], y_true[1::4], labels)
     assert ties["decisive_n"] == 0 and ties["decisive_agreement"] is None
     assert GateConfig().gated_agreement(ties) == (0.0, None)
+
+
+def test_an_accuracy_drop_that_chance_flips_explain_passes_the_gate() -> None:
+    """594 crops: 3 right answers lost on ties is 0.51 points, past 0.5, and a coin's work (p = 1/8)."""
+    from karyo.calibration.config import drop_p_value
+
+    base = {"agreement_with_fp32": 0.9933, "accuracy_fp32": 554 / 594, "accuracy": 551 / 594}
+    chance = {**base, "right_to_wrong": 3, "wrong_to_right": 0}
+    assert drop_p_value(chance) == 0.125
+    assert drop_p_value({**base, "right_to_wrong": 4, "wrong_to_right": 1}) == 6 / 32
+    assert drop_p_value({**base, "right_to_wrong": 0, "wrong_to_right": 0}) == 1.0 and drop_p_value(base) is None
+    assert GateConfig().check(chance) == (True, [])
+    # a drop too one-sided for chance fails: 9 lost, 1 gained (p = 11/1024)
+    lopsided = {**base, "accuracy": 546 / 594, "right_to_wrong": 9, "wrong_to_right": 1}
+    passed, reasons = GateConfig().check(lopsided)
+    assert not passed and reasons == ["accuracy drop 1.35 points > 0.50 (9 right answers lost, 1 gained: sign test p = 0.011)"]
+    # drop_significance 1 fails every drop past the limit; no counts: the drop alone decides
+    assert GateConfig(drop_significance=1.0).check(chance)[0] is False
+    assert GateConfig().check(base) == (False, ["accuracy drop 0.51 points > 0.50"])
+    # within the limit no test is needed
+    assert GateConfig().check({**base, "accuracy": 552 / 594, "right_to_wrong": 2, "wrong_to_right": 0}) == (True, [])
+    with pytest.raises(ValueError, match="drop_significance"):
+        GateConfig(drop_significance=0.0)
 
 
 def test_stratified_selection_spreads_over_classes_and_cases() -> None:
