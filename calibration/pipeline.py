@@ -181,6 +181,8 @@ def _make_int8(
                 "gated_agreement": gated,
                 "gated_crops": metrics["n"] if counted is None else counted,
                 "accuracy_drop": metrics.get("accuracy_fp32", 0.0) - metrics.get("accuracy", 0.0),
+                "right_to_wrong": metrics.get("right_to_wrong"),
+                "wrong_to_right": metrics.get("wrong_to_right"),
                 "kl_to_fp32": metrics["kl_to_fp32"],
                 "passed": passed,
                 "reasons": reasons,
@@ -189,8 +191,10 @@ def _make_int8(
             }
             attempts.append(record)
             decisive = "" if counted is None else f" ({gated:.4f} on the {counted} decisive crops)"
+            lost, gained = record["right_to_wrong"], record["wrong_to_right"]
+            truth = f" ({lost} right answers lost, {gained} gained)" if lost or gained else ""
             _say(progress, f"      agreement {metrics['agreement_with_fp32']:.4f}{decisive}, accuracy drop "
-                 f"{record['accuracy_drop'] * 100:.2f} points: {'pass' if passed else 'fail: ' + '; '.join(reasons)}")
+                 f"{record['accuracy_drop'] * 100:.2f} points{truth}: {'pass' if passed else 'fail: ' + '; '.join(reasons)}")
             return record
 
         base_excluded = list(config.excluded_nodes)

@@ -246,6 +246,10 @@ def test_int8_and_fp16_pass_the_gate_with_recorded_drift(tmp_path, fp32_model, d
     assert int8["metrics"]["decisive_agreement"] >= int8["metrics"]["agreement_with_fp32"] - 1e-12
     assert result["attempts"][0]["gated_agreement"] == int8["metrics"]["decisive_agreement"]
     assert result["attempts"][0]["gated_crops"] == int8["metrics"]["decisive_n"]
+    metrics, first = int8["metrics"], result["attempts"][0]
+    assert (first["right_to_wrong"], first["wrong_to_right"]) == (metrics["right_to_wrong"], metrics["wrong_to_right"])
+    n = len(data["evaluation"])  # the changed truths are exactly what moves accuracy
+    assert abs((metrics["wrong_to_right"] - metrics["right_to_wrong"]) / n - (metrics["accuracy"] - metrics["accuracy_fp32"])) < 1e-9
     assert int8["quantization"]["method"] == "minmax" and int8["quantization"]["per_channel"] is True
     assert int8["latency"]["batch1_ms"] > 0 and manifest.precisions["fp16"]["latency"]["batch1_ms"] > 0
     assert manifest.precisions["fp16"]["metrics"]["max_prob_diff"] < 0.01  # fp16 drift is tiny
