@@ -87,7 +87,8 @@ class GateConfig:
             if drop > self.max_accuracy_drop + 1e-12:
                 p = drop_p_value(metrics)
                 if p is None or p < self.drop_significance:
-                    test = "" if p is None else (f" ({metrics['right_to_wrong']} right answers lost, "
+                    lost = int(metrics.get("right_to_wrong", 0))
+                    test = "" if p is None else (f" ({lost} right answer{'' if lost == 1 else 's'} lost, "
                                                  f"{metrics['wrong_to_right']} gained: sign test p = {p:.3f})")
                     reasons.append(f"accuracy drop {drop * 100:.2f} points > {self.max_accuracy_drop * 100:.2f}{test}")
         return not reasons, reasons
