@@ -128,7 +128,10 @@ class QuantizationConfig:
     per_channel: bool = True
     weight_type: str = "qint8"
     activation_type: str = "quint8"
-    reduce_range: bool = False  # 7-bit weights help only CPUs without VNNI
+    # 7-bit weights: without VNNI (AVX2, AVX-512 before Cascade Lake) the uint8 x int8 kernels add
+    # two products in 16 bits, which overflow with full-range weights; the INT8 model must stay
+    # right on whatever scanner PC it lands on, not only on the CPU that measured the gate
+    reduce_range: bool = True
     keep_output_float: bool = True  # leave the softmax in float (probabilities not rounded to 1/255)
     calibration_size: int = 200
     calibration_batch_size: int = 32

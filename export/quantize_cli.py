@@ -94,6 +94,11 @@ def quantize_command(
     max_accuracy_drop: Optional[float] = typer.Option(
         None, "--max-accuracy-drop", help="Gate: accuracy FP32 minus INT8, as a fraction (default 0.005 = 0.5 points)."
     ),
+    reduce_range: Optional[bool] = typer.Option(
+        None, "--reduce-range/--full-range",
+        help="7-bit weights, right on every x86 CPU (the default for new bundles), or 8-bit, right only on CPUs with "
+        "VNNI (default: as the bundle was made).",
+    ),
 ) -> None:
     """Redo the FP16 and INT8 models of a bundle, measure drift against FP32 and gate INT8."""
     from karyo.calibration import GateFailedError, QuantizationConfig, quantize_bundle
@@ -107,6 +112,8 @@ def quantize_command(
         config.gate = GateConfig(**{**config.gate.to_dict(), **{k: v for k, v in asked.items() if v is not None}})
         if method is not None:
             config = QuantizationConfig.from_dict({**config.to_dict(), "method": method, "gate": config.gate.to_dict()})
+        if reduce_range is not None:
+            config.reduce_range = reduce_range
         if eval_data:
             evaluation, eval_source = _labeled(list(eval_data), bundle), ", ".join(map(str, eval_data))
         else:

@@ -20,6 +20,7 @@ from .bundle import Bundle, BundleError, load_bundle
 from .labels import LabelScheme
 from .cell_size import SizePrior
 from .focus import ChromosomeSize
+from .int8_check import int8_overflow
 from .orientation import check_orientation, chosen_orientation, half_turn, orientation_hint, read_oriented
 from .preprocess import ImageError, PreprocessSpec, prepare_array, prepare_path, preprocess_array
 from .session import create_session, cuda_status, input_name, n_outputs, output_name, run_probabilities
@@ -112,10 +113,13 @@ class Classifier:
             self.warmup()
 
     def _open(self, precision: str, provider: str, threads: int | None) -> None:
+        self.warning: str | None = None  # what a command line shows its operator (a precision refused)
         available = self.bundle.available_precisions
         if precision != "auto":
             self.session, self.provider = create_session(self.bundle.model_path(precision), provider, threads)
             self.precision, self.precision_reason = precision, "requested"
+            if precision == "int8" and (overflow := int8_overflow(self.bundle, self.session, self.provider)):
+                raise BundleError(f"{overflow}; or choose --precision fp32")
             return
         expected = "cpu" if provider == "cpu" or (provider == "auto" and cuda_status() is not None) else "cuda"
         chosen, reason = choose_auto_precision(available, expected)
@@ -125,6 +129,15 @@ class Classifier:
             chosen, reason = choose_auto_precision(available, used)
             if chosen != first:
                 session, used = create_session(self.bundle.model_path(chosen), "cpu", threads)
+        if chosen == "int8" and (overflow := int8_overflow(self.bundle, session, used)):
+            # wrong reads are worse than slow ones: serve the next precision, and say why
+            others = [p for p in available if p != "int8"]
+            if not others:
+                raise BundleError(overflow)
+            chosen, _ = choose_auto_precision(others, used)
+            session, used = create_session(self.bundle.model_path(chosen), used, threads)
+            reason = f"this CPU's INT8 arithmetic overflows on the bundle's int8 model; {chosen} instead"
+            self.warning = f"{overflow}. Serving {chosen} meanwhile."
         self.session, self.provider = session, used
         self.precision, self.precision_reason = chosen, reason
 
@@ -170,6 +183,7 @@ class Classifier:
             "cuda_unavailable": self.cuda_reason,
             "labels": self.labels.name,
             "orientation": self.orientation,
+            "warning": self.warning,
         }
 
     def warmup(self) -> None:

@@ -82,6 +82,8 @@ def classify(
     files, problems = expand_paths(paths)
     classifier = Classifier(bundle, precision=precision.value, provider=provider.value, threads=threads,
                             batch_size=batch_size, orientation=orientation_value(orientation))
+    if classifier.warning:
+        typer.echo(f"warning: {classifier.warning}", err=True)
     if not (as_json or as_csv):
         why = f" ({classifier.cuda_reason})" if provider.value == "auto" and classifier.cuda_reason else ""
         typer.echo(f"provider: {classifier.provider}{why}; precision: {classifier.precision} ({classifier.precision_reason}); "
@@ -99,6 +101,7 @@ def classify(
             "provider": classifier.provider,
             "precision": classifier.precision,
             "precision_reason": classifier.precision_reason,
+            "warning": classifier.warning,
             "cuda_unavailable": classifier.cuda_reason,
             "orientation": classifier.orientation,
             "results": rows,

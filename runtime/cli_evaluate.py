@@ -110,6 +110,8 @@ def evaluate(
         raise fail(f"{data}: no readable crops with labels of this bundle ({result.labels.name}); {skipped} skipped")
     for path, message in result.unreadable:
         typer.echo(f"error: {message}", err=True)
+    if result.extra.get("int8_overflow"):
+        typer.echo(f"warning: {result.extra['int8_overflow']}", err=True)
     if confusion is not None:
         from .plots import confusion_matrix_png
 

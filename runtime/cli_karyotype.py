@@ -163,6 +163,8 @@ def karyotype(
         targets = _karyogram_targets(karyogram, inputs) if karyogram is not None else []
         classifier = load_classifier(bundle, precision, provider, orientation_value(orientation))
         check_scheme(classifier.labels)  # a binary bundle has no karyotype to assemble: say so before classifying
+        if getattr(classifier, "warning", None):
+            typer.echo(f"warning: {classifier.warning}", err=True)
     except (BundleError, ValueError, OSError, RuntimeError) as exc:  # RuntimeError: ProviderError
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None

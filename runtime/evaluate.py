@@ -20,6 +20,7 @@ from .cell_size import SizePrior, sizes_array
 from .classifier import choose_auto_precision
 from .dataset import Sample, read_labeled_folders
 from .labels import LabelScheme
+from .int8_check import int8_overflow
 from .metrics import TIE_MARGIN, classification_report, drift
 from .orientation import check_orientation, chosen_orientation, half_turn, orientation_hint, read_oriented
 from .preprocess import ImageError, PreprocessSpec, prepare_path
@@ -170,6 +171,8 @@ def evaluate_bundle(
     measured = sizes_array(sizes)
     primary = wanted[0] if len(wanted) == 1 else _default_primary(available, used_provider)
     extra: dict[str, Any] = {"orientation": orientation}
+    if "int8" in sessions and (overflow := int8_overflow(bundle, sessions["int8"], used_provider)):
+        extra["int8_overflow"] = overflow  # the INT8 figures below are what this CPU computes, not the model
     if orientation == "p-arm-up":
         extra["orientation_hints"] = _orientation_hints(kept, probs[primary], sessions[primary], bundle.spec)
     return EvaluationResult(
