@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from .bundle import Bundle
 from .preprocess import PreprocessSpec, preprocess_gray
 
 # Largest probability difference accepted between the integer kernels and the graph's meaning.
@@ -89,7 +90,7 @@ def int8_overflow_message(model_path: str | Path, error: float) -> str:
     )
 
 
-def int8_overflow(bundle: Any, session: ort.InferenceSession, provider: str) -> str | None:
+def int8_overflow(bundle: Bundle, session: ort.InferenceSession, provider: str) -> str | None:
     """The message to give when `session` (the bundle's INT8 model) overflows on this CPU, else None.
 
     Only a full-range bundle on the CPU provider is probed; the probe costs one unoptimized session

@@ -458,6 +458,18 @@ def test_a_full_range_int8_model_is_refused_where_the_cpu_overflows_on_it(tmp_pa
     with pytest.raises(BundleError, match="overflows on the model's full-range weights.*choose --precision fp32"):
         Classifier(bundle, precision="int8", provider="cpu")
     assert Classifier(bundle, precision="fp16", provider="cpu").warning is None  # only INT8 is probed
+    # on the command line: one warning line and the crop still classified; an explicit int8 exits 2 in one line
+    typer_testing = pytest.importorskip("typer.testing")
+    from karyo.runtime.cli import app
+
+    crop = str(data["evaluation"][0].path)
+    served = typer_testing.CliRunner().invoke(app, ["classify", str(path), crop, "--provider", "cpu", "--json"])
+    assert served.exit_code == 0, served.output
+    assert served.stderr.count("warning: ") == 1 and "--reduce-range" in served.stderr
+    assert json.loads(served.stdout)["precision"] == "fp32" and json.loads(served.stdout)["results"][0]["label"]
+    refused = typer_testing.CliRunner().invoke(app, ["classify", str(path), crop, "--provider", "cpu", "--precision", "int8"])
+    assert refused.exit_code == 2 and refused.stdout == ""
+    assert refused.stderr.strip().count("\n") == 0 and refused.stderr.startswith("error: ") and "overflows" in refused.stderr
     # evaluate still measures what this CPU computes, and says why INT8 lags
     evaluated = evaluate_bundle(bundle, data["evaluation"], provider="cpu")
     assert "overflows" in evaluated.to_dict()["int8_overflow"]
