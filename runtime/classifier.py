@@ -118,7 +118,7 @@ class Classifier:
         if precision != "auto":
             self.session, self.provider = create_session(self.bundle.model_path(precision), provider, threads)
             self.precision, self.precision_reason = precision, "requested"
-            if precision == "int8" and (overflow := int8_overflow(self.bundle, self.session, self.provider)):
+            if precision == "int8" and (overflow := int8_overflow(self.bundle, self.provider)):
                 raise BundleError(f"{overflow}; or choose --precision fp32")
             return
         expected = "cpu" if provider == "cpu" or (provider == "auto" and cuda_status() is not None) else "cuda"
@@ -129,7 +129,7 @@ class Classifier:
             chosen, reason = choose_auto_precision(available, used)
             if chosen != first:
                 session, used = create_session(self.bundle.model_path(chosen), "cpu", threads)
-        if chosen == "int8" and (overflow := int8_overflow(self.bundle, session, used)):
+        if chosen == "int8" and (overflow := int8_overflow(self.bundle, used)):
             # wrong reads are worse than slow ones: serve the next precision, and say why
             others = [p for p in available if p != "int8"]
             if not others:

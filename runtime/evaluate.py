@@ -171,7 +171,7 @@ def evaluate_bundle(
     measured = sizes_array(sizes)
     primary = wanted[0] if len(wanted) == 1 else _default_primary(available, used_provider)
     extra: dict[str, Any] = {"orientation": orientation}
-    if "int8" in sessions and (overflow := int8_overflow(bundle, sessions["int8"], used_provider)):
+    if "int8" in sessions and (overflow := int8_overflow(bundle, used_provider)):
         extra["int8_overflow"] = overflow  # the INT8 figures below are what this CPU computes, not the model
     if orientation == "p-arm-up":
         extra["orientation_hints"] = _orientation_hints(kept, probs[primary], sessions[primary], bundle.spec)

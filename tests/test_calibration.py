@@ -403,6 +403,19 @@ def test_a_failing_method_is_remedied_by_the_next_and_reported(tmp_path, fp32_mo
     assert "fp16" not in manifest.precisions and (stage / "model.int8.onnx").is_file()
 
 
+def kernel_error(model: Path, tensors: np.ndarray) -> float:
+    """Largest probability difference between onnxruntime's integer kernels and the same graph in float."""
+    import onnxruntime as ort
+
+    outputs = []
+    for level in (ort.GraphOptimizationLevel.ORT_ENABLE_ALL, ort.GraphOptimizationLevel.ORT_DISABLE_ALL):
+        options = ort.SessionOptions()
+        options.graph_optimization_level = level
+        session = ort.InferenceSession(str(model), sess_options=options, providers=["CPUExecutionProvider"])
+        outputs.append(session.run(None, {session.get_inputs()[0].name: tensors})[0])
+    return float(np.abs(outputs[0] - outputs[1]).max())
+
+
 def test_int8_kernels_compute_what_the_quantized_graph_means(tmp_path, fp32_model, data) -> None:
     """The default INT8 model reads the same on any CPU: its integer kernels equal the QDQ graph run in float.
 
@@ -410,16 +423,10 @@ def test_int8_kernels_compute_what_the_quantized_graph_means(tmp_path, fp32_mode
     evaluation crops read differently and the largest probability moved by 0.60. A VNNI CPU
     computes both right, so the default must be the one that holds on both.
     """
-    from karyo.runtime.int8_check import KERNEL_TOLERANCE, kernel_error, probe_crops
-
     stage, manifest = make_stage(tmp_path / "bundle", fp32_model)
     add_low_precisions(stage, manifest, data["calibration"], data["evaluation"], config=fast_config(), progress=False)
-    session = create_session(stage / "model.int8.onnx", "cpu")[0]
     evaluation = load_labeled_tensors(data["evaluation"], SPEC, LABELS, progress=False)
-    assert kernel_error(session, stage / "model.int8.onnx", evaluation.x) <= KERNEL_TOLERANCE
-    assert kernel_error(session, stage / "model.int8.onnx", probe_crops(SPEC)) <= KERNEL_TOLERANCE
-    probe = probe_crops(SPEC)
-    assert probe.shape == (16, *SPEC.input_shape) and np.array_equal(probe, probe_crops(SPEC))  # the same crops each time
+    assert kernel_error(stage / "model.int8.onnx", evaluation.x) <= 0.02  # 0.0000 measured, on AVX2
 
 
 def full_range_bundle(tmp_path: Path, fp32_model: Path, data: dict[str, list[Sample]]) -> Path:
@@ -440,22 +447,24 @@ def test_a_full_range_int8_model_is_refused_where_the_cpu_overflows_on_it(tmp_pa
     path = full_range_bundle(tmp_path, fp32_model, data)
     bundle = load_bundle(path)
     assert int8_check.full_range_int8(bundle.manifest.precisions["int8"])
-    # what this CPU really does with it decides; on an AVX2 CPU the probe crops show the overflow
-    measured = int8_check.kernel_error(create_session(bundle.model_path("int8"), "cpu")[0], bundle.model_path("int8"),
-                                       int8_check.probe_crops(bundle.spec))
+    # what this CPU really does decides: an AVX2 CPU overflows, and the model reads differently there
+    overflows = int8_check.cpu_overflows_uint8_int8()
+    evaluation = load_labeled_tensors(data["evaluation"], SPEC, LABELS, progress=False)
+    if overflows:
+        assert kernel_error(bundle.model_path("int8"), evaluation.x) > 0.1  # 0.60 measured on an AMD EPYC, AVX2
     classifier = Classifier(bundle, provider="cpu")
-    if measured > int8_check.KERNEL_TOLERANCE:
+    if overflows:
         assert classifier.precision == "fp32" and "overflows" in classifier.precision_reason
         assert "karyo-export quantize BUNDLE --reduce-range" in classifier.warning
     else:  # a VNNI CPU: the model means what it computes
         assert classifier.precision == "int8" and classifier.warning is None
 
-    # the decision itself, on any CPU: an overflow measured serves FP32 under auto, refuses an explicit int8
-    monkeypatch.setattr(int8_check, "kernel_error", lambda session, model, tensors: 0.6)
+    # the decision itself, on any CPU: an overflowing CPU gets FP32 under auto, and an explicit int8 is refused
+    monkeypatch.setattr(int8_check, "cpu_overflows_uint8_int8", lambda: True)
     auto = Classifier(bundle, provider="cpu")
     assert auto.precision == "fp32" and auto.describe()["warning"].startswith(str(bundle.model_path("int8")))
-    assert "off by up to 0.60" in auto.warning and "Serving fp32 meanwhile" in auto.warning
-    with pytest.raises(BundleError, match="overflows on the model's full-range weights.*choose --precision fp32"):
+    assert "no VNNI" in auto.warning and "Serving fp32 meanwhile" in auto.warning
+    with pytest.raises(BundleError, match="full-range int8 weights overflow.*choose --precision fp32"):
         Classifier(bundle, precision="int8", provider="cpu")
     assert Classifier(bundle, precision="fp16", provider="cpu").warning is None  # only INT8 is probed
     # on the command line: one warning line and the crop still classified; an explicit int8 exits 2 in one line
@@ -469,10 +478,10 @@ def test_a_full_range_int8_model_is_refused_where_the_cpu_overflows_on_it(tmp_pa
     assert json.loads(served.stdout)["precision"] == "fp32" and json.loads(served.stdout)["results"][0]["label"]
     refused = typer_testing.CliRunner().invoke(app, ["classify", str(path), crop, "--provider", "cpu", "--precision", "int8"])
     assert refused.exit_code == 2 and refused.stdout == ""
-    assert refused.stderr.strip().count("\n") == 0 and refused.stderr.startswith("error: ") and "overflows" in refused.stderr
+    assert refused.stderr.strip().count("\n") == 0 and refused.stderr.startswith("error: ") and "no VNNI" in refused.stderr
     # evaluate still measures what this CPU computes, and says why INT8 lags
     evaluated = evaluate_bundle(bundle, data["evaluation"], provider="cpu")
-    assert "overflows" in evaluated.to_dict()["int8_overflow"]
+    assert "no VNNI" in evaluated.to_dict()["int8_overflow"]
 
 
 def test_a_7_bit_int8_model_is_not_probed(tmp_path, fp32_model, data, monkeypatch) -> None:
@@ -483,7 +492,7 @@ def test_a_7_bit_int8_model_is_not_probed(tmp_path, fp32_model, data, monkeypatc
     add_low_precisions(stage, manifest, data["calibration"], data["evaluation"], config=fast_config(), progress=False)
     write_manifest(stage, manifest)
     probed: list[int] = []
-    monkeypatch.setattr(int8_check, "kernel_error", lambda *args: probed.append(1) or 0.6)
+    monkeypatch.setattr(int8_check, "cpu_overflows_uint8_int8", lambda: probed.append(1) or True)
     classifier = Classifier(stage, provider="cpu")
     assert classifier.precision == "int8" and classifier.warning is None and probed == []
 
