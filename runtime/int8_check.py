@@ -12,7 +12,7 @@ moved.
 
 Bundles quantized since 7-bit weights became the default (``QuantizationConfig.reduce_range``)
 cannot overflow (2 x 255 x 64 < 32,767) and are not checked. For an older, full-range bundle the
-runtime asks the CPU itself: a one-node QDQ convolution whose 64 products of 255 x 127 overflow
+runtime asks the CPU itself: a single QDQ convolution whose 64 products of 255 x 127 overflow
 16 bits by design runs once through onnxruntime's integer kernels and once unoptimized (in
 float). A CPU that sums them right serves the INT8 model; one that does not gets FP32 instead,
 with a line saying why. Asking the CPU, not the model, is deliberate: a model-level probe (the
@@ -47,10 +47,16 @@ PROBE_CHANNELS = 64
 
 
 def full_range_int8(precision_entry: dict[str, Any]) -> bool:
-    """True when a manifest's INT8 entry was quantized uint8 x int8 with full-range (8-bit) weights."""
+    """True when a manifest's INT8 entry was quantized uint8 x int8 with full-range (8-bit) weights.
+
+    Every INT8 entry karyo's quantizer has written records its `reduce_range`; an entry without
+    that record was made some other way and says nothing about its weights, so it is not judged.
+    """
     record = precision_entry.get("quantization") or {}
+    if "reduce_range" not in record:
+        return False
     return (
-        not bool(record.get("reduce_range", False))
+        not bool(record["reduce_range"])
         and str(record.get("weight_type", "qint8")).lower() == "qint8"
         and str(record.get("activation_type", "quint8")).lower() == "quint8"
     )
@@ -88,7 +94,7 @@ def int8_overflow(bundle: Bundle, provider: str) -> str | None:
     """The message to give when the bundle's INT8 model would overflow on this CPU, else None.
 
     Only a full-range bundle on the CPU provider is checked; the CPU is asked once per process
-    (two sessions of a one-node graph, milliseconds).
+    (two sessions of a one-convolution graph, milliseconds).
     """
     if provider != "cpu" or "int8" not in bundle.manifest.precisions:
         return None

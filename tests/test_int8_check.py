@@ -53,7 +53,8 @@ def test_the_embedded_probe_is_the_graph_its_comment_describes() -> None:
 def test_only_uint8_by_full_range_int8_is_at_risk() -> None:
     entry = {"quantization": {"reduce_range": False, "weight_type": "qint8", "activation_type": "quint8"}}
     assert full_range_int8(entry)
-    assert full_range_int8({})  # a manifest from before the record: assume the old default, full range
+    assert not full_range_int8({})  # not written by karyo's quantizer, which has always recorded reduce_range
+    assert not full_range_int8({"quantization": {"method": "minmax"}})
     assert not full_range_int8({"quantization": {**entry["quantization"], "reduce_range": True}})
     assert not full_range_int8({"quantization": {**entry["quantization"], "activation_type": "qint8"}})
     assert not full_range_int8({"quantization": {**entry["quantization"], "weight_type": "quint8"}})
