@@ -87,9 +87,10 @@ class GateConfig:
             if drop > self.max_accuracy_drop + 1e-12:
                 p = drop_p_value(metrics)
                 if p is None or p < self.drop_significance:
-                    lost = int(metrics.get("right_to_wrong", 0))
-                    test = "" if p is None else (f" ({lost} right answer{'' if lost == 1 else 's'} lost, "
-                                                 f"{metrics['wrong_to_right']} gained: sign test p = {p:.3f})")
+                    test = "" if p is None else (
+                        f" ({answers_changed(int(metrics['right_to_wrong']), int(metrics['wrong_to_right']))}: "
+                        f"sign test p = {p:.3f})"
+                    )
                     reasons.append(f"accuracy drop {drop * 100:.2f} points > {self.max_accuracy_drop * 100:.2f}{test}")
         return not reasons, reasons
 
@@ -100,6 +101,11 @@ class GateConfig:
     def from_dict(cls, data: dict[str, Any]) -> "GateConfig":
         known = {f.name for f in fields(cls)}
         return cls(**{k: float(v) for k, v in data.items() if k in known})
+
+
+def answers_changed(lost: int, gained: int) -> str:
+    """'3 right answers lost, 1 gained': how the gate's lines and the attempts name the sign test's counts."""
+    return f"{lost} right answer{'' if lost == 1 else 's'} lost, {gained} gained"
 
 
 def drop_p_value(metrics: dict[str, Any]) -> float | None:

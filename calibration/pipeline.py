@@ -21,7 +21,7 @@ import numpy as np
 from karyo.runtime.bundle import Manifest, load_bundle, staged_folder, write_manifest
 from karyo.runtime.dataset import Sample
 
-from .config import METHODS, QuantizationConfig
+from .config import METHODS, QuantizationConfig, answers_changed
 from karyo.runtime.tensors import LabeledTensors, load_labeled_tensors
 
 from .data import provenance, select_stratified
@@ -192,7 +192,7 @@ def _make_int8(
             attempts.append(record)
             decisive = "" if counted is None else f" ({gated:.4f} on the {counted} decisive crops)"
             lost, gained = record["right_to_wrong"], record["wrong_to_right"]
-            truth = f" ({lost} right answer{'' if lost == 1 else 's'} lost, {gained} gained)" if lost or gained else ""
+            truth = f" ({answers_changed(lost, gained)})" if lost or gained else ""
             _say(progress, f"      agreement {metrics['agreement_with_fp32']:.4f}{decisive}, accuracy drop "
                  f"{record['accuracy_drop'] * 100:.2f} points{truth}: {'pass' if passed else 'fail: ' + '; '.join(reasons)}")
             return record
