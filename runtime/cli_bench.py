@@ -57,6 +57,8 @@ def bench(
     except ImageError as exc:  # a --data crop that cannot be read; bad bundles and providers exit 2 (user_errors)
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(EXIT_SOME_FAILED) from None
+    for warning in result["warnings"]:  # on stderr in both forms, as `karyo evaluate` says it
+        typer.echo(f"warning: {warning}", err=True)
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return

@@ -484,6 +484,34 @@ def test_a_full_range_int8_model_is_refused_where_the_cpu_overflows_on_it(tmp_pa
     assert "no VNNI" in evaluated.to_dict()["int8_overflow"]
 
 
+def test_bench_times_a_full_range_int8_model_but_says_this_cpu_misreads_it(tmp_path, fp32_model, data, monkeypatch) -> None:
+    """A bench of INT8 where the CPU overflows still times the kernels (7-bit weights run the same
+    ones) but must not pass for a sound model: one warning line, and the record marked."""
+    from karyo.runtime import int8_check
+    from karyo.runtime.bench import benchmark_bundle
+
+    path = full_range_bundle(tmp_path, fp32_model, data)
+    monkeypatch.setattr(int8_check, "cpu_overflows_uint8_int8", lambda: True)
+    result = benchmark_bundle(path, batch_sizes=[1, 4], precisions=["fp32", "int8"], provider="cpu", iterations=3)
+    assert len(result["warnings"]) == 1 and "no VNNI" in result["warnings"][0]
+    marked = {(r["precision"], r["batch_size"]): r.get("int8_overflow", False) for r in result["records"]}
+    assert marked == {("fp32", 1): False, ("fp32", 4): False, ("int8", 1): True, ("int8", 4): True}
+    assert all(r["p50_ms"] > 0 for r in result["records"])  # timed all the same
+
+    typer_testing = pytest.importorskip("typer.testing")
+    from karyo.runtime.cli import app
+
+    args = ["bench", str(path), "-p", "int8", "--provider", "cpu", "--batch-sizes", "1", "--iterations", "3"]
+    shown = typer_testing.CliRunner().invoke(app, args + ["--json"])
+    assert shown.exit_code == 0, shown.output
+    assert shown.stderr.count("warning: ") == 1 and "--reduce-range" in shown.stderr
+    assert json.loads(shown.stdout)["records"][0]["int8_overflow"] is True
+    # a CPU that sums right: nothing said, nothing marked
+    monkeypatch.setattr(int8_check, "cpu_overflows_uint8_int8", lambda: False)
+    quiet = typer_testing.CliRunner().invoke(app, args)
+    assert quiet.exit_code == 0 and "warning" not in quiet.stderr and "int8" in quiet.stdout
+
+
 def test_a_7_bit_int8_model_is_not_probed(tmp_path, fp32_model, data, monkeypatch) -> None:
     from karyo.runtime import int8_check
     from karyo.runtime.classifier import Classifier
