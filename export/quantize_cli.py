@@ -94,6 +94,11 @@ def quantize_command(
     max_accuracy_drop: Optional[float] = typer.Option(
         None, "--max-accuracy-drop", help="Gate: accuracy FP32 minus INT8, as a fraction (default 0.005 = 0.5 points)."
     ),
+    drop_significance: Optional[float] = typer.Option(
+        None, "--drop-significance",
+        help="Gate: a drop past --max-accuracy-drop fails when a sign test over the answers INT8 changed gives p below "
+        "this (default 0.05; 1 fails every such drop).",
+    ),
     reduce_range: Optional[bool] = typer.Option(
         None, "--reduce-range/--full-range",
         help="7-bit weights, right on every x86 CPU (the default for new bundles), or 8-bit, right only on CPUs with "
@@ -108,7 +113,8 @@ def quantize_command(
         bundle = load_bundle(bundle_path)
         previous = bundle.manifest.provenance.get("calibration", {}).get("config", {})
         config = QuantizationConfig.from_dict(previous) if previous else QuantizationConfig()
-        asked = {"min_agreement": min_agreement, "max_accuracy_drop": max_accuracy_drop, "tie_margin": tie_margin}
+        asked = {"min_agreement": min_agreement, "max_accuracy_drop": max_accuracy_drop, "tie_margin": tie_margin,
+                 "drop_significance": drop_significance}
         config.gate = GateConfig(**{**config.gate.to_dict(), **{k: v for k, v in asked.items() if v is not None}})
         if method is not None:
             config = QuantizationConfig.from_dict({**config.to_dict(), "method": method, "gate": config.gate.to_dict()})

@@ -368,11 +368,14 @@ def test_quantize_command_updates_a_bundle_and_exits_2_on_gate_failure(tmp_path,
     runner = typer_testing.CliRunner()
     # no --eval-data: the evaluation folder recorded in the manifest is read again
     ok = runner.invoke(app, ["quantize", str(stage), "--calibration-data", str(calibration_root), "--method", "percentile",
-                             "--tie-margin", "0"])
+                             "--tie-margin", "0", "--drop-significance", "1"])
     assert ok.exit_code == 0, ok.output
     assert "int8" in ok.output and "agree" in ok.output and "decisive" in ok.output
     config = load_bundle(stage).manifest.provenance["calibration"]["config"]
     assert config["method"] == "percentile" and config["gate"]["tie_margin"] == 0.0
+    assert config["gate"]["drop_significance"] == 1.0
+    refused = runner.invoke(app, ["quantize", str(stage), "--drop-significance", "0"])  # before any calibration
+    assert refused.exit_code == 2 and "drop_significance must lie in (0, 1], got 0.0" in refused.stderr
     # with a zero margin every crop is decisive, and the figures say so
     int8 = load_bundle(stage).metrics("int8")
     assert int8["tie_margin"] == 0.0 and int8["decisive_n"] == int8["n"]
