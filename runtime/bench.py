@@ -89,17 +89,55 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
+# The widest vector extension first: what decides which kernels ONNX Runtime and TensorFlow pick.
+_SIMD_LEVELS: tuple[tuple[str, str], ...] = (
+    ("AVX512VNNI", "AVX-512 VNNI"), ("AVX512F", "AVX-512"), ("AVX2", "AVX2"), ("AVX", "AVX"),
+    ("SVE", "SVE"), ("ASIMDDP", "NEON dot"), ("ASIMD", "NEON"),
+)
+
+
+def simd_level() -> str:
+    """The widest vector extension this CPU offers, as numpy's dispatcher detected it (any OS)."""
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__ as features
+    except ImportError:  # numpy < 2
+        try:
+            from numpy.core._multiarray_umath import __cpu_features__ as features
+        except ImportError:
+            return "unknown"
+    return next((name for flag, name in _SIMD_LEVELS if features.get(flag)), "baseline")
+
+
+def int8_sums() -> str:
+    """How this CPU's uint8 x int8 kernels add products: "exact", or "16-bit pairs" (no VNNI).
+
+    Asked of the CPU itself (`karyo.runtime.int8_check`, milliseconds), since numpy does not report
+    AVX-VNNI, the 256-bit form desktop CPUs have without AVX-512.
+    """
+    from .int8_check import cpu_overflows_uint8_int8
+
+    return "16-bit pairs" if cpu_overflows_uint8_int8() else "exact"
+
+
 def machine_info() -> dict[str, Any]:
-    """What a latency figure depends on; `key` groups records of the same machine in the history."""
+    """What a latency figure depends on; `key` groups records of the same machine in the history.
+
+    The key names the CPU's vector extensions and how it sums INT8 products besides its model
+    name, because a model name alone does not tell CPUs apart: virtual machines report "AMD EPYC"
+    for generations with and without AVX-512 VNNI, whose INT8 times differ severalfold.
+    """
     cores = os.cpu_count() or 1
     model = cpu_model()
     system = f"{platform.system()} {platform.release()}".strip()
+    simd, sums = simd_level(), int8_sums()
     return {
         "cpu": model,
         "cores": cores,
+        "simd": simd,
+        "int8_sums": sums,
         "system": system,
         "arch": platform.machine(),
-        "key": f"{model} x{cores} ({platform.system()} {platform.machine()})",
+        "key": f"{model} x{cores}, {simd}, int8 sums {sums} ({platform.system()} {platform.machine()})",
     }
 
 

@@ -68,5 +68,8 @@ def bench(
         f"{info['path']}: {info['labels']} ({info['classes']} classes), input {info['input_size']} px, "
         f"inputs {result['settings']['inputs']}"
     )
-    typer.echo(f"machine: {machine['cpu']}, {machine['cores']} cores; onnxruntime {result['versions'].get('onnxruntime')}")
+    typer.echo(
+        f"machine: {machine['cpu']}, {machine['cores']} cores, {machine['simd']}, int8 sums {machine['int8_sums']}; "
+        f"onnxruntime {result['versions'].get('onnxruntime')}"
+    )
     typer.echo(format_table(result["records"]))

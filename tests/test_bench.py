@@ -67,6 +67,28 @@ def test_bench_json_schema(tiny):
         assert record["peak_rss_mb"] is None or record["peak_rss_mb"] > 10
 
 
+def test_machine_key_tells_cpu_classes_apart(monkeypatch):
+    """Two CPUs behind one model name ("AMD EPYC" in a VM) with and without VNNI time INT8
+    severalfold apart: their history records must not be compared, so the key names the class."""
+    from karyo.runtime import bench, int8_check
+
+    here = bench.machine_info()
+    assert here["simd"] in {name for _, name in bench._SIMD_LEVELS} | {"baseline", "unknown"}
+    assert here["int8_sums"] in {"exact", "16-bit pairs"} and here["simd"] in here["key"]
+    if here["arch"] in ("x86_64", "AMD64"):
+        cpuinfo = Path("/proc/cpuinfo")
+        flags = cpuinfo.read_text().split() if cpuinfo.is_file() else []
+        if flags:  # numpy's detection agrees with the kernel's flags
+            assert (here["simd"] == "AVX2") == ("avx2" in flags and "avx512f" not in flags)
+            assert (here["simd"] == "AVX-512 VNNI") == ("avx512_vnni" in flags)
+        if "avx512_vnni" in flags or "avx_vnni" in flags:
+            assert here["int8_sums"] == "exact"
+    flipped = not int8_check.cpu_overflows_uint8_int8()
+    monkeypatch.setattr(int8_check, "cpu_overflows_uint8_int8", lambda: flipped)
+    other = bench.machine_info()
+    assert other["cpu"] == here["cpu"] and other["key"] != here["key"]
+
+
 def test_bench_table_and_errors(tiny, tmp_path):
     result = _invoke_bench([str(tiny.path), "--batch-sizes", "2", "--iterations", "2"])
     assert result.exit_code == 0, result.output
