@@ -123,8 +123,9 @@ def machine_info() -> dict[str, Any]:
     """What a latency figure depends on; `key` groups records of the same machine in the history.
 
     The key names the CPU's vector extensions and how it sums INT8 products besides its model
-    name, because a model name alone does not tell CPUs apart: virtual machines report "AMD EPYC"
-    for generations with and without AVX-512 VNNI, whose INT8 times differ severalfold.
+    name, because a model name alone does not tell CPUs apart: a virtual machine may report no more
+    than "AMD EPYC", which covers generations with AVX2 only and with AVX-512 VNNI, and their INT8
+    kernels differ (`karyo.runtime.int8_check`).
     """
     cores = os.cpu_count() or 1
     model = cpu_model()

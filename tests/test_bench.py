@@ -68,8 +68,8 @@ def test_bench_json_schema(tiny):
 
 
 def test_machine_key_tells_cpu_classes_apart(monkeypatch):
-    """Two CPUs behind one model name ("AMD EPYC" in a VM) with and without VNNI time INT8
-    severalfold apart: their history records must not be compared, so the key names the class."""
+    """Two CPUs behind one model name ("AMD EPYC" in a VM), with and without VNNI, run different
+    INT8 kernels: their history records must not be compared, so the key names the class."""
     from karyo.runtime import bench, int8_check
 
     here = bench.machine_info()
