@@ -77,6 +77,25 @@ def choose_auto_precision(available: Sequence[str], provider: str) -> tuple[str,
     raise BundleError("bundle holds no model at all")
 
 
+def auto_precision_for(bundle: Bundle, provider: str) -> tuple[str, str, str | None]:
+    """(the precision `auto` serves on provider, why, a warning when INT8 was passed over).
+
+    One rule for the classifier and `karyo info`: an INT8 model this CPU would misread
+    (`karyo.runtime.int8_check`) gives way to the next precision, since wrong reads are worse
+    than slow ones. A bundle holding nothing else is a BundleError.
+    """
+    available = bundle.available_precisions
+    chosen, reason = choose_auto_precision(available, provider)
+    if chosen != "int8" or not (overflow := int8_overflow(bundle, provider)):
+        return chosen, reason, None
+    others = [p for p in available if p != "int8"]
+    if not others:
+        raise BundleError(overflow)
+    chosen, _ = choose_auto_precision(others, provider)
+    reason = f"this CPU's INT8 arithmetic overflows on the bundle's int8 model; {chosen} instead"
+    return chosen, reason, f"{overflow}. Serving {chosen} meanwhile."
+
+
 class Classifier:
     """A loaded bundle plus one inference session; thread-safe for prediction."""
 
@@ -129,15 +148,11 @@ class Classifier:
             chosen, reason = choose_auto_precision(available, used)
             if chosen != first:
                 session, used = create_session(self.bundle.model_path(chosen), "cpu", threads)
-        if chosen == "int8" and (overflow := int8_overflow(self.bundle, used)):
-            # wrong reads are worse than slow ones: serve the next precision, and say why
-            others = [p for p in available if p != "int8"]
-            if not others:
-                raise BundleError(overflow)
-            chosen, _ = choose_auto_precision(others, used)
-            session, used = create_session(self.bundle.model_path(chosen), used, threads)
-            reason = f"this CPU's INT8 arithmetic overflows on the bundle's int8 model; {chosen} instead"
-            self.warning = f"{overflow}. Serving {chosen} meanwhile."
+        if chosen == "int8":
+            served, why, warning = auto_precision_for(self.bundle, used)
+            if served != chosen:
+                session, used = create_session(self.bundle.model_path(served), used, threads)
+                chosen, reason, self.warning = served, why, warning
         self.session, self.provider = session, used
         self.precision, self.precision_reason = chosen, reason
 

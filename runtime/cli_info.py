@@ -13,8 +13,8 @@ from .cli_common import short_float, user_errors
 
 
 def bundle_info(path: Path) -> dict[str, Any]:
-    from .bundle import load_bundle
-    from .classifier import choose_auto_precision
+    from .bundle import BundleError, load_bundle
+    from .classifier import auto_precision_for, choose_auto_precision
     from .session import probe_cuda
 
     bundle = load_bundle(path, verify=True)
@@ -32,6 +32,13 @@ def bundle_info(path: Path) -> dict[str, Any]:
     available = bundle.available_precisions
     # A real session, not the cheap checks: a driver with its GPU hidden or taken passes those.
     cuda_problem = probe_cuda(bundle.model_path(available[0])) if available else "not probed: no model file"
+    auto = {p: choose_auto_precision(available, p)[0] for p in ("cpu", "cuda")} if available else {}
+    warning = None
+    if available:  # on the CPU, what the classifier would really serve here (an INT8 this CPU misreads is not)
+        try:
+            auto["cpu"], _, warning = auto_precision_for(bundle, "cpu")
+        except BundleError as exc:  # nothing but an INT8 model this CPU misreads
+            auto["cpu"], warning = "none", str(exc)
     return {
         "bundle": str(bundle.path),
         "verified": True,
@@ -43,7 +50,8 @@ def bundle_info(path: Path) -> dict[str, Any]:
         "preprocess": data["preprocess"],
         "orientation": bundle.orientation,
         "precisions": precisions,
-        "auto_precision": {p: choose_auto_precision(available, p)[0] for p in ("cpu", "cuda")} if available else {},
+        "auto_precision": auto,
+        "warning": warning,
         "cuda": cuda_problem or "usable",
         "provenance": manifest.provenance,
     }
@@ -83,6 +91,8 @@ def info(
 ) -> None:
     """Verify a bundle and show its labels, input, preprocessing, precisions (sizes, metrics) and provenance."""
     details = bundle_info(bundle)
+    if details["warning"]:
+        typer.echo(f"warning: {details['warning']}", err=True)
     if as_json:
         sys.stdout.write(json.dumps(details, indent=2) + "\n")
     else:

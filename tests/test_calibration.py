@@ -482,6 +482,12 @@ def test_a_full_range_int8_model_is_refused_where_the_cpu_overflows_on_it(tmp_pa
     refused = typer_testing.CliRunner().invoke(app, ["classify", str(path), crop, "--provider", "cpu", "--precision", "int8"])
     assert refused.exit_code == 2 and refused.stdout == ""
     assert refused.stderr.strip().count("\n") == 0 and refused.stderr.startswith("error: ") and "no VNNI" in refused.stderr
+    # `karyo info` names what auto really serves on this CPU, not what it would prefer
+    info = typer_testing.CliRunner().invoke(app, ["info", str(path), "--json"])
+    assert info.exit_code == 0, info.output
+    shown = json.loads(info.stdout)
+    assert shown["auto_precision"]["cpu"] == "fp32" and shown["auto_precision"]["cuda"] != "fp32"
+    assert "no VNNI" in shown["warning"] and info.stderr.count("warning: ") == 1
     # evaluate still measures what this CPU computes, and says why INT8 lags
     evaluated = evaluate_bundle(bundle, data["evaluation"], provider="cpu")
     assert "no VNNI" in evaluated.to_dict()["int8_overflow"]
@@ -526,6 +532,10 @@ def test_a_7_bit_int8_model_is_not_probed(tmp_path, fp32_model, data, monkeypatc
     monkeypatch.setattr(int8_check, "cpu_overflows_uint8_int8", lambda: probed.append(1) or True)
     classifier = Classifier(stage, provider="cpu")
     assert classifier.precision == "int8" and classifier.warning is None and probed == []
+    from karyo.runtime.cli_info import bundle_info
+
+    shown = bundle_info(stage)
+    assert shown["auto_precision"]["cpu"] == "int8" and shown["warning"] is None and probed == []
 
 
 def test_quantize_reduce_range_mends_a_full_range_bundle(tmp_path, fp32_model, data) -> None:
