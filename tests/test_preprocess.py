@@ -407,3 +407,17 @@ def test_focused_crop_is_what_the_model_reads_at_source_resolution():
     assert 88 <= shown.shape[0] <= 98 and 14 <= shown.shape[1] <= 24  # rod 90 x 14, plus 2 px margins
     raw = focused_crop(banded_rod(50).astype(np.float32), PreprocessSpec(size=48, width=16, align_axis=False))
     assert raw.shape[0] < 80 and raw.shape[1] > 60
+
+
+def test_percentile_of_matches_numpy() -> None:
+    """The hot path's partial-sort percentile is numpy's linear percentile, ties and tiny arrays included."""
+    from karyo.runtime.focus import percentile_of
+
+    rng = np.random.default_rng(3)
+    arrays = [np.array([7.0], np.float32), np.array([2.0, 9.0], np.float32), rng.random(801).astype(np.float32),
+              rng.integers(0, 4, 1000).astype(np.float32), rng.normal(size=3000)]
+    for values in arrays:
+        before = values.copy()
+        for q in (0.0, 5.0, 50.0, 95.0, 99.9, 100.0):
+            assert percentile_of(values, q) == pytest.approx(float(np.percentile(values, q)), rel=1e-6, abs=1e-6)
+        assert np.array_equal(values, before)  # the caller's pixels are not reordered
