@@ -81,7 +81,7 @@ def test_machine_key_tells_cpu_classes_apart(monkeypatch):
         if flags:  # numpy's detection agrees with the kernel's flags
             assert (here["simd"] == "AVX2") == ("avx2" in flags and "avx512f" not in flags)
             assert (here["simd"] == "AVX-512 VNNI") == ("avx512_vnni" in flags)
-        if "avx512_vnni" in flags or "avx_vnni" in flags:
+        if "avx512_vnni" in flags:  # onnxruntime's VNNI kernels sum in 32 bits (measured on a Xeon)
             assert here["int8_sums"] == "exact"
     flipped = not int8_check.cpu_overflows_uint8_int8()
     monkeypatch.setattr(int8_check, "cpu_overflows_uint8_int8", lambda: flipped)
