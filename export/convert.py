@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from karyo.runtime.bundle import PRECISIONS, Manifest, staged_folder, utc_now, write_manifest
+from karyo.runtime.bundle import PRECISIONS, Manifest, case_digest, staged_folder, utc_now, write_manifest
 from karyo.runtime.cell_size import SizePrior
 from karyo.runtime.dataset import Sample, read_labeled_folders
 from karyo.runtime.labels import LabelScheme
@@ -67,6 +67,17 @@ def _split_samples(model_dir: Path, part: str) -> list[Sample]:
         return []
     split = json.loads(path.read_text(encoding="utf-8"))
     return [sample_from_dict(d) for d in split.get(part, []) if Path(d["path"]).is_file()]
+
+
+def _training_case_digests(model_dir: Path) -> dict[str, list[str]]:
+    """The hashed ids of every case the network was fitted or early-stopped on (split.json's train and
+    val cases), so the runtime can warn when it is measured on them; nothing when split.json is gone."""
+    path = model_dir / "split.json"
+    if not path.is_file():
+        return {}
+    split = json.loads(path.read_text(encoding="utf-8"))
+    cases = {str(c) for part in ("train_cases", "val_cases") for c in split.get(part, [])}
+    return {"case_digests": sorted(case_digest(c) for c in cases)}
 
 
 def _folder_samples(folders: Sequence[str | Path], labels: LabelScheme) -> list[Sample]:
@@ -201,6 +212,7 @@ def convert_model(
                     "seed": config.get("seed"),
                     "epochs_run": config.get("epochs_run"),
                     "trained": config.get("created"),
+                    **_training_case_digests(model_dir),
                 },
                 "evaluation_source": evaluation_source,
             },

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from .cell_size import SizePrior
 from .labels import LabelScheme
@@ -39,6 +39,14 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def case_digest(case: str) -> str:
+    """A case (patient) id as a manifest stores it. Hashed, so a bundle shared with another lab does
+    not list accession numbers in clear, while `karyo evaluate` and `karyo audit` can still tell
+    which cases of a folder the model trained on. Not anonymisation: a short numeric id is found
+    again by hashing every candidate, so the manifest stays as internal as the ids themselves."""
+    return hashlib.sha256(case.encode("utf-8")).hexdigest()[:16]
 
 
 def utc_now() -> str:
@@ -148,6 +156,22 @@ class Bundle:
     @property
     def available_precisions(self) -> list[str]:
         return [p for p in PRECISIONS if p in self.manifest.precisions]
+
+    @property
+    def training_case_digests(self) -> frozenset[str] | None:
+        """:func:`case_digest` of every case the network was trained or early-stopped on; None for
+        bundles from before the manifest recorded them (then no one can say which cases are new)."""
+        training = self.manifest.provenance.get("training")
+        digests = training.get("case_digests") if isinstance(training, dict) else None
+        return frozenset(str(d) for d in digests) if isinstance(digests, list) else None
+
+    def seen_in_training(self, cases: Iterable[str]) -> set[str] | None:
+        """Which of `cases` the network saw in training (None: the bundle does not say). Figures on
+        those cases are optimistic, and an audit finds few label errors there: the model learned them."""
+        digests = self.training_case_digests
+        if digests is None:
+            return None
+        return {case for case in set(cases) if case_digest(case) in digests}
 
     def model_path(self, precision: str) -> Path:
         if precision not in self.manifest.precisions:

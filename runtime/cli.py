@@ -18,6 +18,7 @@ from .cli_evaluate import evaluate as _evaluate; app.command("evaluate")(_evalua
 from .cli_info import info as _info; app.command("info")(_info)  # noqa: E402, E702
 from .cli_bench import bench as _bench; app.command("bench")(_bench)  # noqa: E402, E702
 from .cli_karyotype import karyotype as _karyotype; app.command("karyotype")(_karyotype)  # noqa: E402, E702
+from .cli_audit import audit as _audit; app.command("audit")(_audit)  # noqa: E402, E702
 
 
 def main() -> None:

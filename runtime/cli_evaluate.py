@@ -110,6 +110,9 @@ def evaluate(
         raise fail(f"{data}: no readable crops with labels of this bundle ({result.labels.name}); {skipped} skipped")
     for path, message in result.unreadable:
         typer.echo(f"error: {message}", err=True)
+    if seen := result.extra.get("cases_seen_in_training"):
+        typer.echo(f"warning: {seen['cases']} of the {seen['of']} cases here ({seen['crops']} crops) were in this bundle's "
+                   f"training data: the figures are optimistic; measure on cases it never saw", err=True)
     if result.extra.get("int8_overflow"):
         typer.echo(f"warning: {result.extra['int8_overflow']}", err=True)
     if confusion is not None:

@@ -171,6 +171,9 @@ def evaluate_bundle(
     measured = sizes_array(sizes)
     primary = wanted[0] if len(wanted) == 1 else _default_primary(available, used_provider)
     extra: dict[str, Any] = {"orientation": orientation}
+    if seen := bundle.seen_in_training(s.case for s in kept):
+        cases = len({s.case for s in kept})
+        extra["cases_seen_in_training"] = {"cases": len(seen), "of": cases, "crops": sum(s.case in seen for s in kept)}
     if "int8" in sessions and (overflow := int8_overflow(bundle, used_provider)):
         extra["int8_overflow"] = overflow  # the INT8 figures below are what this CPU computes, not the model
     if orientation == "p-arm-up":

@@ -78,8 +78,10 @@ def layout_karyogram(
     assignments: Sequence[CropAssignment],
     tile_height: int = 120,
     title: str = "",
+    legend: Sequence[str] | None = None,
 ) -> KaryogramLayout:
-    """Place crops of the given (height, width) sizes; pure geometry, so tests can check positions."""
+    """Place crops of the given (height, width) sizes; pure geometry, so tests can check positions.
+    `legend`: lines saying what the red marks mean, when not the review's (``legend_lines``)."""
     if len(sizes) != len(assignments):
         raise ValueError(f"{len(sizes)} crops for {len(assignments)} assignments")
     tallest = max((h for h, _ in sizes), default=1)
@@ -105,7 +107,7 @@ def layout_karyogram(
 
     row_widths = [sum(group_width(c) for c in row) + GROUP_GAP * (len(row) - 1) for row in rows]
     title_width = cv2.getTextSize(title, FONT, 0.8, 2)[0][0] if title else 0
-    legend = legend_lines(assignments)
+    legend = legend_lines(assignments) if legend is None else list(legend)
     legend_width = max((cv2.getTextSize(line, FONT, LEGEND_SIZE, 1)[0][0] for line in legend), default=0)
     width = max(max(row_widths), title_width, legend_width) + 2 * MARGIN
     boxes: list[tuple[int, int, int, int]] = [(0, 0, 0, 0)] * len(sizes)
@@ -162,10 +164,11 @@ def render_karyogram(
     assignments: Sequence[CropAssignment],
     title: str = "",
     tile_height: int = 120,
+    legend: Sequence[str] | None = None,
 ) -> tuple[np.ndarray, KaryogramLayout]:
     """The karyogram as a BGR uint8 image, plus the layout it was drawn with."""
     grays = [_display_gray(c) for c in crops]
-    layout = layout_karyogram([g.shape[:2] for g in grays], assignments, tile_height, title)
+    layout = layout_karyogram([g.shape[:2] for g in grays], assignments, tile_height, title, legend)
     image = np.full((layout.height, layout.width, 3), 255, dtype=np.uint8)
     if title:
         _put_centered(image, title, layout.width // 2, 12, 0.8, 2)
@@ -197,9 +200,10 @@ def draw_karyogram(
     path: str | Path,
     title: str = "",
     tile_height: int = 120,
+    legend: Sequence[str] | None = None,
 ) -> Path:
     """Write the karyogram PNG of one cell (crops and assignments in the same order) atomically."""
-    image, _ = render_karyogram(crops, assignments, title, tile_height)
+    image, _ = render_karyogram(crops, assignments, title, tile_height, legend)
     path = Path(path)
     write_png(image, path)
     return path

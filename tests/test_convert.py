@@ -13,7 +13,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from test_models_train import make_tiny_dataset  # noqa: E402
 
-from karyo.runtime.bundle import BundleError, load_bundle  # noqa: E402
+from karyo.runtime.bundle import BundleError, case_digest, load_bundle  # noqa: E402
 from karyo.runtime.dataset import read_labeled_folders  # noqa: E402
 from karyo.runtime.evaluate import evaluate_bundle  # noqa: E402
 from karyo.runtime.preprocess import preprocess_path  # noqa: E402
@@ -107,6 +107,12 @@ def test_convert_writes_verified_bundle_with_parity(trained):
     assert provenance["arch"] == "edge" and provenance["parameters"] == model.count_params()
     assert {"tensorflow", "tf2onnx", "onnx"} <= set(provenance["versions"])
     assert provenance["training"]["data_roots"] == [str(data.resolve())]
+    # the cases the network was fitted or early-stopped on, hashed: the runtime can tell which are new
+    fitted = set(split["train_cases"]) | set(split["val_cases"])
+    assert fitted and not fitted & set(split["test_cases"])
+    assert provenance["training"]["case_digests"] == sorted(case_digest(c) for c in fitted)
+    assert bundle.seen_in_training(split["test_cases"]) == set()
+    assert bundle.seen_in_training(split["test_cases"] + split["train_cases"][:1]) == set(split["train_cases"][:1])
 
 
 @pytest.mark.slow
