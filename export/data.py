@@ -7,8 +7,11 @@ banding resolution, so an image-level split leaks and overstates accuracy. Tenso
 
 from __future__ import annotations
 
+import csv
+import hashlib
 import random
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -24,6 +27,45 @@ def select_scheme_samples(samples: Sequence[Sample], labels: LabelScheme) -> tup
     kept = [s for s in samples if s.label in labels]
     dropped = Counter(s.label for s in samples if s.label not in labels)
     return kept, dict(dropped)
+
+
+@dataclass(frozen=True)
+class ExclusionList:
+    """Crops a lab has decided not to train on (e.g. rows of `karyo audit --csv` it could not settle).
+
+    They are left out of fitting, early stopping and the size prior only: the split is made before,
+    so the folds stay the ones made without the list, and held-out crops keep their labels, so
+    accuracy is still measured against the data as given, never against an edited truth."""
+
+    source: str
+    sha256: str
+    paths: frozenset[Path]
+
+    @classmethod
+    def read(cls, path: str | Path) -> "ExclusionList":
+        """A CSV with a `path` column (the audit's) or one path per line; relative paths from here."""
+        file = Path(path)
+        try:
+            raw = file.read_bytes()
+        except OSError as exc:
+            raise ValueError(f"{file}: cannot read the exclusion list ({exc.strerror or exc})") from None
+        lines = raw.decode("utf-8-sig", errors="replace").splitlines()
+        header = next(csv.reader(lines[:1]), [])
+        if "path" in header:
+            listed = [row["path"] for row in csv.DictReader(lines) if row.get("path")]
+        else:
+            listed = [line.strip() for line in lines if line.strip()]
+        return cls(str(file), hashlib.sha256(raw).hexdigest(), frozenset(Path(p).resolve() for p in listed))
+
+    def keep(self, samples: Sequence[Sample]) -> list[Sample]:
+        return [s for s in samples if Path(s.path).resolve() not in self.paths]
+
+    def unmatched(self, samples: Sequence[Sample]) -> int:
+        """How many listed paths are not crops of the data (a list written elsewhere, or stale)."""
+        return len(self.paths - {Path(s.path).resolve() for s in samples})
+
+    def to_dict(self, left_out: int) -> dict[str, Any]:
+        return {"file": self.source, "sha256": self.sha256, "listed": len(self.paths), "left_out": left_out}
 
 
 def _group_by_case(samples: Sequence[Sample]) -> dict[str, list[Sample]]:

@@ -28,7 +28,7 @@ from karyo.runtime.preprocess import DEFAULT_STAIN_LEVEL, PreprocessSpec
 from .augment import AugmentConfig, Augmenter
 from karyo.runtime.tensors import LabeledTensors, load_labeled_tensors
 
-from .data import case_folds, case_split, sample_to_dict, select_scheme_samples, storage_dtype
+from .data import ExclusionList, case_folds, case_split, sample_to_dict, select_scheme_samples, storage_dtype
 from .models import build_model, check_edge_options, configure_backend, default_input_size, edge_head
 from .warm_start import WarmStart, check_warm_start, load_warm_start
 
@@ -187,6 +187,7 @@ def train_model(
     init_from: str | Path | None = None,
     stain_level: float | None = DEFAULT_STAIN_LEVEL,
     centred_crop: bool = True,
+    exclude: str | Path | None = None,
 ) -> Path:
     """Train `arch` on the crops under `data_roots` and write the model folder `out_dir` (atomically).
 
@@ -195,6 +196,7 @@ def train_model(
     the folder keeps fold 1's model and its held-out cases, so export evaluates on unseen data.
     `only_fold=n` trains fold n of k alone (the folds are fixed by the seed), so a k-fold study can
     run one fold per process and take every fold through convert and evaluate like a real model.
+    `exclude`: a list of crops not to train on (``ExclusionList``); held-out crops are never left out.
     """
     if only_fold is not None and not 1 <= only_fold <= max(folds, 0):
         raise ValueError(f"--fold {only_fold} needs --folds K with 1 <= {only_fold} <= K")
@@ -207,6 +209,7 @@ def train_model(
     warm_start = None
     if init_from is not None:
         warm_start = check_warm_start(init_from, arch, width, resolved_head, labels, (box_height, box_width))
+    exclusions = ExclusionList.read(exclude) if exclude is not None else None
     spec = PreprocessSpec(size=box_height, width=box_width, stain_level=stain_level or None, centred_crop=centred_crop)
     configure_backend(threads)
     import keras
@@ -220,6 +223,9 @@ def train_model(
         print(f"left out {sum(dropped.values())} crops whose label is not in {scheme}: {dropped}", file=sys.stderr)
     if len({s.label for s in samples}) < 2:
         raise ValueError(f"{', '.join(map(str, roots))}: need crops of at least 2 classes of {scheme}")
+    if exclusions is not None and (unmatched := exclusions.unmatched(samples)):
+        print(f"warning: {unmatched} of the {len(exclusions.paths)} crops listed in {exclusions.source} are not in "
+              f"the data (paths are read relative to the current folder)", file=sys.stderr)
     data = load_labeled_tensors(samples, spec, labels, progress=progress, dtype=storage_dtype(spec))
     verbose = _verbosity(progress)
     common = dict(
@@ -238,6 +244,8 @@ def train_model(
         if only_fold is not None and number != only_fold:
             continue
         train, val = case_split(trainval, val_fraction, seed + number)
+        if exclusions is not None:  # after the split: the folds stay those made without the list
+            train, val = exclusions.keep(train), exclusions.keep(val)
         if progress:
             print(
                 f"{'fold %d/%d: ' % (number, len(splits)) if folds else ''}train {len(train)} crops "
@@ -254,6 +262,7 @@ def train_model(
             kept_model, kept_split, kept_history, kept_report = model, (train, val, test), history, report
 
     train, val, test = kept_split
+    left_out = len(data.samples) - len(train) - len(val) - len(test)  # every crop is in one part but the excluded
     size_prior = fit_size_prior(data.subset(train), labels)
     summary: dict[str, Any] = {"test": kept_report, "history": kept_history}
     accuracies = [f["test"]["accuracy"] for f in fold_reports if f["test"]]
@@ -289,6 +298,7 @@ def train_model(
         "cell_size": size_prior.to_dict() if size_prior is not None else None,
         "data_roots": [str(r) for r in roots],
         "counts": {"train": len(train), "val": len(val), "test": len(test), "skipped": len(data.skipped)},
+        "excluded": exclusions.to_dict(left_out) if exclusions is not None else None,
         "class_counts": {label: int(c) for label, c in zip(labels.labels, np.bincount(data.y, minlength=len(labels)))},
         "parameters": int(kept_model.count_params()),
         "versions": {"keras_backend": backend, backend: backend_release, "keras": keras.__version__,

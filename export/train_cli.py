@@ -64,6 +64,7 @@ def train_command(
     condensation: float = typer.Option(DEFAULT_CONDENSATION, "--condensation", min=0.0, max=1.0, help="Augmentation: scale each chromosome's length-to-width ratio by up to 1+C either way, as cells and labs condense their chromosomes differently (0: off)."),
     neighbours: float = typer.Option(DEFAULT_NEIGHBOUR_PROBABILITY, "--neighbours", min=0.0, max=1.0, help="Augmentation: the share of training crops that get a piece of another chromosome laid in through the box's edge, as neighbours reach into crops cut as bounding boxes (default 0: off; 0.15 measured, benchmarks/ACCURACY.md)."),
     stain_level: float = typer.Option(DEFAULT_STAIN_LEVEL, "--stain-level", min=0.0, max=1.0, help="Scale each chromosome's darkness so its 95th percentile reaches this level, evening out staining between slides and labs (0: keep gray levels as they are)."),
+    exclude: Optional[Path] = typer.Option(None, "--exclude", help="Crops not to train on: a CSV with a path column (e.g. `karyo audit --csv`, the rows a lab could not settle) or one path per line; held-out crops keep their labels."),
     centred_crop: bool = typer.Option(True, "--centred-crop/--no-centred-crop", help="Crops are cut centred on their chromosome, so a neighbour merged into it is cut off beyond the mirror of the opposite margin; --no-centred-crop for a lab whose crops hold the chromosome against one side."),
 ) -> None:
     """Train a chromosome classifier; the split is by case (patient), never by image.
@@ -81,7 +82,7 @@ def train_command(
         data, out, arch=arch, scheme=scheme, epochs=epochs, input_size=size, folds=folds, only_fold=fold, seed=seed,
         batch_size=batch_size, learning_rate=learning_rate, label_smoothing=label_smoothing, patience=patience, augment=augment,
         val_fraction=val_fraction, width=width, head=head, init_from=init_from, stain_level=stain_level,
-        centred_crop=centred_crop,
+        centred_crop=centred_crop, exclude=exclude,
     )
     report = json.loads((out_dir / "report.json").read_text(encoding="utf-8"))
     if report.get("cross_validation"):

@@ -485,6 +485,33 @@ def test_val_fraction_zero_trains_on_every_case_but_the_test_ones(tmp_path):
 
 
 @pytest.mark.slow
+def test_exclude_leaves_listed_crops_out_of_training_but_not_out_of_the_held_out_test(tmp_path):
+    data = make_tiny_dataset(tmp_path / "data", cases=6, per_class=2)
+    plain = _train_tiny(data, tmp_path / "plain")
+    assert plain.exit_code == 0, plain.output
+    split = json.loads((tmp_path / "plain" / "split.json").read_text())
+    trained = [Path(s["path"]) for s in split["train"]]
+    held_out = Path(split["test"][0]["path"])
+    listed = trained[:3] + [held_out, tmp_path / "not-a-crop.png"]
+    # the audit's CSV (a path column among others), paths written relative to where it ran
+    rows = ["finding,kind,path,label"] + [f"1,single,{os.path.relpath(p)},7" for p in listed]
+    (tmp_path / "audit.csv").write_text("\n".join(rows) + "\n")
+    result = _train_tiny(data, tmp_path / "m", "--exclude", str(tmp_path / "audit.csv"))
+    assert result.exit_code == 0, result.output
+    assert "warning: 1 of the 5 crops listed" in result.output
+    again = json.loads((tmp_path / "m" / "split.json").read_text())
+    assert again["test"] == split["test"]  # the same folds, the held-out crops as labelled
+    assert again["train_cases"] == split["train_cases"]
+    assert [s["path"] for s in again["train"]] == [str(p) for p in trained[3:]]
+    config = json.loads((tmp_path / "m" / "train_config.json").read_text())
+    assert config["excluded"]["listed"] == 5 and config["excluded"]["left_out"] == 3
+    assert config["counts"]["train"] == len(trained) - 3
+    assert json.loads((tmp_path / "plain" / "train_config.json").read_text())["excluded"] is None
+    missing = _train_tiny(data, tmp_path / "n", "--exclude", str(tmp_path / "none.csv"))
+    assert missing.exit_code == 2 and "cannot read the exclusion list" in missing.output
+
+
+@pytest.mark.slow
 def test_stain_level_option_reaches_the_model_folder_and_zero_turns_it_off(tmp_path):
     data = make_tiny_dataset(tmp_path / "data", cases=4, per_class=2)
     for level, expected in (("0.6", 0.6), ("0", None)):
