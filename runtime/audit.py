@@ -1,8 +1,8 @@
 """Label audit: the crops of a lab's own labeled cells whose label the model disputes, and how.
 
 A lab trains karyo on karyotypes its staff sorted by hand, and hand-sorted karyotypes carry
-mistakes: a karyogram whose rows slipped by one place (every label from 18 on one chromosome
-off, as in one pki-dev cell), two homologs of neighbouring pairs put in each other's place, a
+mistakes: a karyogram whose rows slipped by one place (in one pki-dev cell the crops from 18 on
+are each labelled as the next chromosome), two homologs of neighbouring pairs put in each other's place, a
 single crop dropped in the wrong box. Training learns those mistakes and evaluation counts them
 against the model. The audit reads every crop the way `karyo karyotype` does (each crop's size in
 its cell weighed in, the cell assembled jointly), and wherever the assembled label differs from
@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -101,7 +101,6 @@ class LabelAudit:
     cells: int  # cells audited jointly (crops without a cell are audited alone)
     disputed: int  # crops whose assembled label differs from the label given, whatever the odds
     min_odds: float
-    assembled: np.ndarray = field(repr=False)  # per row: the label index the model gives (-1: a fragment)
 
     def counts(self) -> dict[str, int]:
         return {kind: sum(f.kind == kind for f in self.findings) for kind in KINDS}
@@ -163,7 +162,7 @@ def audit_labels(
     threshold = math.log(min_odds)
     findings = sorted((f for f in findings if f.evidence >= threshold), key=lambda f: (-f.evidence, f.cell))
     return LabelAudit(findings, len(samples), len({samples[i].cell_key for i in celled}), int(disputed.sum()),
-                      float(min_odds), assembled)
+                      float(min_odds))
 
 
 def chromosome_rank(label: str) -> int:

@@ -9,12 +9,17 @@ import re
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 import numpy as np
 import typer
 
+from .audit import DEFAULT_MIN_ODDS, Finding, LabelAudit
 from .cli_common import EXIT_OK, EXIT_SOME_FAILED, ProviderChoice, fail, stderr_progress, user_errors
+
+if TYPE_CHECKING:
+    from .evaluate import EvaluationResult
+    from .preprocess import PreprocessSpec
 
 CSV_COLUMNS = ("finding", "kind", "cell", "path", "label", "suggested", "evidence", "odds", "note")
 AUDIT_LEGEND = ('red box: labelled as placed, but the model reads it as the chromosome written under it ("18?")',)
@@ -26,7 +31,7 @@ class AuditPrecision(str, Enum):
     int8 = "int8"
 
 
-def audit_csv(findings: list[Any]) -> str:
+def audit_csv(findings: list[Finding]) -> str:
     """One row per disputed crop, numbered by finding (rank 1: the strongest), for a spreadsheet."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
@@ -39,7 +44,7 @@ def audit_csv(findings: list[Any]) -> str:
     return out.getvalue()
 
 
-def format_audit(audit: Any, seen: set[str] | None, most: int) -> list[str]:
+def format_audit(audit: LabelAudit, seen: set[str] | None, most: int) -> list[str]:
     counts = audit.counts()
     lines = [
         f"audited {audit.crops} crops ({audit.cells} cells read jointly); {audit.disputed} read otherwise than labelled",
@@ -68,7 +73,7 @@ def _file_name(rank: int, cell: str) -> str:
     return f"{rank:03d}_{re.sub(r'[^A-Za-z0-9._-]+', '_', cell)}.png"
 
 
-def write_audit_karyograms(result: Any, audit: Any, spec: Any, folder: Path) -> list[Path]:
+def write_audit_karyograms(result: EvaluationResult, audit: LabelAudit, spec: PreprocessSpec, folder: Path) -> list[Path]:
     """Each cell with a finding drawn as it was labelled, the disputed crops boxed in red with what
     the model reads them as: a slipped row or an exchange is seen at a glance, and judged by eye."""
     from .assembly import CropAssignment
@@ -111,7 +116,7 @@ def write_audit_karyograms(result: Any, audit: Any, spec: Any, folder: Path) -> 
 def audit(
     bundle: Path = typer.Argument(..., metavar="BUNDLE", help="Bundle folder (with manifest.json)."),
     data: List[Path] = typer.Argument(..., metavar="DATA...", help="Labeled folders (class sub-folders or manifest.csv; case and cell from the manifest)."),
-    min_odds: float = typer.Option(20.0, "--min-odds", min=1.0, help="List a finding when the model favours its reading by at least these odds (1: every dispute)."),
+    min_odds: float = typer.Option(DEFAULT_MIN_ODDS, "--min-odds", min=1.0, help="List a finding when the model favours its reading by at least these odds (1: every dispute)."),
     precision: AuditPrecision = typer.Option(AuditPrecision.fp32, "--precision", help="The model that reads the crops (fp32: the network itself, no quantization error)."),
     provider: ProviderChoice = typer.Option(ProviderChoice.cpu, "--provider"),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads per inference (default: KARYO_THREADS, else all cores)."),
