@@ -15,7 +15,10 @@ import numpy as np
 import typer
 
 from .audit import DEFAULT_MIN_ODDS, Finding, LabelAudit
-from .cli_common import EXIT_OK, EXIT_SOME_FAILED, ProviderChoice, fail, stderr_progress, user_errors
+from .cli_common import (
+    EXIT_OK, EXIT_SOME_FAILED, ORIENTATION_HELP, OrientationChoice, ProviderChoice, fail, orientation_value,
+    stderr_progress, user_errors,
+)
 
 if TYPE_CHECKING:
     from .evaluate import EvaluationResult
@@ -75,7 +78,8 @@ def _file_name(rank: int, cell: str) -> str:
 
 def write_audit_karyograms(result: EvaluationResult, audit: LabelAudit, spec: PreprocessSpec, folder: Path) -> list[Path]:
     """Each cell with a finding drawn as it was labelled, the disputed crops boxed in red with what
-    the model reads them as: a slipped row or an exchange is seen at a glance, and judged by eye."""
+    the model reads them as: a slipped row or an exchange is seen at a glance, and judged by eye.
+    A crop read turned half a circle (`--orientation any`) is drawn turned, p arm up like the rest."""
     from .assembly import CropAssignment
     from .karyogram import draw_karyogram
     from .karyotype import call_karyotype
@@ -88,6 +92,7 @@ def write_audit_karyograms(result: EvaluationResult, audit: LabelAudit, spec: Pr
         if sample.has_cell:
             rows_of.setdefault(sample.cell_key, []).append(row)
     probs = result.probs[result.primary]
+    turned = result.turned.get(result.primary)
     written: list[Path] = []
     cells = list(dict.fromkeys(f.cell for f in audit.findings if f.cell))
     for rank, cell in enumerate(cells, start=1):
@@ -100,7 +105,7 @@ def write_audit_karyograms(result: EvaluationResult, audit: LabelAudit, spec: Pr
                 continue
             given, top = labels.index(sample.label), int(np.argmax(probs[row]))
             dispute = disputed.get(str(sample.path))
-            crops.append(crop)
+            crops.append(np.ascontiguousarray(crop[::-1, ::-1]) if turned is not None and turned[row] else crop)
             assignments.append(CropAssignment(
                 len(assignments), sample.label, float(probs[row, given]), labels.labels[top], float(probs[row, top]),
                 review=dispute is not None, path=str(sample.path),
@@ -120,6 +125,7 @@ def audit(
     precision: AuditPrecision = typer.Option(AuditPrecision.fp32, "--precision", help="The model that reads the crops (fp32: the network itself, no quantization error)."),
     provider: ProviderChoice = typer.Option(ProviderChoice.cpu, "--provider"),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads per inference (default: KARYO_THREADS, else all cores)."),
+    orientation: Optional[OrientationChoice] = typer.Option(None, "--orientation", help=ORIENTATION_HELP),
     csv_path: Optional[Path] = typer.Option(None, "--csv", help="Write one row per disputed crop to this CSV."),
     karyograms: Optional[Path] = typer.Option(None, "--karyograms", help="Draw each cell with a finding, as labelled, into this folder."),
     most: int = typer.Option(20, "--most", min=0, help="Findings to print (all are in --csv and --json)."),
@@ -133,7 +139,7 @@ def audit(
 
     loaded = load_bundle(bundle)
     result = evaluate_bundle(loaded, data, precision=precision.value, provider=provider.value, threads=threads,
-                             progress=stderr_progress("reading"))
+                             progress=stderr_progress("reading"), orientation=orientation_value(orientation))
     if not result.samples:
         raise fail(f"{', '.join(map(str, data))}: no readable crops with labels of this bundle ({result.labels.name})")
     for _, message in result.unreadable:
@@ -150,12 +156,14 @@ def audit(
         atomic_write_text(csv_path, audit_csv(report.findings))
     drawn = write_audit_karyograms(result, report, loaded.spec, karyograms) if karyograms is not None else []
     if as_json:
-        document = {"bundle": str(bundle), "precision": result.primary, "provider": result.provider, **report.to_dict(),
+        document = {"bundle": str(bundle), "precision": result.primary, "provider": result.provider,
+                    "orientation": result.extra["orientation"], **report.to_dict(),
                     "cases": len(cases), "cases_seen_in_training": None if seen is None else len(seen),
                     "unreadable": [{"path": p, "error": e} for p, e in result.unreadable]}
         sys.stdout.write(json.dumps(document, indent=2) + "\n")
     else:
-        typer.echo(f"bundle: {bundle}  precision: {result.primary}  provider: {result.provider}")
+        typer.echo(f"bundle: {bundle}  precision: {result.primary}  provider: {result.provider}  "
+                   f"orientation: {result.extra['orientation']}")
         for line in format_audit(report, seen, most):
             typer.echo(line)
         if csv_path is not None:

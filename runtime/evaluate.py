@@ -47,6 +47,7 @@ class EvaluationResult:
     cells: dict[str, dict[str, Any]] = field(default_factory=dict)  # precision -> evaluate_cells()
     extra: dict[str, Any] = field(default_factory=dict)  # later analyses add their sections here
     sizes: np.ndarray | None = None  # (N, 2) chromosome length and area per row, NaN where unmeasured
+    turned: dict[str, np.ndarray] = field(default_factory=dict)  # precision -> (N,) read turned half a circle (`any`)
 
     @property
     def precisions(self) -> list[str]:
@@ -133,6 +134,7 @@ def evaluate_bundle(
     sizes: list[tuple[float, float] | None] = []
     unreadable: list[tuple[str, str]] = []
     outputs: dict[str, list[np.ndarray]] = {name: [] for name in run}
+    turned_parts: dict[str, list[np.ndarray]] = {name: [] for name in run}
     pending: list[np.ndarray] = []
 
     def flush() -> None:
@@ -141,8 +143,9 @@ def evaluate_bundle(
         batch = np.stack(pending)
         for name in run:
             session = sessions[name]
-            probs, _ = read_oriented(lambda x: run_probabilities(session, x, BATCH), batch, orientation)
+            probs, turned = read_oriented(lambda x: run_probabilities(session, x, BATCH), batch, orientation)
             outputs[name].append(probs)
+            turned_parts[name].append(turned)
         pending.clear()
 
     for done, sample in enumerate(samples, start=1):
@@ -194,6 +197,7 @@ def evaluate_bundle(
         skipped_labels=skipped,
         unreadable=unreadable,
         extra=extra,
+        turned={n: np.concatenate(t) if t else np.zeros(0, dtype=bool) for n, t in turned_parts.items()},
     )
 
 

@@ -41,6 +41,7 @@ LEGEND_HEIGHT = 26
 LEGEND_SIZE = 0.45
 HINT_SIZE = 0.4
 CROP_GAP = 8
+HINT_GAP = 4  # at least this much between the hints of neighbouring crops, besides CROP_GAP
 GROUP_GAP = 28
 
 
@@ -98,9 +99,11 @@ def layout_karyogram(
         members[chromosome].sort(key=lambda p: _order_key(assignments[p], p))
     has_variants = any(a.label in STRUCTURAL for a in assignments)
     has_hints = any(_hint(a) for a in assignments)
+    # a hinted crop gets a slot as wide as its hint, so the hints of two narrow neighbours never run together
+    slots = [max(w, _hint_width(a) + HINT_GAP if _hint(a) else 0) for (_, w), a in zip(scaled, assignments)]
 
     def group_width(chromosome: str) -> int:
-        widths = [scaled[p][1] for p in members[chromosome]]
+        widths = [slots[p] for p in members[chromosome]]
         content = sum(widths) + CROP_GAP * max(0, len(widths) - 1)
         label_width = cv2.getTextSize(chromosome, FONT, 0.5, 1)[0][0] + 8  # "not counted" is wider than "22"
         return max(content, 2 * typical_width + CROP_GAP, 30, label_width)
@@ -120,13 +123,13 @@ def layout_karyogram(
         x = float(MARGIN)
         for chromosome in row:
             gw = group_width(chromosome)
-            widths = [scaled[p][1] for p in members[chromosome]]
+            widths = [slots[p] for p in members[chromosome]]
             content = sum(widths) + CROP_GAP * max(0, len(widths) - 1)
             cx = int(round(x + (gw - content) / 2))
             for p in members[chromosome]:
                 h, w = scaled[p]
-                boxes[p] = (cx, baseline - h, w, h)
-                cx += w + CROP_GAP
+                boxes[p] = (cx + (slots[p] - w) // 2, baseline - h, w, h)
+                cx += slots[p] + CROP_GAP
             centers[chromosome] = (int(round(x + gw / 2)), baseline)
             x += gw + GROUP_GAP + spare
         y = baseline + LABEL_HEIGHT + VARIANT_HEIGHT * (int(has_variants) + int(has_hints)) + 12
@@ -151,6 +154,10 @@ def _hint(assignment: CropAssignment) -> str:
     if not assignment.review or assignment.fragment or not assignment.alternative:
         return ""
     return f"{assignment.alternative}?"
+
+
+def _hint_width(assignment: CropAssignment) -> int:
+    return cv2.getTextSize(_hint(assignment), FONT, HINT_SIZE, 1)[0][0]
 
 
 def _put_centered(image: np.ndarray, text: str, center_x: int, top: int, size: float, thickness: int,

@@ -178,3 +178,39 @@ def test_karyo_audit_lists_csv_draws_and_warns_on_trained_cases(tiny_bundle, tmp
     assert json.loads(evaluated.stdout)["cases_seen_in_training"] == {"cases": 1, "of": 2, "crops": 46}
     untold = runner.invoke(app, ["evaluate", str(tiny_bundle.path), str(root), "--precision", "fp32", "--json"])
     assert "training data" not in untold.stderr and "cases_seen_in_training" not in json.loads(untold.stdout)
+
+
+def test_audit_with_any_draws_a_crop_read_turned_as_it_was_read(tiny_bundle, tmp_path, monkeypatch):
+    """A cell cut out upside down, audited with `--orientation any`: its karyogram shows every crop p arm
+    up, as `karyo karyotype` draws them, not as the files lie (bands upside down beside their label)."""
+    import karyo.runtime.karyogram as karyogram
+
+    root = tmp_path / "cells"
+    root.mkdir()
+    rng = np.random.default_rng(4)
+    rows, upright = ["path,label,case,cell"], {}
+    for k, truth in enumerate(CELL_46XY):
+        label = {"4": "5", "5": "4"}.get(truth, truth) if k in (6, 8) else truth  # one 4 and one 5 exchanged
+        crop = noisy_crop(NORMAL.index(truth), rng)
+        upright[f"{k:02d}.png"] = crop
+        assert cv2.imwrite(str(root / f"{k:02d}.png"), cv2.rotate(crop, cv2.ROTATE_180))
+        rows.append(f"{k:02d}.png,{label},p1,m1")
+    (root / "manifest.csv").write_text("\n".join(rows) + "\n")
+    drawn: list[list[np.ndarray]] = []
+    real_draw = karyogram.draw_karyogram
+    monkeypatch.setattr(karyogram, "draw_karyogram", lambda crops, *a, **k: (drawn.append(list(crops)), real_draw(crops, *a, **k))[1])
+    result = CliRunner().invoke(app, ["audit", str(tiny_bundle.path), str(root), "--orientation", "any", "--json",
+                                      "--karyograms", str(tmp_path / "kg")])
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document["orientation"] == "any" and document["findings"][0]["kind"] == "exchange"
+    assert len(drawn) == 1 and len(drawn[0]) == 46
+    spec = load_bundle(tiny_bundle.path).spec
+    from karyo.runtime.preprocess import focused_crop
+
+    for name, crop in zip(sorted(upright), drawn[0]):
+        expected = focused_crop(upright[name], spec).astype(np.float32)
+        shown = crop.astype(np.float32)
+        assert shown.shape == expected.shape
+        # drawn as read: the upright crop, not the file's upside-down one
+        assert np.abs(shown - expected).mean() < np.abs(shown - expected[::-1, ::-1]).mean()

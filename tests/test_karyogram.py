@@ -129,6 +129,24 @@ def test_a_review_hint_names_the_alternative_under_its_box_only():
     assert not is_red(image[:, -MARGIN + 2 :]).any()  # nothing runs off the right edge
 
 
+def test_hints_under_two_narrow_neighbours_stay_apart():
+    """Two thin 20s, each hinted "19?": the hints are wider than the crops, and must not run together."""
+    crops, assignments = make_cell(MALE, review={38, 39})
+    for i in (38, 39):
+        crops[i] = crops[i][:, :8]  # 8 px wide: about 12 px drawn, under a hint about 20 px wide
+        assignments[i] = replace(assignments[i], alternative="19")
+    image, layout = render_karyogram(crops, assignments, title="46,XY")
+    (x1, y1, w1, h1), (x2, _, w2, _) = layout.boxes[38], layout.boxes[39]
+    assert (w1, w2) == (round(8 * layout.scale),) * 2
+    top, left = y1 + h1 + layout.hint_offset, x1 - 30
+    red_columns = np.flatnonzero(is_red(image[top : top + 14, left : x2 + w2 + 30]).any(axis=0)) + left
+    # split where 4 or more columns hold no red: the two hints, each centred under its own crop
+    hints = np.split(red_columns, np.flatnonzero(np.diff(red_columns) > 4) + 1)
+    assert len(hints) == 2
+    for hint, (x, _, w, _) in zip(hints, (layout.boxes[38], layout.boxes[39])):
+        assert abs((hint.min() + hint.max()) / 2 - (x + w / 2)) <= 2
+
+
 def test_empty_group_leaves_room_and_light_on_dark_crops_are_inverted():
     crops, assignments = make_cell(MALE[:-1] + ["X"])  # 46,XX: no Y
     crops[0] = 255 - crops[0]  # one crop arrives light-on-dark

@@ -105,6 +105,7 @@ def test_evaluate_and_the_cli_read_turned_crops_with_any(tiny_bundle, tmp_path):
     either = evaluate_bundle(tiny_bundle.path, root, precision="fp32", orientation="any")
     assert either.reports["fp32"]["accuracy"] == 1.0 and p_arm_up.reports["fp32"]["accuracy"] <= 0.25
     assert either.to_dict()["orientation"] == "any" and p_arm_up.to_dict()["orientation"] == "p-arm-up"
+    assert either.turned["fp32"].tolist() == [True] * 8 and not p_arm_up.turned["fp32"].any()  # which were read turned
     runner = CliRunner()
     done = runner.invoke(app, ["classify", str(tiny_bundle.path), str(root), "--precision", "fp32", "--provider", "cpu",
                                "--json", "--orientation", "any"])
