@@ -58,7 +58,7 @@ def train_command(
     patience: int = typer.Option(8, "--patience", min=1, help="Epochs without a better validation loss before training stops (the best epoch is kept); raise it with --epochs."),
     width: float = typer.Option(1.0, "--width", min=0.25, max=4.0, help="edge channel multiplier (1.0: 16/32/64/128 channels; 1.25: 16/40/80/160, about 1.4x the training time)."),
     head: Optional[str] = typer.Option(None, "--head", help=f"edge's head (default {DEFAULT_EDGE_HEAD}): rows keeps one feature vector per place along the chromosome, pool averages the whole last feature map (the earlier design)."),
-    init_from: Optional[Path] = typer.Option(None, "--init-from", help="Start from the weights of an earlier `karyo-export train` folder with the same network, input and labels (e.g. one trained on `karyo-export synth` chromosomes)."),
+    init_from: Optional[Path] = typer.Option(None, "--init-from", help="Start from the weights of an earlier `karyo-export train` folder with the same network, input and labels (e.g. another lab's model, or one trained on `karyo-export synth` chromosomes)."),
     vflip: bool = typer.Option(False, "--vflip", help="Also flip crops upside down (for labs whose crops are not p-arm up)."),
     no_augment: bool = typer.Option(False, "--no-augment", help="Train on the crops as they are."),
     condensation: float = typer.Option(DEFAULT_CONDENSATION, "--condensation", min=0.0, max=1.0, help="Augmentation: scale each chromosome's length-to-width ratio by up to 1+C either way, as cells and labs condense their chromosomes differently (0: off)."),
