@@ -17,6 +17,7 @@ from karyo.runtime.bundle import case_digest, load_bundle, write_manifest
 from karyo.runtime.cli import app
 from karyo.runtime.dataset import Sample
 from karyo.runtime.labels import AUTOSOMES, NORMAL24, scheme
+from karyo.runtime.preprocess import focused_crop
 from tiny_models import noisy_crop
 
 NORMAL = scheme("normal24")
@@ -198,7 +199,12 @@ def test_audit_with_any_draws_a_crop_read_turned_as_it_was_read(tiny_bundle, tmp
     (root / "manifest.csv").write_text("\n".join(rows) + "\n")
     drawn: list[list[np.ndarray]] = []
     real_draw = karyogram.draw_karyogram
-    monkeypatch.setattr(karyogram, "draw_karyogram", lambda crops, *a, **k: (drawn.append(list(crops)), real_draw(crops, *a, **k))[1])
+
+    def draw_and_keep(crops, *args, **kwargs):
+        drawn.append(list(crops))
+        return real_draw(crops, *args, **kwargs)
+
+    monkeypatch.setattr(karyogram, "draw_karyogram", draw_and_keep)
     result = CliRunner().invoke(app, ["audit", str(tiny_bundle.path), str(root), "--orientation", "any", "--json",
                                       "--karyograms", str(tmp_path / "kg")])
     assert result.exit_code == 0, result.output
@@ -206,8 +212,6 @@ def test_audit_with_any_draws_a_crop_read_turned_as_it_was_read(tiny_bundle, tmp
     assert document["orientation"] == "any" and document["findings"][0]["kind"] == "exchange"
     assert len(drawn) == 1 and len(drawn[0]) == 46
     spec = load_bundle(tiny_bundle.path).spec
-    from karyo.runtime.preprocess import focused_crop
-
     for name, crop in zip(sorted(upright), drawn[0]):
         expected = focused_crop(upright[name], spec).astype(np.float32)
         shown = crop.astype(np.float32)
