@@ -52,10 +52,11 @@ class DisputedCrop:
     label: str
     suggested: str
     evidence: float  # ln p(suggested) - ln p(label), with the crop's size in its cell weighed in
+    turned: bool = False  # read turned half a circle (`--orientation any`): the file shows it upside down
 
     def to_dict(self) -> dict[str, Any]:
         return {"path": self.path, "cell": self.cell, "case": self.case, "label": self.label, "suggested": self.suggested,
-                "evidence": round(self.evidence, 3), "odds": _odds(self.evidence)}
+                "evidence": round(self.evidence, 3), "odds": _odds(self.evidence), "turned": self.turned}
 
 
 @dataclass(frozen=True)
@@ -118,8 +119,10 @@ def audit_labels(
     sizes: np.ndarray | None = None,
     size_prior: SizePrior | None = None,
     min_odds: float = DEFAULT_MIN_ODDS,
+    turned: np.ndarray | None = None,
 ) -> LabelAudit:
-    """Audit the labels of `samples` against the model's reading (`probs`, row for row)."""
+    """Audit the labels of `samples` against the model's reading (`probs`, row for row); `turned`
+    (row for row) marks the crops read turned half a circle, so a reviewer knows the file lies so."""
     from .karyotype import check_scheme, read_cells
 
     if min_odds < 1.0:
@@ -155,7 +158,8 @@ def audit_labels(
     for row in np.flatnonzero(disputed & (evidence > 0)):
         sample = samples[row]
         crop = DisputedCrop(str(sample.path), sample.cell_key if in_cell[row] else "", sample.case, sample.label,
-                            labels.labels[assembled[row]], float(evidence[row]))
+                            labels.labels[assembled[row]], float(evidence[row]),
+                            turned=bool(turned[row]) if turned is not None else False)
         (by_cell[crop.cell] if in_cell[row] else alone).append(crop)
     findings = [f for crops in by_cell.values() for f in group_disputes(crops)]
     findings += [Finding("single", c.cell, (c,)) for c in alone]

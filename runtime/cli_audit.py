@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from .evaluate import EvaluationResult
     from .preprocess import PreprocessSpec
 
-CSV_COLUMNS = ("finding", "kind", "cell", "path", "label", "suggested", "evidence", "odds", "note")
+CSV_COLUMNS = ("finding", "kind", "cell", "path", "label", "suggested", "evidence", "odds", "turned", "note")
 AUDIT_LEGEND = ('red box: labelled as placed, but the model reads it as the chromosome written under it ("18?")',)
 
 
@@ -43,7 +43,7 @@ def audit_csv(findings: list[Finding]) -> str:
         note = finding.describe()
         for crop in finding.crops:
             writer.writerow([rank, finding.kind, finding.cell, crop.path, crop.label, crop.suggested,
-                             f"{crop.evidence:.3f}", f"{crop.to_dict()['odds']:.3g}", note])
+                             f"{crop.evidence:.3f}", f"{crop.to_dict()['odds']:.3g}", "yes" if crop.turned else "", note])
     return out.getvalue()
 
 
@@ -147,7 +147,7 @@ def audit(
     if result.extra.get("int8_overflow"):
         typer.echo(f"warning: {result.extra['int8_overflow']}", err=True)
     report = audit_labels(result.samples, result.probs[result.primary], result.labels, result.sizes,
-                          loaded.size_prior, min_odds=min_odds)
+                          loaded.size_prior, min_odds=min_odds, turned=result.turned.get(result.primary))
     cases = {s.case for s in result.samples}
     seen = loaded.seen_in_training(cases)
     if warning := _training_warning(seen, len(cases)):

@@ -144,7 +144,7 @@ def test_karyo_audit_lists_csv_draws_and_warns_on_trained_cases(tiny_bundle, tmp
         table = list(csv.DictReader(handle))
     assert len(table) == 11 and {r["finding"] for r in table} == {"1", "2"}
     assert sorted((r["label"], r["suggested"]) for r in table if r["kind"] == "exchange") == [("4", "5"), ("5", "4")]
-    assert all(float(r["evidence"]) > 0 for r in table)
+    assert all(float(r["evidence"]) > 0 for r in table) and not any(r["turned"] for r in table)  # read p arm up
     for finding in ("1", "2"):  # a finding is listed at 20:1 or more over its crops together
         assert sum(float(r["evidence"]) for r in table if r["finding"] == finding) >= math.log(20)
     pictures = sorted(p.name for p in drawings.iterdir())
@@ -206,10 +206,13 @@ def test_audit_with_any_draws_a_crop_read_turned_as_it_was_read(tiny_bundle, tmp
 
     monkeypatch.setattr(karyogram, "draw_karyogram", draw_and_keep)
     result = CliRunner().invoke(app, ["audit", str(tiny_bundle.path), str(root), "--orientation", "any", "--json",
-                                      "--karyograms", str(tmp_path / "kg")])
+                                      "--karyograms", str(tmp_path / "kg"), "--csv", str(tmp_path / "audit.csv")])
     assert result.exit_code == 0, result.output
     document = json.loads(result.stdout)
     assert document["orientation"] == "any" and document["findings"][0]["kind"] == "exchange"
+    assert [c["turned"] for c in document["findings"][0]["crops"]] == [True, True]  # the files lie upside down
+    with open(tmp_path / "audit.csv", newline="") as handle:
+        assert [row["turned"] for row in csv.DictReader(handle)] == ["yes", "yes"]
     assert len(drawn) == 1 and len(drawn[0]) == 46
     spec = load_bundle(tiny_bundle.path).spec
     for name, crop in zip(sorted(upright), drawn[0]):
