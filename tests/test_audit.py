@@ -13,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from karyo.runtime.audit import DisputedCrop, audit_labels, group_disputes
+import karyo.runtime.karyogram as karyogram
 from karyo.runtime.bundle import case_digest, load_bundle, write_manifest
 from karyo.runtime.cli import app
 from karyo.runtime.dataset import Sample
@@ -184,8 +185,6 @@ def test_karyo_audit_lists_csv_draws_and_warns_on_trained_cases(tiny_bundle, tmp
 def test_audit_with_any_draws_a_crop_read_turned_as_it_was_read(tiny_bundle, tmp_path, monkeypatch):
     """A cell cut out upside down, audited with `--orientation any`: its karyogram shows every crop p arm
     up, as `karyo karyotype` draws them, not as the files lie (bands upside down beside their label)."""
-    import karyo.runtime.karyogram as karyogram
-
     root = tmp_path / "cells"
     root.mkdir()
     rng = np.random.default_rng(4)
