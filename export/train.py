@@ -25,6 +25,7 @@ from karyo.runtime.labels import LabelScheme, scheme as make_scheme
 from karyo.runtime.metrics import classification_report
 from karyo.runtime.preprocess import DEFAULT_STAIN_LEVEL, PreprocessSpec
 
+from .allocator import malloc_thresholds_callback
 from .augment import AugmentConfig, Augmenter
 from karyo.runtime.tensors import LabeledTensors, load_labeled_tensors
 
@@ -130,6 +131,9 @@ def fit_model(
     )
     timer = _epoch_timer()
     callbacks: list[Any] = [timer]
+    if keras.config.backend() == "tensorflow":
+        # the batches reach TensorFlow through from_generator, which pins glibc's mmap threshold (allocator.py)
+        callbacks.append(malloc_thresholds_callback())
     validation = None
     if val is not None and len(val.y):
         validation = (val.x.astype(np.float32), one_hot(val.y, n_classes))
