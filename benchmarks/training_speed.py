@@ -7,9 +7,10 @@ through Keras' PyDataset, class weights, the cosine schedule) on synthetic uint8
 default 96x32 input, in a child process of its own, since the thresholds are process-wide. The two
 arms alternate, so a machine that slows down over the run slows both; the first epoch (tracing,
 the heap's first growth) is left out of the per-step time. Reported per arm: ms per step (best
-and median over the rounds), the share of CPU time spent in the kernel, page faults per step, resident memory at the end, and a
-digest of the trained weights (equal in both arms: the allocator moves no number).
-Why it matters: `karyo/export/allocator.py`.
+and median over the rounds), CPU seconds per step (work done, against time waited), the share
+of CPU time spent in the kernel, page faults per step, resident memory at the end, and a digest
+of the trained weights (equal in both arms: the allocator moves no number).
+Why it matters: `export/allocator.py`.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ user, system = end.ru_utime - start.ru_utime, end.ru_stime - start.ru_stime
 print(json.dumps({
     "arm": arm,
     "ms_per_step": round(1000 * sum(history["epoch_seconds"][1:]) / steps, 1),
+    "cpu_s_per_step": round((user + system) / steps, 3),  # against ms_per_step: work done, or waiting
     "kernel_share": round(system / (user + system), 3),
     "faults_per_step": round((end.ru_minflt - start.ru_minflt) / steps),
     "rss_mb": int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0]) // 1024,
@@ -79,7 +81,7 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     summary: dict[str, Any] = {}
     for arm in ARMS:
         mine = [r for r in runs if r["arm"] == arm]
-        summary[arm] = {key: statistics.median(r[key] for r in mine) for key in ("ms_per_step", "kernel_share", "faults_per_step", "rss_mb")}
+        summary[arm] = {key: statistics.median(r[key] for r in mine) for key in ("ms_per_step", "cpu_s_per_step", "kernel_share", "faults_per_step", "rss_mb")}
         summary[arm]["best_ms_per_step"] = min(r["ms_per_step"] for r in mine)
     summary["speedup"] = round(summary["pinned"]["best_ms_per_step"] / summary["restored"]["best_ms_per_step"], 2)
     summary["same_weights"] = len({r["weights"] for r in runs}) == 1
@@ -103,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     summary = summarize(runs)
     for arm in ARMS:
         s = summary[arm]
-        print(f"{arm:9s} {s['best_ms_per_step']:7.1f} ms/step best, {s['ms_per_step']:7.1f} median  kernel "
+        print(f"{arm:9s} {s['best_ms_per_step']:7.1f} ms/step best, {s['ms_per_step']:7.1f} median, "
+              f"{s['cpu_s_per_step']:.2f} CPU s/step  kernel "
               f"{100 * s['kernel_share']:4.1f}%  {s['faults_per_step']:8.0f} faults/step  {s['rss_mb']:5.0f} MB resident")
     print(f"restored is {summary['speedup']}x faster per step (best against best); weights identical: {summary['same_weights']}")
     if args.json:

@@ -6,15 +6,16 @@ Under Python 3.11 and later, building that op makes TensorFlow call `mallopt(M_M
 switches off glibc's dynamic threshold for the rest of the process. From then on every buffer over
 128 KiB, which is every activation and gradient of a training step, is mapped fresh from the kernel
 and unmapped when freed, so each step starts by zeroing its pages again. Measured on 2 cores (AMD
-EPYC, TensorFlow 2.21, Python 3.11, `edge` at 96x32, batches of 64): 146k page faults per step, 42%
-of the process's CPU time in the kernel, and steps twice as slow as the same model fed the same
-batches without that op.
+EPYC, TensorFlow 2.21, Python 3.11, `edge` at 96x32, batches of 64; `benchmarks/training_speed.py`):
+about 146k page faults per step and 42% of the process's CPU time in the kernel, against 2k to
+16k and 5 to 10% with the thresholds restored; a step up to twice as slow (on that virtual machine
+the restored step time varied from 0.5 to 1 s, so the median gain was smaller).
 
 The remedy puts the two thresholds where glibc's own dynamic rule would have settled for tensors
 this size (the mmap threshold at its 32 MiB ceiling, trimming at twice that), before every training
-step, since the op may be rebuilt each epoch. It costs a few hundred MB of memory kept for reuse
-(`benchmarks/ACCURACY.md`, training time), and nothing on a C library other than glibc, where
-nothing is done.
+step, since the op may be rebuilt each epoch. It costs about 200 MB of memory kept for reuse, and
+the resident size stays flat over a whole training (benchmarks/ACCURACY.md, Quantization, on
+training time); on a C library other than glibc nothing is done.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ the kernel, and so has to fault in page by page on every step, instead of reusin
 
 from __future__ import annotations
 
+import ctypes
 import json
 import subprocess
 import sys
@@ -17,7 +18,18 @@ import pytest
 
 from karyo.export.allocator import glibc_mallopt
 
-pytestmark = pytest.mark.skipif(glibc_mallopt() is None, reason="mallopt thresholds exist in glibc only (Linux)")
+
+def _has_mallinfo2() -> bool:
+    try:
+        return hasattr(ctypes.CDLL("libc.so.6"), "mallinfo2")
+    except OSError:
+        return False
+
+
+pytestmark = [
+    pytest.mark.skipif(glibc_mallopt() is None, reason="mallopt thresholds exist in glibc only (Linux)"),
+    pytest.mark.skipif(glibc_mallopt() is not None and not _has_mallinfo2(), reason="the probe needs mallinfo2 (glibc 2.33 or later)"),
+]
 
 # 192 MiB in 3 MiB buffers held at once: more than glibc keeps free at the top of its heap (at most
 # the 64 MiB trim threshold), so part of them must come from the kernel, as mappings or as heap.
