@@ -1,11 +1,12 @@
 """Keep training at full speed on Linux after TensorFlow pins glibc's mmap threshold.
 
 Keras hands a `PyDataset` (our augmented batches) to TensorFlow as `tf.data.Dataset.from_generator`.
-Under Python 3.11 and later, building that op makes TensorFlow call `mallopt(M_MMAP_THRESHOLD,
-128 KiB)` (its remedy for from_generator's memory growth, tensorflow/tensorflow#65675), which also
-switches off glibc's dynamic threshold for the rest of the process. From then on every buffer over
-128 KiB, which is every activation and gradient of a training step, is mapped fresh from the kernel
-and unmapped when freed, so each step starts by zeroing its pages again. Measured on 2 cores (AMD
+Under Python 3.11 (seen with TensorFlow 2.21), building that op makes TensorFlow call
+`mallopt(M_MMAP_THRESHOLD, 128 KiB)` (`ApplyPython311MemoryPatch`, its remedy for from_generator's
+memory growth there, tensorflow/tensorflow#65675), which also switches off glibc's dynamic
+threshold for the rest of the process. From then on every buffer over 128 KiB, which is every
+activation and gradient of a training step, is mapped fresh from the kernel and unmapped when
+freed, so each step starts by zeroing its pages again. Measured on 2 cores (AMD
 EPYC, TensorFlow 2.21, Python 3.11, `edge` at 96x32, batches of 64; `benchmarks/training_speed.py`):
 about 146k page faults per step and 42% of the process's CPU time in the kernel, against 2k to
 16k and 5 to 10% with the thresholds restored; a step up to twice as slow (on that virtual machine
