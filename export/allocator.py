@@ -6,11 +6,11 @@ Under Python 3.11 (seen with TensorFlow 2.21), building that op makes TensorFlow
 memory growth there, tensorflow/tensorflow#65675), which also switches off glibc's dynamic
 threshold for the rest of the process. From then on every buffer over 128 KiB, which is every
 activation and gradient of a training step, is mapped fresh from the kernel and unmapped when
-freed, so each step starts by zeroing its pages again. Measured on 2 cores (AMD
-EPYC, TensorFlow 2.21, Python 3.11, `edge` at 96x32, batches of 64; `benchmarks/training_speed.py`):
-about 146k page faults per step and 42% of the process's CPU time in the kernel, against 2k to
-16k and 5 to 10% with the thresholds restored; a step up to twice as slow (on that virtual machine
-the restored step time varied from 0.5 to 1 s, so the median gain was smaller).
+freed, so each step starts by zeroing its pages again. Measured on 2 cores (AMD EPYC, TensorFlow
+2.21, Python 3.11, `edge` at 96x32, batches of 64; `benchmarks/training_speed.py`): about 146k
+page faults per step and 42% of the process's CPU time in the kernel, against 45 to 16k and 5 to
+10% with the thresholds restored; a step up to twice as slow (on that virtual machine the restored
+step time varied from 0.5 to 1 s, so the median gain was smaller).
 
 The remedy puts the two thresholds where glibc's own dynamic rule would have settled for tensors
 this size (the mmap threshold at its 32 MiB ceiling, trimming at twice that), before every training
