@@ -211,6 +211,7 @@ def convert_model(
                     "class_counts": config.get("class_counts", {}),
                     "seed": config.get("seed"),
                     "epochs_run": config.get("epochs_run"),
+                    "cpu_kernels": config.get("cpu_kernels"),
                     "trained": config.get("created"),
                     **_training_case_digests(model_dir),
                 },

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import re
 import sys
 import tempfile
@@ -108,6 +109,31 @@ _TF_START_NOISE = re.compile(
 )
 
 
+def prefer_onednn_kernels() -> None:
+    """Ask TensorFlow for its oneDNN CPU kernels on x86, unless TF_ENABLE_ONEDNN_OPTS already says.
+
+    TensorFlow switches them on by itself only on CPUs with AVX-512 VNNI or newer; on others (an
+    AVX2 AMD EPYC, older Xeons, most desktops) it trains on its Eigen kernels, which took twice the
+    CPU time per `edge` training step on 2 EPYC cores (`benchmarks/training_speed.py`). Read once,
+    when TensorFlow loads, so this runs before that. `TF_ENABLE_ONEDNN_OPTS=0` keeps Eigen.
+    """
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+
+
+def tensorflow_cpu_kernels() -> str | None:
+    """"onednn" or "eigen": which CPU kernels the loaded TensorFlow trains with, for the training record
+    (the two round differently, so their weights differ in the last digits). None when unknown."""
+    if "tensorflow" not in sys.modules:
+        return None
+    try:
+        from tensorflow.python.util import _pywrap_util_port  # private, hence the guard
+
+        return "onednn" if _pywrap_util_port.IsMklEnabled() else "eigen"
+    except (ImportError, AttributeError):
+        return None
+
+
 def import_tensorflow_quietly():
     """Import TensorFlow and probe its devices with stderr captured, replaying all but the start-up noise.
 
@@ -118,6 +144,7 @@ def import_tensorflow_quietly():
         import tensorflow as tf
 
         return tf
+    prefer_onednn_kernels()
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile(mode="w+b") as captured:

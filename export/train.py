@@ -30,7 +30,9 @@ from .augment import AugmentConfig, Augmenter
 from karyo.runtime.tensors import LabeledTensors, load_labeled_tensors
 
 from .data import ExclusionList, case_folds, case_split, sample_to_dict, select_scheme_samples, storage_dtype
-from .models import build_model, check_edge_options, configure_backend, default_input_size, edge_head
+from .models import (
+    build_model, check_edge_options, configure_backend, default_input_size, edge_head, tensorflow_cpu_kernels,
+)
 from .warm_start import WarmStart, check_warm_start, load_warm_start
 
 
@@ -307,6 +309,7 @@ def train_model(
         "parameters": int(kept_model.count_params()),
         "versions": {"keras_backend": backend, backend: backend_release, "keras": keras.__version__,
                      "python": platform.python_version()},
+        "cpu_kernels": tensorflow_cpu_kernels() if backend == "tensorflow" else None,
         "created": utc_now(),
     }
     split = {

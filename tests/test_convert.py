@@ -107,6 +107,8 @@ def test_convert_writes_verified_bundle_with_parity(trained):
     assert provenance["arch"] == "edge" and provenance["parameters"] == model.count_params()
     assert {"tensorflow", "tf2onnx", "onnx"} <= set(provenance["versions"])
     assert provenance["training"]["data_roots"] == [str(data.resolve())]
+    config = json.loads((model_dir / "train_config.json").read_text())
+    assert provenance["training"]["cpu_kernels"] == config["cpu_kernels"] in ("onednn", "eigen")
     # the cases the network was fitted or early-stopped on, hashed: the runtime can tell which are new
     fitted = set(split["train_cases"]) | set(split["val_cases"])
     assert fitted and not fitted & set(split["test_cases"])
