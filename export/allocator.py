@@ -10,7 +10,11 @@ freed, so each step starts by zeroing its pages again. Measured on 2 cores (AMD 
 2.21, Python 3.11, `edge` at 96x32, batches of 64; `benchmarks/training_speed.py`): about 146k
 page faults per step and 42% of the process's CPU time in the kernel, against 45 to 16k and 5 to
 10% with the thresholds restored; a step up to twice as slow (on that virtual machine the restored
-step time varied from 0.5 to 1 s, so the median gain was smaller).
+step time varied from 0.5 to 1 s, so the median gain was smaller). That was on TensorFlow's Eigen
+kernels, its own choice on a CPU without AVX-512 VNNI. On its oneDNN kernels, which training now
+asks for on x86 (`models.prefer_onednn_kernels`), the pin hardly shows (800 to 960 against 34 to
+50 faults per step, kernel 4.4 to 4.7% of the CPU time against 3.6 to 4.5%): the remedy stays for
+Eigen, chosen (TF_ENABLE_ONEDNN_OPTS=0) or the only kernels a CPU has.
 
 The remedy puts the two thresholds where glibc's own dynamic rule would have settled for tensors
 this size (the mmap threshold at its 32 MiB ceiling, trimming at twice that), before every training
