@@ -112,10 +112,10 @@ _TF_START_NOISE = re.compile(
 def prefer_onednn_kernels() -> None:
     """Ask TensorFlow for its oneDNN CPU kernels on x86, unless TF_ENABLE_ONEDNN_OPTS already says.
 
-    TensorFlow switches them on by itself only on CPUs with AVX-512 VNNI or newer; on others (an
-    AVX2 AMD EPYC, older Xeons, most desktops) it trains on its Eigen kernels, which took twice the
-    CPU time per `edge` training step on 2 EPYC cores (`benchmarks/training_speed.py`). Read once,
-    when TensorFlow loads, so this runs before that. `TF_ENABLE_ONEDNN_OPTS=0` keeps Eigen.
+    TensorFlow switches them on by itself only on CPUs with AVX-512 VNNI or newer; on any other (an
+    AMD EPYC with AVX2 only, measured) it trains on its Eigen kernels, which took 1.4 to 2 times the
+    CPU time per `edge` training step on 2 cores of that EPYC (`benchmarks/training_speed.py`). Read
+    once, when TensorFlow loads, so this runs before that. `TF_ENABLE_ONEDNN_OPTS=0` keeps Eigen.
     """
     if platform.machine().lower() in ("x86_64", "amd64"):
         os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")

@@ -330,7 +330,7 @@ def test_another_backend_skips_the_tensorflow_set_up(tmp_path):
 @pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="oneDNN is only asked for on x86")
 def test_tensorflow_trains_on_onednn_kernels_unless_the_user_says_otherwise(tmp_path):
     """TensorFlow picks oneDNN by itself only on CPUs with AVX-512 VNNI; karyo asks for it on every x86 CPU
-    (half the CPU time per step on an AVX2 EPYC), and TF_ENABLE_ONEDNN_OPTS=0 still keeps Eigen. Fresh
+    (28 to 50% less CPU time per step on an AVX2 EPYC), and TF_ENABLE_ONEDNN_OPTS=0 still keeps Eigen. Fresh
     processes: the choice is read once, when TensorFlow loads."""
     import subprocess
     import sys
