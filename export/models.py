@@ -81,13 +81,14 @@ def require_tensorflow_backend(task: str) -> None:
 
 
 def configure_tensorflow(threads: int | None = None) -> None:
-    """Quiet TF logging and cap its thread pools to the cores we have.
+    """Quiet TF logging, ask for its oneDNN kernels and cap its thread pools to the cores we have.
 
     TensorFlow sizes its pools to the machine, which oversubscribes shared or containerized CPUs;
     the pools can only be set before the first op runs, hence a guarded one-time call.
     """
     global _threads_configured
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    prefer_onednn_kernels()
     if _threads_configured:
         return
     tf = import_tensorflow_quietly()
@@ -109,6 +110,10 @@ _TF_START_NOISE = re.compile(
 )
 
 
+# platform.machine() of the CPUs oneDNN is asked for on (x86-64 as Linux and as Windows name it)
+ONEDNN_MACHINES = ("x86_64", "amd64")
+
+
 def prefer_onednn_kernels() -> None:
     """Ask TensorFlow for its oneDNN CPU kernels on x86, unless TF_ENABLE_ONEDNN_OPTS already says.
 
@@ -117,7 +122,7 @@ def prefer_onednn_kernels() -> None:
     CPU time per `edge` training step on 2 cores of that EPYC (`benchmarks/training_speed.py`). Read
     once, when TensorFlow loads, so this runs before that. `TF_ENABLE_ONEDNN_OPTS=0` keeps Eigen.
     """
-    if platform.machine().lower() in ("x86_64", "amd64"):
+    if platform.machine().lower() in ONEDNN_MACHINES:
         os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 
@@ -144,7 +149,6 @@ def import_tensorflow_quietly():
         import tensorflow as tf
 
         return tf
-    prefer_onednn_kernels()
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile(mode="w+b") as captured:
