@@ -21,7 +21,7 @@ os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(DEFAULT_MAX_PIXELS))
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .focus import ChromosomeSize, background_level, find_chromosome  # noqa: E402
+from .focus import BLANK_CONTRAST, ChromosomeSize, background_level, find_chromosome  # noqa: E402
 
 
 def _quiet_opencv() -> None:
@@ -172,29 +172,51 @@ def decode_gray(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray
     return to_gray(image, max_pixels=max_pixels)
 
 
+# Microscope cameras write 10-, 12- or 14-bit samples into 16-bit (or wider) files. Divided by the
+# type's maximum, white paper at 1023 or 4095 arrives near-black, and a chromosome differs from it by
+# a few grey levels at most: too little to find (BLANK_CONTRAST), and a bundle trained before the
+# staining step reads it dark. Samples are scaled by the bit depth their values fit in instead.
+SAMPLE_BIT_DEPTHS: tuple[int, ...] = (8, 10, 12, 14, 16)
+
+
+def sample_scale(image: np.ndarray) -> float:
+    """The factor that maps an image's samples to [0, 255]: 1 for 8-bit, by the smallest of
+    SAMPLE_BIT_DEPTHS the values fit in for wider types, and floats in [0, 1] as fractions."""
+    if image.dtype == np.uint8:
+        return 1.0
+    if image.dtype.kind == "b":
+        return 255.0
+    top = float(image.max()) if image.size else 0.0
+    if image.dtype.kind == "f" and top <= 1.0:
+        return 255.0
+    integer = image.dtype.kind in "iu"
+    ceiling = float(np.iinfo(image.dtype).max) if integer else float("inf")  # int8, int16: 127, 32767
+    for bits in SAMPLE_BIT_DEPTHS:
+        if top < (1 << bits):
+            return 255.0 / min((1 << bits) - 1, ceiling)
+    # beyond 16 bits: the integer type's own range, a float's brightest sample
+    return 255.0 / (ceiling if integer else top)
+
+
 def to_gray(image: np.ndarray, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Any decoded array (HxW, HxWx1/3/4; uint8/uint16/float) to float32 gray in [0, 255]."""
+    """Any decoded array (HxW, HxWx1/3/4; uint8/uint16/float/...) to float32 gray in [0, 255].
+
+    Samples wider than 8 bits are scaled by the bit depth their values fit in (`sample_scale`).
+    """
     image = np.asarray(image)
     if image.ndim not in (2, 3) or image.size == 0 or min(image.shape[:2]) == 0:
         raise ImageError(f"zero-size or malformed image, shape {tuple(image.shape)}")
     if image.shape[0] * image.shape[1] > max_pixels:
         raise ImageError(f"image is {image.shape[1]}x{image.shape[0]} px, over the {max_pixels} pixel limit")
-    if image.dtype == np.uint8:
-        scaled = image.astype(np.float32)
-    elif image.dtype == np.uint16:
-        scaled = image.astype(np.float32) * (255.0 / 65535.0)
-    elif image.dtype.kind == "f":
-        scaled = image.astype(np.float32)
-        if not np.all(np.isfinite(scaled)):
-            raise ImageError("image holds NaN or infinite values")
-        if scaled.size and float(scaled.max()) <= 1.0:
-            scaled = scaled * 255.0
-    elif image.dtype.kind in "iub":
-        info = np.iinfo(image.dtype) if image.dtype.kind in "iu" else None
-        top = float(info.max) if info is not None else 1.0
-        scaled = image.astype(np.float32) * (255.0 / top)
-    else:
+    if image.dtype.kind not in "iubf":
         raise ImageError(f"unsupported pixel type {image.dtype}")
+    with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf, refused next
+        scaled = image.astype(np.float32)
+    if image.dtype.kind == "f" and not np.all(np.isfinite(scaled)):
+        raise ImageError("image holds NaN or infinite values (or values beyond 32-bit float range)")
+    factor = sample_scale(image)
+    if factor != 1.0:
+        scaled = scaled * np.float32(factor)
     if scaled.ndim == 3:
         channels = scaled.shape[2]
         if channels == 1:
@@ -252,8 +274,12 @@ def preprocess_gray(gray: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     return prepare_gray(gray, spec)[0]
 
 
-def prepare_gray(gray: np.ndarray, spec: PreprocessSpec) -> tuple[np.ndarray, ChromosomeSize | None]:
-    """The model input and the chromosome's size, measured on the same objects the focus step found."""
+def prepare_gray(gray: np.ndarray, spec: PreprocessSpec) -> tuple[np.ndarray, ChromosomeSize]:
+    """The model input and the chromosome's size, measured on the same objects the focus step found.
+
+    A crop with nothing in it is an ImageError, like a corrupt file: every command then names it and
+    goes on with the rest, and training skips it rather than learn a blank as its label.
+    """
     if gray.ndim != 2 or min(gray.shape) == 0:
         raise ImageError(f"zero-size or malformed image, shape {tuple(gray.shape)}")
     height, width = gray.shape
@@ -269,6 +295,13 @@ def prepare_gray(gray: np.ndarray, spec: PreprocessSpec) -> tuple[np.ndarray, Ch
         gray, background, blank=spec.focus_main_object, tight=spec.tight_crop, align=spec.align_axis,
         stain=spec.stain_level is not None, centred=spec.centred_crop,
     )
+    if size is None:
+        # Read anyway, a blank gets some label (21 at 0.4 from a release bundle), and in a cell it
+        # takes a chromosome's place in the count.
+        raise ImageError(
+            f"no chromosome in the image: no pixel differs from the background by {BLANK_CONTRAST:g} grey levels "
+            "(an empty cut or a blank frame)"
+        )
     canvas = pad_to_aspect(gray, background, spec.size, spec.width)
     interpolation = cv2.INTER_AREA if canvas.shape[0] >= spec.size else cv2.INTER_LINEAR
     resized = cv2.resize(canvas, (spec.width, spec.size), interpolation=interpolation)
@@ -292,7 +325,7 @@ def preprocess_array(image: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     return prepare_array(image, spec)[0]
 
 
-def prepare_array(image: np.ndarray, spec: PreprocessSpec) -> tuple[np.ndarray, ChromosomeSize | None]:
+def prepare_array(image: np.ndarray, spec: PreprocessSpec) -> tuple[np.ndarray, ChromosomeSize]:
     """A decoded image array -> (model input, chromosome size)."""
     return prepare_gray(to_gray(image, spec.max_pixels), spec)
 
@@ -306,7 +339,7 @@ def preprocess_path(path: str | Path, spec: PreprocessSpec) -> np.ndarray:
     return prepare_path(path, spec)[0]
 
 
-def prepare_path(path: str | Path, spec: PreprocessSpec) -> tuple[np.ndarray, ChromosomeSize | None]:
+def prepare_path(path: str | Path, spec: PreprocessSpec) -> tuple[np.ndarray, ChromosomeSize]:
     """A file -> (model input, chromosome size); raises ImageError naming the file on any bad input."""
     try:
         return prepare_gray(decode_gray(read_bytes(path), spec.max_pixels), spec)

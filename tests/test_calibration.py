@@ -61,16 +61,17 @@ def draw_crop(label: str, rng: np.random.Generator) -> np.ndarray:
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
-def write_crops(root: Path, cases: list[str], per_class: int, seed: int, blank: bool = False) -> list[Sample]:
-    """root/<case>/<label>/<i>.png, the folder-per-class layout labs use; blank=True writes empty paper."""
+def write_crops(root: Path, cases: list[str], per_class: int, seed: int, contrast: float = 1.0) -> list[Sample]:
+    """root/<case>/<label>/<i>.png, the folder-per-class layout labs use; `contrast` below 1 washes the
+    crops out towards the paper (0: empty paper)."""
     rng = np.random.default_rng(seed)
     for case in cases:
         for label in LABELS.labels:
             folder = root / case / label
             folder.mkdir(parents=True, exist_ok=True)
             for i in range(per_class):
-                crop = np.full((48, 22), 245, np.uint8) if blank else draw_crop(label, rng)
-                cv2.imwrite(str(folder / f"{i}.png"), crop)
+                crop = 245.0 - (245.0 - draw_crop(label, rng)) * contrast
+                cv2.imwrite(str(folder / f"{i}.png"), np.clip(np.round(crop), 0, 255).astype(np.uint8))
     return read_labeled_folder(root)
 
 
@@ -81,7 +82,8 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Sample]]:
         "train": write_crops(base / "train", ["t1", "t2", "t3"], 30, seed=1),
         "calibration": write_crops(base / "calib", ["c1", "c2"], 20, seed=2),
         "evaluation": write_crops(base / "eval", ["e1", "e2"], 25, seed=3),
-        "blank": write_crops(base / "blank", ["b1"], 10, seed=4, blank=True),
+        "washed_out": write_crops(base / "washed", ["w1"], 10, seed=4, contrast=0.08),
+        "blank": write_crops(base / "blank", ["b1"], 3, seed=5, contrast=0.0),
     }
 
 
@@ -315,11 +317,11 @@ def test_a_bundle_read_both_ways_has_its_figures_and_gate_read_both_ways(tmp_pat
     assert one_way.reports["fp32"]["accuracy"] - bundle.metrics("fp32")["accuracy"] > 0.02  # 0.945 against 0.89 here
 
 
-def test_blank_calibration_fails_the_gate_and_writes_no_int8(tmp_path, fp32_model, data) -> None:
+def test_washed_out_calibration_fails_the_gate_and_writes_no_int8(tmp_path, fp32_model, data) -> None:
     stage, manifest = make_stage(tmp_path / "bundle", fp32_model)
     config = fast_config()
     with pytest.raises(GateFailedError, match="agreement") as failure:
-        add_low_precisions(stage, manifest, data["blank"], data["evaluation"], config=config, progress=False)
+        add_low_precisions(stage, manifest, data["washed_out"], data["evaluation"], config=config, progress=False)
     assert not (stage / "model.int8.onnx").exists()
     assert "int8" not in manifest.precisions
     attempts = failure.value.report["attempts"]
@@ -335,9 +337,20 @@ def test_blank_calibration_fails_the_gate_and_writes_no_int8(tmp_path, fp32_mode
     assert all(not a["passed"] and a["agreement_with_fp32"] < 0.99 for a in attempts)
     assert manifest.provenance["calibration"]["gate"]["status"] == "failed"
     assert manifest.provenance["calibration"]["sensitive_tensors"][0]["nodes"]
-    # Why it fails: blank paper becomes a near-constant input (1 - 245/255 = 0.039 after inversion), so
-    # the input range and every layer's range are calibrated far too narrow and real crops saturate.
-    assert "calibration crops span 0.000 of input range" in str(failure.value)
+    # Why it fails: crops washed out to 8% of their contrast fill a sliver of the input range (the
+    # darkest band, 70 on paper at 245, becomes 231: 0.094 after inversion), so the input range and
+    # every layer's range are calibrated far too narrow and real crops saturate.
+    span = re.search(r"calibration crops span (\d\.\d{3}) of input range against (\d\.\d{3})", str(failure.value))
+    assert span and 0.05 < float(span.group(1)) < 0.12 and float(span.group(2)) > 0.6, str(failure.value)
+
+
+def test_blank_calibration_crops_are_refused_by_name_before_quantizing(tmp_path, fp32_model, data) -> None:
+    stage, manifest = make_stage(tmp_path / "bundle", fp32_model)
+    with pytest.raises(ValueError, match="no usable calibration crops") as refused:
+        add_low_precisions(stage, manifest, data["blank"], data["evaluation"], config=fast_config(), progress=False)
+    assert f"{data['blank'][0].path.parent.parent}" in str(refused.value)
+    assert "no chromosome in the image" in str(refused.value)
+    assert not (stage / "model.int8.onnx").exists() and "int8" not in manifest.precisions
 
 
 def test_requantize_keeps_bundle_verified_and_a_failure_leaves_it_intact(tmp_path, fp32_model, data) -> None:
@@ -348,7 +361,7 @@ def test_requantize_keeps_bundle_verified_and_a_failure_leaves_it_intact(tmp_pat
     assert bundle.available_precisions == ["fp32", "fp16", "int8"]
     before = {p.name: p.read_bytes() for p in stage.iterdir()}
     with pytest.raises(GateFailedError):
-        quantize_bundle(stage, data["blank"], data["evaluation"], fast_config(remedies=False), progress=False)
+        quantize_bundle(stage, data["washed_out"], data["evaluation"], fast_config(remedies=False), progress=False)
     assert {p.name: p.read_bytes() for p in stage.iterdir()} == before
     assert load_bundle(stage).available_precisions == ["fp32", "fp16", "int8"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "staging folder left behind"
@@ -383,8 +396,8 @@ def test_quantize_command_updates_a_bundle_and_exits_2_on_gate_failure(tmp_path,
 
     assert json.loads(json.dumps(evaluate_bundle(stage, data["evaluation"], provider="cpu").drift["int8"])) == int8
     before = (stage / "manifest.json").read_bytes()
-    blank_root = data["blank"][0].path.parents[2]
-    failed = runner.invoke(app, ["quantize", str(stage), "--calibration-data", str(blank_root), "--max-accuracy-drop", "0.01"])
+    washed_root = data["washed_out"][0].path.parents[2]
+    failed = runner.invoke(app, ["quantize", str(stage), "--calibration-data", str(washed_root), "--max-accuracy-drop", "0.01"])
     assert failed.exit_code == 2
     assert "INT8 failed the gate" in failed.output and "bundle left unchanged" in failed.output
     assert (stage / "manifest.json").read_bytes() == before

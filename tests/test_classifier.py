@@ -229,16 +229,18 @@ def test_bad_files_get_errors_and_the_rest_is_classified(tmp_path, workers):
         "text.png": b"just some notes\n",
         "bomb.png": _png_claiming(300_000, 300_000),
         "large.png": cv2.imencode(".png", np.full((200, 200), 255, np.uint8))[1].tobytes(),  # 40k px > 20k limit
+        "blank.png": cv2.imencode(".png", np.full((60, 24), 245, np.uint8))[1].tobytes(),  # paper, no chromosome
     }
     for name, data in bad.items():
         (tmp_path / name).write_bytes(data)
     paths = [good[0][0], tmp_path / "empty.png", tmp_path / "truncated.tiff", good[1][0], tmp_path / "text.png",
-             tmp_path / "bomb.png", tmp_path / "large.png", tmp_path / "missing.png", good[2][0]]
+             tmp_path / "bomb.png", tmp_path / "large.png", tmp_path / "missing.png", tmp_path / "blank.png", good[2][0]]
     predictions = Classifier(bundle.path, provider="cpu", workers=workers).predict_paths(paths, batch_size=4)
     assert [p.path for p in predictions] == [str(p) for p in paths]
     errors = {Path(p.path).name: p.error for p in predictions if p.error}
-    assert set(errors) == {"empty.png", "truncated.tiff", "text.png", "bomb.png", "large.png", "missing.png"}
+    assert set(errors) == {"empty.png", "truncated.tiff", "text.png", "bomb.png", "large.png", "missing.png", "blank.png"}
     assert "empty file" in errors["empty.png"] and "pixel limit" in errors["large.png"]
+    assert "no chromosome in the image" in errors["blank.png"]
     assert all(message.startswith(str(tmp_path)) for message in errors.values())  # each names its file
     for p in predictions:
         if p.error:

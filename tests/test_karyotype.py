@@ -6,6 +6,7 @@ import functools
 import itertools
 import json
 import math
+import re
 from pathlib import Path
 
 import cv2
@@ -608,10 +609,14 @@ def test_cli_bad_crop_is_reported_and_left_out(tiny_bundle, male_cell, tmp_path)
     from karyo.runtime.cli import app
 
     (male_cell / "broken.png").write_bytes(b"not an image")
+    # an empty cut: read anyway it took a chromosome's slot, and a 46,XY cell was called with 47 crops
+    assert cv2.imwrite(str(male_cell / "blank.png"), np.full((60, 24), 245, np.uint8))
     result = CliRunner().invoke(app, ["karyotype", str(tiny_bundle.path), str(male_cell), "--precision", "fp32"])
     assert result.exit_code == 1
-    assert "broken.png" in result.stderr
-    assert f"{male_cell}: 46,XY" in result.stdout
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 2 and "broken.png" in errors[0] + errors[1]
+    assert any("blank.png: no chromosome in the image" in line for line in errors)
+    assert re.search(rf"^{re.escape(str(male_cell))}: 46,XY  \(46 crops, (\d+ to review, )?2 unreadable\)", result.stdout), result.stdout
 
 
 def test_cli_by_cell_and_karyogram_folder(tiny_bundle, tmp_path):

@@ -57,6 +57,36 @@ def test_16bit_scaled_to_8bit_range(ext):
     np.testing.assert_allclose(decoded, crop16.astype(np.float32) * (255.0 / 65535.0), rtol=0, atol=1e-3)
 
 
+@pytest.mark.parametrize("bits", [10, 12, 14])
+def test_a_camera_s_fewer_bits_in_a_16bit_file_are_read_at_their_own_depth(bits):
+    """White paper at 1023 (10-bit) must read as white, not as the near-black 4 of 255 that dividing
+    by 65535 gives: the chromosome would then differ from the paper by under a grey level or two."""
+    crop = _crop()
+    top = (1 << bits) - 1
+    crop16 = np.round(crop.astype(np.float64) * top / 255.0).astype(np.uint16)
+    decoded = decode_gray(_encode(crop16, ".tiff"))
+    np.testing.assert_allclose(decoded, crop16 * (255.0 / top), rtol=0, atol=1e-3)
+    assert decoded.max() == pytest.approx(250.0, abs=0.2)  # the paper, as in the 8-bit file
+    spec = PreprocessSpec(size=32, width=16, stain_level=0.8)
+    np.testing.assert_allclose(preprocess_bytes(_encode(crop16, ".tiff"), spec), preprocess_array(crop, spec), atol=0.02)
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.float32])
+def test_12bit_samples_in_wider_arrays_are_read_at_their_own_depth(dtype):
+    crop = _crop()
+    crop12 = (crop.astype(np.float64) * 4095.0 / 255.0).astype(dtype)
+    np.testing.assert_allclose(to_gray(crop12), crop12.astype(np.float64) * (255.0 / 4095.0), atol=1e-3)
+
+
+def test_full_range_signed_16bit_keeps_its_own_ceiling():
+    np.testing.assert_allclose(to_gray(np.array([[0, 16384, 32767]], np.int16)), [[0.0, 127.5, 255.0]], atol=0.01)
+
+
+def test_8bit_values_in_a_16bit_file_are_not_stretched():
+    crop16 = _crop().astype(np.uint16)  # every value under 256
+    np.testing.assert_array_equal(decode_gray(_encode(crop16, ".png")), _crop().astype(np.float32))
+
+
 def test_rgb_uses_luma_weights():
     rng = np.random.default_rng(1)
     bgr = rng.integers(0, 256, size=(10, 7, 3), dtype=np.uint8)
@@ -92,11 +122,22 @@ def test_pad_and_area_resize_match_numpy():
     np.testing.assert_allclose(tensor[..., 0], expected, atol=1e-5)
 
 
-def test_upscaling_a_flat_crop_stays_flat_and_background_maps_to_zero():
-    spec = PreprocessSpec(size=32)
-    tensor = preprocess_array(np.full((5, 3), 255, np.uint8), spec)
-    assert tensor.shape == (32, 32, 1)
-    np.testing.assert_allclose(tensor, 0.0, atol=1e-6)  # white paper, inverted -> 0, same as padding
+@pytest.mark.parametrize("paper", [255, 200, 0])
+def test_a_blank_crop_is_refused_not_read_as_some_chromosome(paper):
+    """An empty cut read anyway gets a label (21 at 0.4 from a release bundle) and, in a cell, a chromosome's slot."""
+    with pytest.raises(ImageError, match="no chromosome in the image"):
+        preprocess_array(np.full((40, 20), paper, np.uint8), PreprocessSpec(size=32))
+
+
+def test_a_faint_chromosome_at_the_blank_threshold_is_read_and_one_level_fainter_is_not():
+    crop = np.full((40, 20), 250, np.uint8)
+    crop[8:32, 8:12] = 242  # 8 grey levels below the paper
+    tensor = preprocess_array(crop, PreprocessSpec(size=32))
+    assert tensor.max() == pytest.approx(1.0 - 242.0 / 255.0, abs=1e-4)
+    assert tensor.min() == pytest.approx(1.0 - 250.0 / 255.0, abs=1e-4)  # the paper, inverted: near 0
+    crop[8:32, 8:12] = 243
+    with pytest.raises(ImageError, match="by 8 grey levels"):
+        preprocess_array(crop, PreprocessSpec(size=32))
 
 
 def test_focus_main_object_blanks_a_neighbour_entering_through_the_edge():
@@ -186,7 +227,9 @@ def test_bad_bytes_raise_image_error(data):
 
 
 def test_pixel_limit_from_spec():
-    big = _encode(np.full((300, 300), 255, np.uint8), ".png")
+    image = np.full((300, 300), 255, np.uint8)
+    image[100:200, 140:160] = 60
+    big = _encode(image, ".png")
     with pytest.raises(ImageError, match="pixel limit"):
         preprocess_bytes(big, PreprocessSpec(size=16, max_pixels=10_000))
     assert preprocess_bytes(big, PreprocessSpec(size=16, max_pixels=100_000)).shape == (16, 16, 1)

@@ -61,10 +61,13 @@ def test_without_inversion_the_chromosome_is_dark_on_white():
     assert tensor.min() == pytest.approx(0.2, abs=0.02)
 
 
-def test_a_blank_crop_passes_through_unscaled():
-    blank = np.full((40, 20), 240, np.uint8)
-    tensor = preprocess_array(blank, SPEC)
-    np.testing.assert_allclose(tensor, 0.0, atol=1e-6)
+def test_an_object_lighter_than_the_paper_passes_through_unscaled():
+    """No darkness to even out (its 95th percentile is below 0): gain 1, not a gain that flips its sign."""
+    crop = np.full((40, 20), 240, np.uint8)
+    crop[8:32, 8:12] = 250
+    tensor = preprocess_array(crop, SPEC)
+    assert tensor.min() == pytest.approx((240.0 - 250.0) / 240.0, abs=1e-3)
+    assert tensor.max() == pytest.approx(0.0, abs=1e-6)  # the paper
 
 
 @pytest.mark.parametrize("bad", [0.0, 1.5, -0.3, True, float("nan"), "0.8"])
