@@ -21,7 +21,7 @@ os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(DEFAULT_MAX_PIXELS))
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .focus import BLANK_CONTRAST, ChromosomeSize, background_level, find_chromosome  # noqa: E402
+from .focus import BLANK_CONTRAST, ChromosomeSize, background_level, fill_with_paper, find_chromosome  # noqa: E402
 
 
 def _quiet_opencv() -> None:
@@ -247,6 +247,7 @@ def focused_crop(gray: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     """The crop as the model reads it, at source resolution: neighbours blanked, cut down, turned
     upright (as `spec` says). Karyograms show this, so a reviewer sees the chromosome the call is
     about, standing the way a karyogram stands it."""
+    gray = fill_with_paper(gray)
     return find_chromosome(
         gray, background_level(gray), spec.focus_main_object, spec.tight_crop, align=spec.align_axis, centred=spec.centred_crop
     ).gray
@@ -254,6 +255,7 @@ def focused_crop(gray: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
 
 def measure_chromosome(gray: np.ndarray, align: bool = False) -> ChromosomeSize | None:
     """(length, area) in source pixels of the crop's chromosome, None for a blank crop."""
+    gray = fill_with_paper(gray)
     return find_chromosome(gray, background_level(gray), blank=False, tight=False, align=align).size
 
 
@@ -290,6 +292,7 @@ def prepare_gray(gray: np.ndarray, spec: PreprocessSpec) -> tuple[np.ndarray, Ch
             f"image is {width}x{height} px; padded to the model's aspect ratio it would exceed "
             f"the {spec.max_pixels} pixel limit (not a chromosome crop?)"
         )
+    gray = fill_with_paper(gray)
     background = background_level(gray)
     gray, size, stain = find_chromosome(
         gray, background, blank=spec.focus_main_object, tight=spec.tight_crop, align=spec.align_axis,
