@@ -299,7 +299,7 @@ def prepare_gray(gray: np.ndarray, spec: PreprocessSpec) -> tuple[np.ndarray, Ch
         stain=spec.stain_level is not None, centred=spec.centred_crop,
     )
     if size is None:
-        # Read anyway, a blank gets some label (21 at 0.4 from a release bundle), and in a cell it
+        # Read anyway, a blank gets some label (21 at 0.4 from a fold-1 bundle), and in a cell it
         # takes a chromosome's place in the count.
         raise ImageError(
             f"no chromosome in the image: no pixel differs from the background by {BLANK_CONTRAST:g} grey levels "

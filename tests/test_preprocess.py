@@ -124,7 +124,7 @@ def test_pad_and_area_resize_match_numpy():
 
 @pytest.mark.parametrize("paper", [255, 200, 0])
 def test_a_blank_crop_is_refused_not_read_as_some_chromosome(paper):
-    """An empty cut read anyway gets a label (21 at 0.4 from a release bundle) and, in a cell, a chromosome's slot."""
+    """An empty cut read anyway gets a label (21 at 0.4 from a fold-1 bundle) and, in a cell, a chromosome's slot."""
     with pytest.raises(ImageError, match="no chromosome in the image"):
         preprocess_array(np.full((40, 20), paper, np.uint8), PreprocessSpec(size=32))
 
