@@ -97,7 +97,11 @@ class CropAssignment:
     `alternative` (crops up for review only): the label the reviewer should weigh against `label`.
     A red box alone says "look here" but not "as what"; the answer differs by why the crop was
     flagged: the partner's label for a possible swap, else the most probable other label (the
-    network's own top-1 where assembly overrode it, the runner-up of a close call)."""
+    network's own top-1 where assembly overrode it, the runner-up of a close call).
+
+    `joined`: the cell reads one chromosome short and this crop's area fits its own chromosome and
+    the missing one (`alternative`) together: two chromosomes touching or overlapping may have been
+    cut as one object (``karyo.runtime.karyotype.call_cell``)."""
 
     index: int
     label: str
@@ -109,11 +113,12 @@ class CropAssignment:
     fragment: bool = False
     swap_with: int | None = None
     alternative: str | None = None
+    joined: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {"path": self.path, "label": self.label, "probability": self.probability, "review": self.review,
                 "top_label": self.top_label, "top_probability": self.top_probability, "fragment": self.fragment,
-                "swap_with": self.swap_with, "alternative": self.alternative}
+                "swap_with": self.swap_with, "alternative": self.alternative, "joined": self.joined}
 
 
 @dataclass(frozen=True)

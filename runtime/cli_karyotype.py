@@ -92,7 +92,7 @@ def assignment_rows(call: KaryotypeCall, turned: list[bool] | None = None) -> li
     return [
         {"path": a.path, "label": a.label, "probability": a.probability, "review": a.review, "fragment": a.fragment,
          "swap_with": None if a.swap_with is None else call.assignments[a.swap_with].path,
-         "alternative": a.alternative, "turned": bool(turned[a.index]) if turned is not None else False}
+         "alternative": a.alternative, "joined": a.joined, "turned": bool(turned[a.index]) if turned is not None else False}
         for a in call.assignments
     ]
 
@@ -116,7 +116,7 @@ def other_checks(call: KaryotypeCall) -> list[str]:
 
     The plain line is what a reviewer scans first; a count of crops to review says how much work
     there is, this says where to look and what to look for without opening the karyogram."""
-    return [f"{a.label} ({a.alternative}?)" for a in call.assignments
+    return [f"{a.label} ({'+' if a.joined else ''}{a.alternative}?)" for a in call.assignments
             if a.review and a.swap_with is None and a.alternative is not None]
 
 

@@ -144,16 +144,19 @@ def legend_lines(assignments: Sequence[CropAssignment]) -> list[str]:
     if not reviews:
         return []
     lines = [f"red box: {reviews} crop(s) to review (top-1 overridden, a close call, a possible swap, or not counted)"]
-    if any(_hint(a) for a in assignments):
+    if any(_hint(a) and not a.joined for a in assignments):
         lines.append('red "5?" under a box: the label to weigh against the one it is placed as')
+    if any(_hint(a) and a.joined for a in assignments):
+        lines.append('red "+21?" under a box: the crop may hold a 21 as well (two chromosomes cut as one)')
     return lines
 
 
 def _hint(assignment: CropAssignment) -> str:
-    """What to look for in a red box: "5?" (the alternative label); empty when there is none."""
+    """What to look for in a red box: "5?" (the alternative label), "+21?" (a 21 joined to it); empty
+    when there is none."""
     if not assignment.review or assignment.fragment or not assignment.alternative:
         return ""
-    return f"{assignment.alternative}?"
+    return f"{'+' if assignment.joined else ''}{assignment.alternative}?"
 
 
 def _hint_width(assignment: CropAssignment) -> int:

@@ -20,6 +20,7 @@ monosomies. The crop count and the missing copies are in the findings.
 
 from __future__ import annotations
 
+import math
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -35,7 +36,7 @@ from .assembly import (  # re-exported: karyo.runtime.karyotype is the public fa
     assemble_cell,
     check_scheme,
 )
-from .cell_size import MIN_CELL_CROPS, SizePrior, fragment_mask, relative_sizes
+from .cell_size import JOINED_PAIR_MIN_LOG_ODDS, MIN_CELL_CROPS, SizePrior, fragment_mask, relative_sizes
 from .dataset import Sample
 from .labels import AUTOSOMES, STRUCTURAL, LabelScheme, chromosome_of
 
@@ -74,6 +75,16 @@ def _chromosome_tokens(chromosome: str, normal: int, variants: list[str], expect
     return tokens
 
 
+def _copies(labels: list[str]) -> Counter[str]:
+    """Copies of each chromosome among `labels`, a structural variant counted as its chromosome."""
+    return Counter(chromosome_of(label) for label in labels)
+
+
+def _missing_copies(copies: Counter[str]) -> int:
+    """Copies missing against a normal cell (the module docstring's rule)."""
+    return sum(max(0, 2 - copies[c]) for c in AUTOSOMES) + max(0, 2 - (copies["X"] + copies["Y"]))
+
+
 def call_karyotype(
     labels: list[str],
     assignments: list[CropAssignment] | None = None,
@@ -92,9 +103,9 @@ def call_karyotype(
             variants[parent].append(label)
         else:
             normal[parent] += 1
-    copies = {c: normal[c] + len(variants[c]) for c in AUTOSOMES + ("X", "Y")}
+    copies = _copies(labels)
     n_sex = copies["X"] + copies["Y"]
-    missing = sum(max(0, 2 - copies[c]) for c in AUTOSOMES) + max(0, 2 - n_sex)
+    missing = _missing_copies(copies)
     count = len(labels)
     complete = count > 0 and missing <= max_losses
 
@@ -138,20 +149,53 @@ def karyotype_cell(
     With `sizes` (N x 2 chromosome length and area, NaN if unmeasured), objects far too small for a
     chromosome of this cell are left out of the count (:func:`call_cell`), and with the bundle's
     `size_prior` each crop's size relative to this cell is weighed in first (``karyo.runtime.cell_size``)."""
-    probs, fragments = _size_evidence(probs, sizes, ["cell"] * len(probs), size_prior)
-    return call_cell(probs, labels, priors, fragments, paths, full_cell=full_cell, max_losses=max_losses)
+    probs, fragments, relative = _size_evidence(probs, sizes, ["cell"] * len(probs), size_prior)
+    return call_cell(probs, labels, priors, fragments, paths, full_cell=full_cell, max_losses=max_losses,
+                     relative=relative, size_prior=size_prior)
 
 
 def _size_evidence(
     probs: np.ndarray, sizes: np.ndarray | None, cells: list[str], size_prior: SizePrior | None
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Probabilities with each crop's size relative to its cell weighed in (with a prior), and which
-    crops are too small for a whole chromosome; `probs` and None without sizes."""
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Probabilities with each crop's size relative to its cell weighed in (with a prior), which
+    crops are too small for a whole chromosome, and the relative sizes; `probs`, None, None without sizes."""
     if sizes is None:
-        return probs, None
+        return probs, None, None
     relative = relative_sizes(sizes, cells, size_prior.min_cell_crops if size_prior is not None else MIN_CELL_CROPS)
     sized = size_prior.apply(probs, relative) if size_prior is not None else probs
-    return sized, fragment_mask(relative)
+    return sized, fragment_mask(relative), relative
+
+
+def _article(label: str) -> str:
+    """ "an 8", "an X", "an i(18)(q10)", "a 7": the article a label is read with."""
+    return "an" if label.startswith(("8", "11", "18", "X", "i(", "inv")) else "a"
+
+
+def _missing_classes(call_labels: list[str], labels: LabelScheme) -> list[int]:
+    """The classes a complete cell's single missing copy may be: the autosome one short, or X and Y
+    when only one sex chromosome was seen (which of the two is missing the count cannot say)."""
+    copies = _copies(call_labels)
+    short = [c for c in AUTOSOMES if copies[c] < 2]
+    if copies["X"] + copies["Y"] < 2:
+        short += ["X", "Y"]
+    return [labels.index(c) for c in short if c in labels.labels]
+
+
+def _joined_pair(
+    call: KaryotypeCall, whole: np.ndarray, labels: LabelScheme, relative: np.ndarray, size_prior: SizePrior
+) -> tuple[int, int, float] | None:
+    """(row, missing class, ln odds) of the crop most likely to hold the chromosome a one-short cell
+    misses on top of its own (`SizePrior.joined_pair_log_odds`), when the odds reach
+    `JOINED_PAIR_MIN_LOG_ODDS`; else None."""
+    placed = [call.assignments[row].label for row in whole]
+    own = np.array([labels.index(label) for label in placed])
+    best: tuple[int, int, float] | None = None
+    for other in _missing_classes(placed, labels):
+        odds = size_prior.joined_pair_log_odds(relative[whole], own, other)
+        k = int(np.argmax(odds))
+        if odds[k] >= JOINED_PAIR_MIN_LOG_ODDS and (best is None or odds[k] > best[2]):
+            best = (int(whole[k]), other, float(odds[k]))
+    return best
 
 
 def call_cell(
@@ -162,6 +206,8 @@ def call_cell(
     paths: list[str] | None = None,
     full_cell: int = FULL_CELL,
     max_losses: int = 1,
+    relative: np.ndarray | None = None,
+    size_prior: SizePrior | None = None,
 ) -> KaryotypeCall:
     """Assemble and call one cell whose probabilities already carry any size evidence.
 
@@ -170,6 +216,13 @@ def call_cell(
     They are not counted, stay in the assignments (``fragment=True``, up for review, their top-1
     label only a hint) and are named in the findings, because a small supernumerary marker
     chromosome looks the same to size and only a person can tell it from debris.
+
+    With `relative` sizes (N x 2, as `relative_sizes` gives them) and a `size_prior`, a complete cell
+    called one copy short is checked for the opposite mistake: one crop holding two chromosomes
+    (touching or overlapping, cut as one object), which reads exactly as that loss. The call is
+    left as counted, since only a person can tell a pile-up from a monosomy, but the crop whose
+    area fits its own chromosome and the missing one together (20:1 or more) is flagged with the
+    missing chromosome as its alternative, and a finding says so.
     """
     probs = np.asarray(probs, dtype=np.float64)
     n = len(probs)
@@ -191,6 +244,17 @@ def call_cell(
     if paths is not None:
         placed = [replace(a, path=str(path)) for a, path in zip(placed, paths)]
     call = call_karyotype([placed[row].label for row in whole], placed, full_cell=full_cell, max_losses=max_losses)
+    one_short = call.complete and _missing_copies(_copies([placed[row].label for row in whole])) == 1
+    if one_short and relative is not None and size_prior is not None:
+        joined = _joined_pair(call, whole, labels, np.asarray(relative, dtype=np.float64).reshape(-1, 2), size_prior)
+        if joined is not None:
+            row, other, odds = joined
+            own, lost = placed[row].label, labels.labels[other]
+            call.assignments[row] = replace(call.assignments[row], review=True, alternative=lost, joined=True)
+            call.findings.append(
+                f"the crop placed as {own} measures like {_article(own)} {own} and {_article(lost)} {lost} together "
+                f"({min(math.exp(odds), 1e9):.3g}:1): two chromosomes cut as one object read as a loss: review"
+            )
     if fragments.any():
         k = int(fragments.sum())
         call.findings.append(
@@ -234,13 +298,14 @@ def read_cells(
     probs = np.asarray(probs)
     if probs.shape != (len(samples), len(labels)):
         raise ValueError(f"probabilities must be {len(samples)} x {len(labels)}, got {probs.shape}")
-    sized, fragments = _size_evidence(probs, sizes, [s.cell_key for s in samples], size_prior)
+    sized, fragments, relative = _size_evidence(probs, sizes, [s.cell_key for s in samples], size_prior)
     if fragments is None:
         fragments = np.zeros(len(samples), dtype=bool)
     by_cell: dict[str, list[int]] = defaultdict(list)
     for index, sample in enumerate(samples):
         by_cell[sample.cell_key].append(index)
-    calls = {key: call_cell(sized[rows], labels, priors, fragments[rows], max_losses=max_losses)
+    calls = {key: call_cell(sized[rows], labels, priors, fragments[rows], max_losses=max_losses,
+                            relative=None if relative is None else relative[rows], size_prior=size_prior)
              for key, rows in by_cell.items()}
     return CellReadings(sized, fragments, dict(by_cell), calls)
 

@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 
 from karyo.runtime.bundle import BundleError, Manifest
-from karyo.runtime.cell_size import FRAGMENT_RELATIVE_AREA, SizePrior, fragment_mask, relative_sizes, sizes_array
+from karyo.runtime.cell_size import (
+    FRAGMENT_RELATIVE_AREA,
+    JOINED_PAIR_MIN_LOG_ODDS,
+    SizePrior,
+    fragment_mask,
+    relative_sizes,
+    sizes_array,
+)
 from karyo.runtime.dataset import Sample
 from karyo.runtime.karyotype import evaluate_cells, karyotype_cell
 from karyo.runtime.labels import LabelScheme, scheme
@@ -222,3 +229,93 @@ def test_a_speck_takes_no_chromosome_slot_and_is_named_for_review():
     assert result["fragments"] == [{"cell": "case/1", "path": "/cell/46.png", "truth": "13"}]
     assert result["crop_accuracy_assembled"] == pytest.approx(46 / 47)
     assert result["errors"][0]["truth"] == "47,XX,+13" and result["errors"][0]["called"] == "46,XX"
+
+
+def _joined_pair_prior(labels: LabelScheme) -> tuple[SizePrior, dict[str, float]]:
+    """A prior fitted on 40 normal 46,XY cells whose chromosome c is 120 * 0.96**index px long and
+    12 px wide, each crop's size off by 5% and each cell at its own scale; and the length table."""
+    lengths = {name: 120.0 * 0.96**i for i, name in enumerate(labels.labels)}
+    rng = np.random.default_rng(11)
+    names, relative = [], []
+    for cell in range(40):
+        cell_names, _ = _cell_of(labels, lengths)
+        length = np.array([lengths[n] for n in cell_names]) * rng.uniform(0.7, 1.3)
+        sizes = np.stack([length, length * 12.0], axis=1) * rng.lognormal(0, 0.05, (len(length), 2))
+        relative.append(relative_sizes(sizes, ["cell"] * len(sizes)))
+        names += cell_names
+    prior = SizePrior.fit(names, np.concatenate(relative), labels)
+    assert prior is not None
+    return prior, lengths
+
+
+def test_joined_pair_odds_favour_two_chromosomes_only_where_the_area_holds_both():
+    labels = scheme("normal24")
+    prior, lengths = _joined_pair_prior(labels)
+    names, _ = _cell_of(labels, lengths)
+    sizes = np.array([[lengths[n], lengths[n] * 12.0] for n in names])
+    seven = names.index("7")
+    sizes[seven, 1] += lengths["15"] * 12.0  # the 7 with a 15 lying beside it: one object, both areas
+    relative = relative_sizes(sizes, ["cell"] * len(sizes))
+    own = np.array([labels.index(n) for n in names])
+    odds = prior.joined_pair_log_odds(relative, own, labels.index("15"))
+    assert odds[seven] > JOINED_PAIR_MIN_LOG_ODDS  # e**20 or more here: the pair explains the area
+    assert np.delete(odds, seven).max() < 0  # every crop of its own size: the single chromosome is likelier
+    relative[0] = np.nan
+    assert prior.joined_pair_log_odds(relative, own, labels.index("15"))[0] == -np.inf
+
+
+def _one_short_cell(labels: LabelScheme, lengths: dict[str, float], joined: bool) -> tuple[list[str], np.ndarray]:
+    """A 46,XX cell cut without one 15: with `joined`, that 15 lies beside a 7 and is in the 7's crop."""
+    names = [c for c in labels.labels[:22] for _ in range(2)] + ["X", "X"]
+    names.remove("15")
+    sizes = np.array([[lengths[n], lengths[n] * 12.0] for n in names])
+    if joined:
+        sizes[names.index("7"), 1] += lengths["15"] * 12.0
+    return names, sizes
+
+
+def test_a_cell_one_short_names_the_crop_that_may_hold_the_missing_chromosome():
+    labels = scheme("normal24")
+    prior, lengths = _joined_pair_prior(labels)
+    names, sizes = _one_short_cell(labels, lengths, joined=True)
+    probs = np.full((len(names), 24), 0.1 / 23)
+    probs[np.arange(len(names)), [labels.index(n) for n in names]] = 0.9
+    call = karyotype_cell(probs, labels, sizes=sizes, size_prior=prior)
+    assert call.karyotype == "45,XX,-15"  # the count stands: only a person can tell a pile-up from a loss
+    flagged = [a for a in call.assignments if a.joined]
+    assert [(a.index, a.label, a.alternative, a.review) for a in flagged] == [(names.index("7"), "7", "15", True)]
+    assert call.findings[0] == "monosomy 15"
+    assert call.findings[1].startswith("the crop placed as 7 measures like a 7 and a 15 together (")
+    assert call.to_dict()["assignments"][names.index("7")]["joined"] is True
+    from karyo.runtime.cli_karyotype import other_checks
+
+    assert other_checks(call) == ["7 (+15?)"]
+    # the 15 simply missing: no crop is large enough to hold it, nothing is named
+    names, sizes = _one_short_cell(labels, lengths, joined=False)
+    plain = karyotype_cell(probs, labels, sizes=sizes, size_prior=prior)
+    assert plain.karyotype == "45,XX,-15" and plain.findings == ["monosomy 15"]
+    assert not any(a.joined or a.review for a in plain.assignments)
+    # a cell with every chromosome (or two short: incomplete) is not checked, however large a crop
+    names, sizes = _one_short_cell(labels, lengths, joined=True)
+    full = karyotype_cell(confident_rows(labels, names + ["15"]), labels, sizes=np.vstack([sizes, sizes[-1:]]),
+                          size_prior=prior)
+    assert full.karyotype.startswith("46,XX") and not any(a.joined for a in full.assignments)
+
+
+def test_a_cell_one_sex_chromosome_short_checks_for_the_x_and_the_y():
+    labels = scheme("normal24")
+    prior, lengths = _joined_pair_prior(labels)
+    names = [c for c in labels.labels[:22] for _ in range(2)] + ["X"]  # 45,X as counted
+    sizes = np.array([[lengths[n], lengths[n] * 12.0] for n in names])
+    sizes[names.index("3"), 1] += lengths["X"] * 12.0  # the second X lies on a 3
+    call = karyotype_cell(confident_rows(labels, names), labels, sizes=sizes, size_prior=prior)
+    assert call.karyotype == "45,X"
+    (flagged,) = [a for a in call.assignments if a.joined]
+    assert (flagged.label, flagged.alternative) == ("3", "X")
+    assert "measures like a 3 and an X together" in call.findings[-1]
+
+
+def confident_rows(labels: LabelScheme, names: list[str], p: float = 0.9) -> np.ndarray:
+    probs = np.full((len(names), len(labels)), (1.0 - p) / (len(labels) - 1))
+    probs[np.arange(len(names)), [labels.index(n) for n in names]] = p
+    return probs

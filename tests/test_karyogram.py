@@ -19,6 +19,7 @@ from karyo.runtime.karyogram import (
     layout_karyogram,
     legend_lines,
     render_karyogram,
+    _hint,
 )
 from karyo.runtime.karyotype import CropAssignment
 from karyo.runtime.labels import AUTOSOMES
@@ -127,6 +128,18 @@ def test_a_review_hint_names_the_alternative_under_its_box_only():
     legend_rows = np.flatnonzero(is_red(image[-2 * LEGEND_HEIGHT :]).any(axis=1))
     assert legend_rows.min() < LEGEND_HEIGHT <= legend_rows.max()
     assert not is_red(image[:, -MARGIN + 2 :]).any()  # nothing runs off the right edge
+
+
+def test_a_crop_that_may_hold_two_chromosomes_is_hinted_with_a_plus():
+    crops, assignments = make_cell(MALE, review={12})
+    assignments[12] = replace(assignments[12], alternative="15", joined=True)  # the first 7, a 15 beside it?
+    assert _hint(assignments[12]) == "+15?"
+    lines = legend_lines(assignments)
+    assert len(lines) == 2 and lines[1].startswith('red "+21?" under a box: the crop may hold a 21 as well')
+    image, layout = render_karyogram(crops, assignments, title="45,XY,-15")
+    x, y, w, h = layout.boxes[12]
+    top = y + h + layout.hint_offset
+    assert is_red(image[top - 2 : top + 14, x - 4 : x + w + 4]).sum() > 15  # "+15?" written under it
 
 
 def test_hints_under_two_narrow_neighbours_stay_apart():
