@@ -7,8 +7,8 @@ them from held-out cells: in each cell of at least `--min-crops` crops, two crop
 are joined into one image ("side": side by side, touching; "end": end to end, touching; "cross":
 the second turned 40 to 90 degrees and laid across the first) and the cell is called without the
 two and with the joined crop, as `karyo karyotype` calls it (size in the cell weighed in). Each
-cell is also called as it is, for the false alarms: real cells called one short whose crops get
-the "measures like a ... and a ... together" finding.
+cell is also called as it is (`flagged_as_they_are`): real cells called one short whose crops get
+the "measures like a ... and a ... together" finding, false alarms unless a person finds a pile-up.
 
     python benchmarks/joined_pairs.py BUNDLE MODEL/heldout --out runs/joined
 
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         return karyotype_cell(probs, bundle.labels, sizes=sizes, size_prior=bundle.size_prior)
 
     tally = {name: defaultdict(int) for name in ("as_is", *MODES)}
-    false_alarms, examples = [], []
+    flagged_as_they_are, examples = [], []
     for key, samples in sorted(cells.items()):
         if len(samples) < args.min_crops:
             continue
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         row["called_45"] += call.complete and call.count == 45
         if _flagged_row(call) is not None:
             row["flagged"] += 1
-            false_alarms.append({"cell": key, "truth": truth, "called": call.karyotype,
+            flagged_as_they_are.append({"cell": key, "truth": truth, "called": call.karyotype,
                                  "crop": str(samples[_flagged_row(call)].path), "findings": call.findings})
         for _ in range(args.rounds):
             for mode in MODES:
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
                 row["flagged_elsewhere"] += flagged is not None and flagged != len(rest)
         print(f"{key}: {truth}, called {call.karyotype}; so far {dict(tally['side'])} (side)", file=sys.stderr)
     record = {"bundle": str(args.bundle), "precision": args.precision, "seed": args.seed, "rounds": args.rounds,
-              "tally": {name: dict(row) for name, row in tally.items()}, "false_alarms": false_alarms}
+              "tally": {name: dict(row) for name, row in tally.items()}, "flagged_as_they_are": flagged_as_they_are}
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out / "joined.json", json.dumps(record, indent=2) + "\n")
     height = max(image.shape[0] for image in examples)
