@@ -295,9 +295,10 @@ def test_a_cell_one_short_names_the_crop_that_may_hold_the_missing_chromosome():
     plain = karyotype_cell(probs, labels, sizes=sizes, size_prior=prior)
     assert plain.karyotype == "45,XX,-15" and plain.findings == ["monosomy 15"]
     assert not any(a.joined or a.review for a in plain.assignments)
-    # a cell with every chromosome (or two short: incomplete) is not checked, however large a crop
+    # a cell with every chromosome is not checked, however large a crop
     names, sizes = _one_short_cell(labels, lengths, joined=True)
-    full = karyotype_cell(confident_rows(labels, names + ["15"]), labels, sizes=np.vstack([sizes, sizes[-1:]]),
+    fifteen = [[lengths["15"], lengths["15"] * 12.0]]
+    full = karyotype_cell(confident_rows(labels, names + ["15"]), labels, sizes=np.vstack([sizes, fifteen]),
                           size_prior=prior)
     assert full.karyotype.startswith("46,XX") and not any(a.joined for a in full.assignments)
 
