@@ -115,6 +115,14 @@ class CropAssignment:
     alternative: str | None = None
     joined: bool = False
 
+    @property
+    def check_against(self) -> str | None:
+        """What a reviewer weighs this crop against, as the karyogram and the plain output write it:
+        "5" (the alternative label) or "+21" (a 21 that may be joined to it); None without one."""
+        if self.alternative is None:
+            return None
+        return f"+{self.alternative}" if self.joined else self.alternative
+
     def to_dict(self) -> dict[str, Any]:
         return {"path": self.path, "label": self.label, "probability": self.probability, "review": self.review,
                 "top_label": self.top_label, "top_probability": self.top_probability, "fragment": self.fragment,

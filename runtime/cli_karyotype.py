@@ -116,7 +116,7 @@ def other_checks(call: KaryotypeCall) -> list[str]:
 
     The plain line is what a reviewer scans first; a count of crops to review says how much work
     there is, this says where to look and what to look for without opening the karyogram."""
-    return [f"{a.label} ({'+' if a.joined else ''}{a.alternative}?)" for a in call.assignments
+    return [f"{a.label} ({a.check_against}?)" for a in call.assignments
             if a.review and a.swap_with is None and a.alternative is not None]
 
 

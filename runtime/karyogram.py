@@ -156,7 +156,7 @@ def _hint(assignment: CropAssignment) -> str:
     when there is none."""
     if not assignment.review or assignment.fragment or not assignment.alternative:
         return ""
-    return f"{'+' if assignment.joined else ''}{assignment.alternative}?"
+    return f"{assignment.check_against}?"
 
 
 def _hint_width(assignment: CropAssignment) -> int:

@@ -182,15 +182,14 @@ def _missing_classes(call_labels: list[str], labels: LabelScheme) -> list[int]:
 
 
 def _joined_pair(
-    call: KaryotypeCall, whole: np.ndarray, labels: LabelScheme, relative: np.ndarray, size_prior: SizePrior
+    counted: list[str], whole: np.ndarray, labels: LabelScheme, relative: np.ndarray, size_prior: SizePrior
 ) -> tuple[int, int, float] | None:
     """(row, missing class, ln odds) of the crop most likely to hold the chromosome a one-short cell
     misses on top of its own (`SizePrior.joined_pair_log_odds`), when the odds reach
-    `JOINED_PAIR_MIN_LOG_ODDS`; else None."""
-    placed = [call.assignments[row].label for row in whole]
-    own = np.array([labels.index(label) for label in placed])
+    `JOINED_PAIR_MIN_LOG_ODDS`; else None. `counted`: the labels placed on the `whole` rows."""
+    own = np.array([labels.index(label) for label in counted])
     best: tuple[int, int, float] | None = None
-    for other in _missing_classes(placed, labels):
+    for other in _missing_classes(counted, labels):
         odds = size_prior.joined_pair_log_odds(relative[whole], own, other)
         k = int(np.argmax(odds))
         if odds[k] >= JOINED_PAIR_MIN_LOG_ODDS and (best is None or odds[k] > best[2]):
@@ -243,10 +242,11 @@ def call_cell(
         placed[row] = CropAssignment(int(row), label, p, label, p, review=True, fragment=True)
     if paths is not None:
         placed = [replace(a, path=str(path)) for a, path in zip(placed, paths)]
-    call = call_karyotype([placed[row].label for row in whole], placed, full_cell=full_cell, max_losses=max_losses)
-    one_short = call.complete and _missing_copies(_copies([placed[row].label for row in whole])) == 1
+    counted = [placed[row].label for row in whole]
+    call = call_karyotype(counted, placed, full_cell=full_cell, max_losses=max_losses)
+    one_short = call.complete and _missing_copies(_copies(counted)) == 1
     if one_short and relative is not None and size_prior is not None:
-        joined = _joined_pair(call, whole, labels, np.asarray(relative, dtype=np.float64).reshape(-1, 2), size_prior)
+        joined = _joined_pair(counted, whole, labels, np.asarray(relative, dtype=np.float64).reshape(-1, 2), size_prior)
         if joined is not None:
             row, other, odds = joined
             own, lost = placed[row].label, labels.labels[other]
