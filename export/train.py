@@ -33,6 +33,9 @@ from .data import ExclusionList, case_folds, case_split, sample_to_dict, select_
 from .models import (
     build_model, check_edge_options, configure_backend, default_input_size, edge_head, tensorflow_cpu_kernels,
 )
+from .time_budget import (
+    DEFAULT_TIME_BUDGET_MIN, BudgetRecord, epoch_clock, fit_deadline, replannable_cosine,
+)
 from .warm_start import WarmStart, check_warm_start, load_warm_start
 
 
@@ -79,22 +82,6 @@ def one_hot(y: np.ndarray, n_classes: int) -> np.ndarray:
     return np.eye(n_classes, dtype=np.float32)[y]
 
 
-def _epoch_timer():
-    import keras
-
-    class EpochTimer(keras.callbacks.Callback):
-        def on_train_begin(self, logs=None):
-            self.seconds: list[float] = []
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self._start = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            self.seconds.append(time.perf_counter() - self._start)
-
-    return EpochTimer()
-
-
 def fit_model(
     train: LabeledTensors,
     val: LabeledTensors | None,
@@ -112,8 +99,15 @@ def fit_model(
     width: float = 1.0,
     head: str | None = None,
     warm_start: WarmStart | None = None,
+    deadline: float | None = None,
+    budget_minutes: float | None = None,
 ):
-    """Build and train one model; returns (model, history dict). With a validation split, its best epoch is restored."""
+    """Build and train one model; returns (model, history dict). With a validation split, its best epoch is restored.
+
+    `deadline` (a `time.perf_counter()` time): the epochs must end by then, the schedule shortened
+    to fit if this machine is too slow for all of them (`time_budget.py`); the history's
+    "time_budget" says what it did.
+    """
     import keras
 
     keras.utils.set_random_seed(seed)
@@ -123,16 +117,21 @@ def fit_model(
         load_warm_start(model, warm_start)
     augmenter = Augmenter(spec, augment, seed) if augment is not None else None
     batches = _batches_class()(train, n_classes, batch_size, augmenter, seed)
-    schedule = keras.optimizers.schedules.CosineDecay(
-        learning_rate, decay_steps=max(1, epochs * len(batches)), alpha=0.02
-    )
+    schedule, pace = replannable_cosine(learning_rate, len(batches), epochs, alpha=0.02)
     model.compile(
         optimizer=keras.optimizers.AdamW(learning_rate=schedule, weight_decay=1e-4),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
     )
-    timer = _epoch_timer()
-    callbacks: list[Any] = [timer]
+    budget = BudgetRecord(minutes=budget_minutes, asked_epochs=epochs, planned_epochs=epochs, applied=deadline is not None)
+    if deadline is not None and keras.config.backend() != "tensorflow":
+        # under JAX the compiled step keeps the schedule's length as traced: a cut could only stop
+        # the run mid-decay, so the budget is left off there (a GPU trains the default in minutes)
+        budget.applied, budget.note = False, f"not applied under Keras' {keras.config.backend()} backend"
+        print(f"time budget: {budget.note}; training all {epochs} epochs", file=sys.stderr)
+        deadline = None
+    clock = epoch_clock(budget, deadline, pace, progress=verbose > 0)
+    callbacks: list[Any] = [clock]
     if keras.config.backend() == "tensorflow":
         # the batches reach TensorFlow through from_generator, which pins glibc's mmap threshold (allocator.py)
         callbacks.append(malloc_thresholds_callback())
@@ -149,8 +148,8 @@ def fit_model(
         )
     fitted = model.fit(batches, validation_data=validation, epochs=epochs, callbacks=callbacks, verbose=verbose)
     history = {k: [float(v) for v in values] for k, values in fitted.history.items()}
-    history["epoch_seconds"] = [round(s, 3) for s in timer.seconds]
-    return model, history
+    history["epoch_seconds"] = [round(s, 3) for s in clock.seconds]
+    return model, history | {"time_budget": budget.to_dict()}
 
 
 def predict(model, data: LabeledTensors, batch_size: int = 128) -> np.ndarray:
@@ -194,6 +193,7 @@ def train_model(
     stain_level: float | None = DEFAULT_STAIN_LEVEL,
     centred_crop: bool = True,
     exclude: str | Path | None = None,
+    time_budget: float | None = DEFAULT_TIME_BUDGET_MIN,
 ) -> Path:
     """Train `arch` on the crops under `data_roots` and write the model folder `out_dir` (atomically).
 
@@ -203,6 +203,8 @@ def train_model(
     `only_fold=n` trains fold n of k alone (the folds are fixed by the seed), so a k-fold study can
     run one fold per process and take every fold through convert and evaluate like a real model.
     `exclude`: a list of crops not to train on (``ExclusionList``); held-out crops are never left out.
+    `time_budget`: minutes per model trained, reading the crops included; a machine too slow for
+    all `epochs` gets a shortened schedule (`time_budget.py`). None or 0: train every epoch.
     """
     if only_fold is not None and not 1 <= only_fold <= max(folds, 0):
         raise ValueError(f"--fold {only_fold} needs --folds K with 1 <= {only_fold} <= K")
@@ -246,9 +248,13 @@ def train_model(
     else:
         splits = [case_split(data.samples, test_fraction, seed)]
     kept_model = kept_split = kept_history = kept_report = None
+    fits_left = 1 if only_fold is not None else len(splits)
+    command_deadline = started + 60.0 * time_budget * fits_left if time_budget else None
     for number, (trainval, test) in enumerate(splits, start=1):
         if only_fold is not None and number != only_fold:
             continue
+        deadline = fit_deadline(command_deadline, fits_left) if command_deadline is not None else None
+        fits_left -= 1
         train, val = case_split(trainval, val_fraction, seed + number)
         if exclusions is not None:  # after the split: the folds stay those made without the list
             train, val = exclusions.keep(train), exclusions.keep(val)
@@ -258,7 +264,8 @@ def train_model(
                 f"({len(_cases(train))} cases), val {len(val)} ({len(_cases(val))}), test {len(test)} ({len(_cases(test))})",
                 file=sys.stderr,
             )
-        model, history = fit_model(data.subset(train), data.subset(val) if val else None, seed=seed + number, **common)
+        model, history = fit_model(data.subset(train), data.subset(val) if val else None, seed=seed + number,
+                                   deadline=deadline, budget_minutes=time_budget or None, **common)
         test_set = data.subset(test)
         report = classification_report(test_set.y, predict(model, test_set), labels.labels) if test else None
         fold_reports.append({"fold": number, "test_cases": _cases(test), "test": report, "epochs_run": len(history["loss"])})
@@ -294,6 +301,7 @@ def train_model(
         "seed": seed,
         "epochs": epochs,
         "epochs_run": len(kept_history["loss"]),
+        "time_budget": kept_history["time_budget"],
         "batch_size": batch_size,
         "learning_rate": learning_rate,
         "label_smoothing": label_smoothing,

@@ -15,6 +15,7 @@ from karyo.runtime.preprocess import DEFAULT_STAIN_LEVEL
 
 from .augment import DEFAULT_CONDENSATION, DEFAULT_NEIGHBOUR_PROBABILITY
 from .models import DEFAULT_EDGE_HEAD
+from .time_budget import DEFAULT_TIME_BUDGET_MIN
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -47,6 +48,7 @@ def train_command(
     arch: str = typer.Option("edge", "--arch", help="edge (compact, INT8-friendly) or seed-dcnn (the reference study's network)."),
     scheme: str = typer.Option("normal24", "--scheme", help=f"Label scheme: {', '.join(SCHEME_NAMES)}."),
     epochs: int = typer.Option(24, "--epochs", min=1, help="Maximum epochs (early stopping on held-out cases)."),
+    time_budget: float = typer.Option(DEFAULT_TIME_BUDGET_MIN, "--time-budget", min=0.0, help="Minutes per model, reading the crops included: on a machine too slow for every epoch the learning-rate schedule is shortened to end in time, and the run says so (0: train every epoch, however long)."),
     input_size: Optional[str] = typer.Option(None, "--input-size", "--image-size", help="Model input HEIGHTxWIDTH px, or one number for a square (default: 96x32 for edge, 300 for seed-dcnn)."),
     folds: int = typer.Option(0, "--folds", min=0, help="Case-wise k-fold cross-validation (0: one train/val/test split)."),
     fold: Optional[int] = typer.Option(None, "--fold", min=1, help="With --folds K: train only fold N (1..K), e.g. one fold per machine; the folder holds that fold's model and held-out cases."),
@@ -82,9 +84,13 @@ def train_command(
         data, out, arch=arch, scheme=scheme, epochs=epochs, input_size=size, folds=folds, only_fold=fold, seed=seed,
         batch_size=batch_size, learning_rate=learning_rate, label_smoothing=label_smoothing, patience=patience, augment=augment,
         val_fraction=val_fraction, width=width, head=head, init_from=init_from, stain_level=stain_level,
-        centred_crop=centred_crop, exclude=exclude,
+        centred_crop=centred_crop, exclude=exclude, time_budget=time_budget,
     )
     report = json.loads((out_dir / "report.json").read_text(encoding="utf-8"))
+    budget = report.get("history", {}).get("time_budget") or {}
+    if budget.get("cuts"):
+        typer.echo(f"trained {budget['planned_epochs']} of {budget['asked_epochs']} epochs to stay within "
+                   f"{budget['minutes']:g} minutes (--time-budget 0 for all)")
     if report.get("cross_validation"):
         cv = report["cross_validation"]
         typer.echo(f"{cv['k']}-fold by case: accuracy {cv['accuracy_mean']:.4f} +- {cv['accuracy_std']:.4f}")
