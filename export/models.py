@@ -69,6 +69,20 @@ def configure_backend(threads: int | None = None) -> str:
     return backend
 
 
+def backend_version(backend: str) -> str:
+    """Version of the package behind a Keras backend, for the model folder's provenance."""
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return str(tf.__version__)
+    from importlib import metadata
+
+    try:
+        return metadata.version(backend)
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def require_tensorflow_backend(task: str) -> None:
     """Export goes through tf2onnx, which reads TensorFlow graphs: refuse other backends in one line, early."""
     backend = requested_keras_backend()

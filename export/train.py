@@ -31,12 +31,14 @@ from karyo.runtime.tensors import LabeledTensors, load_labeled_tensors
 
 from .data import ExclusionList, case_folds, case_split, sample_to_dict, select_scheme_samples, storage_dtype
 from .models import (
-    build_model, check_edge_options, configure_backend, default_input_size, edge_head, tensorflow_cpu_kernels,
+    DEFAULT_ARCH, backend_version, build_model, check_edge_options, configure_backend, default_input_size, edge_head,
+    tensorflow_cpu_kernels,
 )
-from .time_budget import (
-    DEFAULT_TIME_BUDGET_MIN, BudgetRecord, epoch_clock, fit_deadline, replannable_cosine,
-)
+from .time_budget import BudgetRecord, epoch_clock, fit_deadline, replannable_cosine, resolve_budget
 from .warm_start import WarmStart, check_warm_start, load_warm_start
+
+# The default recipe's length: 24 epochs of the cosine schedule (benchmarks/ACCURACY.md, Training options).
+DEFAULT_EPOCHS = 24
 
 
 def class_weights(y: np.ndarray, n_classes: int) -> np.ndarray:
@@ -82,6 +84,15 @@ def one_hot(y: np.ndarray, n_classes: int) -> np.ndarray:
     return np.eye(n_classes, dtype=np.float32)[y]
 
 
+def recipe_choices(arch: str, width: float, epochs: int, box: tuple[int, int]) -> list[str]:
+    """The options that set what a training costs, as the user wrote them, where they differ from the
+    default recipe: the default time budget guards that recipe alone (`resolve_budget`)."""
+    default_box = default_input_size(arch)
+    return [f"{flag} {value}" for flag, value, default in (
+        ("--arch", arch, DEFAULT_ARCH), ("--width", f"{width:g}", "1"), ("--epochs", str(epochs), str(DEFAULT_EPOCHS)),
+        ("--input-size", f"{box[0]}x{box[1]}", f"{default_box[0]}x{default_box[1]}")) if value != default]
+
+
 def fit_model(
     train: LabeledTensors,
     val: LabeledTensors | None,
@@ -101,6 +112,7 @@ def fit_model(
     warm_start: WarmStart | None = None,
     deadline: float | None = None,
     budget_minutes: float | None = None,
+    budget_note: str | None = None,
 ):
     """Build and train one model; returns (model, history dict). With a validation split, its best epoch is restored.
 
@@ -123,7 +135,8 @@ def fit_model(
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
     )
-    budget = BudgetRecord(minutes=budget_minutes, asked_epochs=epochs, planned_epochs=epochs, applied=deadline is not None)
+    budget = BudgetRecord(minutes=budget_minutes, asked_epochs=epochs, planned_epochs=epochs, applied=deadline is not None,
+                          note=budget_note)
     if deadline is not None and keras.config.backend() != "tensorflow":
         # under JAX the compiled step keeps the schedule's length as traced: a cut could only stop
         # the run mid-decay, so the budget is left off there (a GPU trains the default in minutes)
@@ -173,7 +186,7 @@ def train_model(
     out_dir: str | Path,
     arch: str = "edge",
     scheme: str = "normal24",
-    epochs: int = 24,
+    epochs: int = DEFAULT_EPOCHS,
     input_size: tuple[int, int] | None = None,
     folds: int = 0,
     only_fold: int | None = None,
@@ -193,7 +206,7 @@ def train_model(
     stain_level: float | None = DEFAULT_STAIN_LEVEL,
     centred_crop: bool = True,
     exclude: str | Path | None = None,
-    time_budget: float | None = DEFAULT_TIME_BUDGET_MIN,
+    time_budget: float | None = None,
 ) -> Path:
     """Train `arch` on the crops under `data_roots` and write the model folder `out_dir` (atomically).
 
@@ -204,7 +217,8 @@ def train_model(
     run one fold per process and take every fold through convert and evaluate like a real model.
     `exclude`: a list of crops not to train on (``ExclusionList``); held-out crops are never left out.
     `time_budget`: minutes per model trained, reading the crops included; a machine too slow for
-    all `epochs` gets a shortened schedule (`time_budget.py`). None or 0: train every epoch.
+    all `epochs` gets a shortened schedule (`time_budget.py`). 0: train every epoch; None: the
+    default budget for the default recipe, none for a network or length chosen by hand.
     """
     if only_fold is not None and not 1 <= only_fold <= max(folds, 0):
         raise ValueError(f"--fold {only_fold} needs --folds K with 1 <= {only_fold} <= K")
@@ -218,6 +232,7 @@ def train_model(
     if init_from is not None:
         warm_start = check_warm_start(init_from, arch, width, resolved_head, labels, (box_height, box_width))
     exclusions = ExclusionList.read(exclude) if exclude is not None else None
+    minutes, no_budget = resolve_budget(time_budget, recipe_choices(arch, width, epochs, (box_height, box_width)))
     spec = PreprocessSpec(size=box_height, width=box_width, stain_level=stain_level or None, centred_crop=centred_crop)
     configure_backend(threads)
     import keras
@@ -249,7 +264,7 @@ def train_model(
         splits = [case_split(data.samples, test_fraction, seed)]
     kept_model = kept_split = kept_history = kept_report = None
     fits_left = 1 if only_fold is not None else len(splits)
-    command_deadline = started + 60.0 * time_budget * fits_left if time_budget else None
+    command_deadline = started + 60.0 * minutes * fits_left if minutes else None
     for number, (trainval, test) in enumerate(splits, start=1):
         if only_fold is not None and number != only_fold:
             continue
@@ -265,7 +280,7 @@ def train_model(
                 file=sys.stderr,
             )
         model, history = fit_model(data.subset(train), data.subset(val) if val else None, seed=seed + number,
-                                   deadline=deadline, budget_minutes=time_budget or None, **common)
+                                   deadline=deadline, budget_minutes=minutes, budget_note=no_budget, **common)
         test_set = data.subset(test)
         report = classification_report(test_set.y, predict(model, test_set), labels.labels) if test else None
         fold_reports.append({"fold": number, "test_cases": _cases(test), "test": report, "epochs_run": len(history["loss"])})
@@ -345,20 +360,6 @@ def train_model(
     return out
 
 
-def backend_version(backend: str) -> str:
-    """Version of the package behind a Keras backend, for the model folder's provenance."""
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        return str(tf.__version__)
-    from importlib import metadata
-
-    try:
-        return metadata.version(backend)
-    except metadata.PackageNotFoundError:
-        return "unknown"
-
-
 def fit_size_prior(train: LabeledTensors, labels: LabelScheme) -> SizePrior | None:
     """Per-class chromosome size relative to its cell, from the training crops of cells with a known id.
 
@@ -389,10 +390,10 @@ def write_heldout_manifest(samples: Sequence[Sample], folder: Path) -> None:
 
 def inference_copy(model):
     """The trained model without optimizer state: AdamW's two slots per weight would triple the
-    file (about 1 GB for seed-dcnn at 300 px) and nothing downstream resumes training."""
-    import keras
-
-    clean = keras.models.clone_model(model)
+    file (about 1 GB for seed-dcnn at 300 px) and nothing downstream resumes training. Rebuilt from
+    its config, not cloned: a clone is compiled again from the training's compile config, whose
+    learning-rate schedule (`replannable_cosine`) lives only inside the training run."""
+    clean = model.__class__.from_config(model.get_config())
     clean.set_weights(model.get_weights())
     return clean
 

@@ -16,6 +16,7 @@ from karyo.runtime.preprocess import DEFAULT_STAIN_LEVEL
 from .augment import DEFAULT_CONDENSATION, DEFAULT_NEIGHBOUR_PROBABILITY
 from .models import DEFAULT_EDGE_HEAD
 from .time_budget import DEFAULT_TIME_BUDGET_MIN
+from .train import DEFAULT_EPOCHS
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -47,8 +48,8 @@ def train_command(
     out: Path = typer.Option(..., "--out", help="Model folder to write (model.keras, train_config.json, report.json, confusion.png, split.json)."),
     arch: str = typer.Option("edge", "--arch", help="edge (compact, INT8-friendly) or seed-dcnn (the reference study's network)."),
     scheme: str = typer.Option("normal24", "--scheme", help=f"Label scheme: {', '.join(SCHEME_NAMES)}."),
-    epochs: int = typer.Option(24, "--epochs", min=1, help="Maximum epochs (early stopping on held-out cases)."),
-    time_budget: float = typer.Option(DEFAULT_TIME_BUDGET_MIN, "--time-budget", min=0.0, help="Minutes per model, reading the crops included: on a machine too slow for every epoch the learning-rate schedule is shortened to end in time, and the run says so (0: train every epoch, however long)."),
+    epochs: int = typer.Option(DEFAULT_EPOCHS, "--epochs", min=1, help="Maximum epochs (early stopping on held-out cases)."),
+    time_budget: Optional[float] = typer.Option(None, "--time-budget", min=0.0, help=f"Minutes per model, reading the crops included: on a machine too slow for every epoch the learning-rate schedule is shortened to end in time, and the run says so (default: {DEFAULT_TIME_BUDGET_MIN:g} for the default recipe, none once --epochs, --width, --arch or --input-size is chosen; 0: every epoch, however long)."),
     input_size: Optional[str] = typer.Option(None, "--input-size", "--image-size", help="Model input HEIGHTxWIDTH px, or one number for a square (default: 96x32 for edge, 300 for seed-dcnn)."),
     folds: int = typer.Option(0, "--folds", min=0, help="Case-wise k-fold cross-validation (0: one train/val/test split)."),
     fold: Optional[int] = typer.Option(None, "--fold", min=1, help="With --folds K: train only fold N (1..K), e.g. one fold per machine; the folder holds that fold's model and held-out cases."),
