@@ -99,6 +99,8 @@ def fold_figures(work: Path, data: list[str], folds: int, number: int, seed: int
         "abnormal": [(row["cell"], row["truth"], row["called"]) for row in cells.get("abnormal_cells", [])],
         "errors": [(row["cell"], row["truth"], row["called"]) for row in cells.get("errors", [])],
         "epochs_run": len(report["history"]["loss"]),
+        # what was asked, where the model folder records it: a time budget or early stopping runs fewer
+        "epochs_asked": (report["history"].get("time_budget") or {}).get("asked_epochs"),
         "train_seconds": report.get("seconds"),
         **{k: round(v, 1) for k, v in timings.items()},
     }
@@ -127,10 +129,16 @@ def sum_reviews(reviews: list[dict[str, Any]]) -> dict[str, Any] | None:
     return {**total, "flagged_rate": total["flagged"] / total["crops"] if total["crops"] else 0.0}
 
 
+def epochs_trained(row: dict[str, Any]) -> str:
+    """"17 of 24" when a fold trained fewer epochs than asked, else the epochs it trained."""
+    run, asked = row.get("epochs_run"), row.get("epochs_asked")
+    return f"{run} of {asked}" if asked and run != asked else str(run)
+
+
 def markdown(rows: list[dict[str, Any]], folds: int) -> str:
     head = ("| fold | test cases | crops | FP32 | INT8 | INT8 + size in cell | INT8 after assembly | "
             "flagged for review (wrong among them) | flagged put right | "
-            "exact karyotype (complete cells) | abnormal cells right | train min |")
+            "exact karyotype (complete cells) | abnormal cells right | train min (epochs) |")
     lines = [head, "| " + " | ".join(["---"] * 12) + " |"]
     pct = lambda v: "-" if v is None else f"{100 * v:.2f}%"  # noqa: E731
     for r in rows:
@@ -138,7 +146,8 @@ def markdown(rows: list[dict[str, Any]], folds: int) -> str:
         lines.append(
             f"| {r['fold']} | {r['test_cases']} | {r['crops']} | {pct(r['fp32'])} | {pct(r['int8'])} | {pct(r['with_size'])} | {pct(r['assembled'])} | "
             f"{flagged(r.get('review'))} | {pct((r.get('review') or {}).get('crop_accuracy_after_review'))} | "
-            f"{pct(r['exact'])} of {r['complete_cells']} | {right}/{len(r['abnormal'])} | {(r['train_seconds'] or 0) / 60:.1f} |"
+            f"{pct(r['exact'])} of {r['complete_cells']} | {right}/{len(r['abnormal'])} | {(r['train_seconds'] or 0) / 60:.1f} "
+            f"({epochs_trained(r)}) |"
         )
     pick = lambda key: [r[key] for r in rows if r.get(key) is not None]  # noqa: E731
     right = sum(t == c for r in rows for _, t, c in r["abnormal"])

@@ -138,8 +138,8 @@ def fit_model(
     budget = BudgetRecord(minutes=budget_minutes, asked_epochs=epochs, planned_epochs=epochs, applied=deadline is not None,
                           note=budget_note)
     if deadline is not None and keras.config.backend() != "tensorflow":
-        # under JAX the compiled step keeps the schedule's length as traced: a cut could only stop
-        # the run mid-decay, so the budget is left off there (a GPU trains the default in minutes)
+        # a cut re-plans the schedule through a variable the compiled step must read afresh: checked
+        # under TensorFlow only, so elsewhere the budget stays off (a GPU trains the default in minutes)
         budget.applied, budget.note = False, f"not applied under Keras' {keras.config.backend()} backend"
         print(f"time budget: {budget.note}; training all {epochs} epochs", file=sys.stderr)
         deadline = None

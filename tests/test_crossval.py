@@ -31,7 +31,8 @@ def _finished_fold(work: Path, bundle: Path, labels) -> None:
         assert cv2.imwrite(str(heldout / relative), cv2.rotate(noisy_crop(labels.index(label), rng), cv2.ROTATE_180))
         rows.append(f"{relative},{label},case7,1")
     (heldout / "manifest.csv").write_text("\n".join(rows) + "\n")
-    (model / "report.json").write_text(json.dumps({"history": {"loss": [1.0, 0.5]}, "seconds": 12.0}))
+    history = {"loss": [1.0, 0.5], "time_budget": {"asked_epochs": 24, "planned_epochs": 2}}  # cut by its budget
+    (model / "report.json").write_text(json.dumps({"history": history, "seconds": 12.0}))
     (model / "split.json").write_text(json.dumps({"test_cases": ["case7"]}))
     shutil.copytree(bundle, work / "fold1-bundle")
 
@@ -53,3 +54,4 @@ def test_any_is_evaluated_beside_the_default_and_neither_overwrites_the_other(ti
     timings = json.loads((work / "fold1-timings.json").read_text())
     assert {"evaluate_s", "evaluate_any_s"} <= set(timings)
     assert "| 1 |" in (work / "crossval-any.md").read_text()
+    assert "| 0.2 (2 of 24) |" in (work / "crossval.md").read_text()  # train minutes, epochs trained of asked
