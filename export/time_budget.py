@@ -1,8 +1,8 @@
 """Keep the default training inside its time budget on a slow CPU by shortening the schedule, not cutting it.
 
 The default recipe (24 epochs) trains in 17 minutes on 2 cores of an Intel Xeon with AVX-512 VNNI
-and in 48 on 2 cores of an AMD EPYC with AVX2 only (benchmarks/ACCURACY.md): the same command, the
-same data, nearly three times the wall time. A lab runs the default and expects it to end when the README
+and in 48 on 2 cores of an AMD EPYC with AVX2 only (benchmarks/ACCURACY.md): the same command and
+data, nearly three times the wall time. A lab runs the default and expects it to end when the README
 says. Stopping a cosine schedule part-way would keep weights trained at a high learning rate, so the
 schedule itself is re-planned: after each epoch the time an epoch takes here is measured, and when
 fewer epochs than planned still fit before the deadline, the cosine is shortened to end at the last
@@ -107,7 +107,8 @@ def replannable_cosine(learning_rate: float, steps_per_epoch: int, epochs: int, 
     """
     import keras
 
-    cosine = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=max(1, epochs * steps_per_epoch), alpha=alpha)
+    steps = max(1, epochs * steps_per_epoch)
+    cosine = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=steps, alpha=alpha)
     pace = keras.Variable(1.0, trainable=False, dtype="float32", name="cosine_pace")
 
     class PacedCosine(keras.optimizers.schedules.LearningRateSchedule):

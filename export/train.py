@@ -135,8 +135,8 @@ def fit_model(
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
     )
-    budget = BudgetRecord(minutes=budget_minutes, asked_epochs=epochs, planned_epochs=epochs, applied=deadline is not None,
-                          note=budget_note)
+    budget = BudgetRecord(minutes=budget_minutes, asked_epochs=epochs, planned_epochs=epochs,
+                          applied=deadline is not None, note=budget_note)
     if deadline is not None and keras.config.backend() != "tensorflow":
         # a cut re-plans the schedule through a variable the compiled step must read afresh: checked
         # under TensorFlow only, so elsewhere the budget stays off (a GPU trains the default in minutes)
