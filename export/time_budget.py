@@ -129,6 +129,7 @@ def epoch_clock(record: BudgetRecord, deadline: float | None = None, pace=None, 
     class EpochClock(keras.callbacks.Callback):
         def on_train_begin(self, logs=None):
             self.seconds: list[float] = []
+            self._pending: str | None = None
 
         def on_epoch_begin(self, epoch, logs=None):
             self._say()
@@ -156,7 +157,7 @@ def epoch_clock(record: BudgetRecord, deadline: float | None = None, pace=None, 
 
         def _say(self) -> None:
             """Print a cut after Keras' line for the epoch that caused it (its logger runs after this callback)."""
-            if getattr(self, "_pending", None):
+            if self._pending:
                 print(self._pending, file=sys.stderr, flush=True)
             self._pending = None
 
