@@ -559,6 +559,7 @@ def test_read_cells_gives_each_row_its_assembled_label_in_sample_order():
     assert result["crop_accuracy_assembled"] == pytest.approx(90 / 93) == np.mean(assembled == truth)
 
 
+@pytest.mark.realdata
 def test_real_cell_truth_strings(shared_data):
     """Truth karyotypes of the real data: normal cells read 46,XX/46,XY, aneuploid ones as labelled."""
     from collections import Counter, defaultdict
