@@ -100,8 +100,9 @@ class BudgetRecord:
 def replannable_cosine(learning_rate: float, steps_per_epoch: int, epochs: int, alpha: float):
     """Keras' CosineDecay over `epochs`, whose end a budget can bring forward mid-run; returns (schedule, pace).
 
-    The schedule runs the cosine at `pace` times the steps taken (a variable the compiled train step
-    reads afresh each step under the TensorFlow backend): at 1.0, the default, the product is exact,
+    The schedule runs the cosine at `pace` times the steps taken (a variable TensorFlow's compiled
+    train step reads afresh each step; JAX's takes it in when traced, so `epoch_clock` traces it
+    again after a cut): at 1.0, the default, the product is exact,
     so an uncut run trains the very weights CosineDecay(decay_steps=epochs * steps) gives; at 24/14
     the cosine's 24 epochs are covered in 14 and it holds at its floor after them.
     """
@@ -163,6 +164,10 @@ def epoch_clock(record: BudgetRecord, deadline: float | None = None, pace=None, 
 
         def shorten_schedule(self, epochs: int) -> None:
             pace.assign(record.asked_epochs / epochs)
+            if keras.config.backend() == "jax":
+                # JAX's compiled step took the pace in as a constant when it was traced (measured: the
+                # cut trained the same weights as a stop alone): trace it again, once per cut
+                self.model.make_train_function(force=True)
 
     return EpochClock()
 
@@ -172,16 +177,21 @@ def budget_message(record: BudgetRecord, per_epoch: float, late: bool = False) -
 
     `late`: fewer epochs than the floor fit, so the run will end after its budget."""
     over = (f"; fewer fit, but {record.planned_epochs} is the least this trains, so it will end after its "
-            f"{record.minutes:g} minutes") if late else ""
+            f"{minutes_text(record.minutes)}") if late else ""
     if len(record.cuts) > 1:
         return (f"time budget: now {record.planned_epochs} of the {record.asked_epochs} epochs fit "
                 f"(an epoch takes {per_epoch:.0f} s here){over}")
     return (
         f"time budget: an epoch takes {per_epoch:.0f} s on this machine, so {record.planned_epochs} of the "
-        f"{record.asked_epochs} epochs fit in {record.minutes:g} minutes; the learning rate now decays to epoch "
+        f"{record.asked_epochs} epochs fit in {minutes_text(record.minutes)}; the learning rate now decays to epoch "
         f"{record.planned_epochs} and training ends there (--time-budget 0 trains all {record.asked_epochs}, "
         f"about {record.asked_epochs * per_epoch / 60:.1f} min of epochs here){over}"
     )
+
+
+def minutes_text(minutes: float | None) -> str:
+    """'1 minute', '30 minutes', '0.5 minutes'."""
+    return f"{minutes:g} minute" + ("" if minutes == 1 else "s")
 
 
 def fit_deadline(command_deadline: float, fits_left: int, now: float | None = None) -> float:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import sys
 import time
@@ -137,9 +138,9 @@ def fit_model(
     )
     budget = BudgetRecord(minutes=budget_minutes, asked_epochs=epochs, planned_epochs=epochs,
                           applied=deadline is not None, note=budget_note)
-    if deadline is not None and keras.config.backend() != "tensorflow":
-        # a cut re-plans the schedule through a variable the compiled step must read afresh: checked
-        # under TensorFlow only, so elsewhere the budget stays off (a GPU trains the default in minutes)
+    if deadline is not None and keras.config.backend() not in ("tensorflow", "jax"):
+        # a cut re-plans the schedule through a variable the compiled step must see: checked under
+        # TensorFlow and JAX (tests/test_time_budget.py), so elsewhere the budget stays off
         budget.applied, budget.note = False, f"not applied under Keras' {keras.config.backend()} backend"
         print(f"time budget: {budget.note}; training all {epochs} epochs", file=sys.stderr)
         deadline = None
@@ -333,6 +334,7 @@ def train_model(
         "versions": {"keras_backend": backend, backend: backend_release, "keras": keras.__version__,
                      "python": platform.python_version()},
         "cpu_kernels": tensorflow_cpu_kernels() if backend == "tensorflow" else None,
+        "xla_flags": os.environ.get("XLA_FLAGS") if backend == "jax" else None,
         "created": utc_now(),
     }
     split = {

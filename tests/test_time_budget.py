@@ -77,6 +77,8 @@ def test_budget_message_names_the_cut_and_how_to_train_every_epoch():
     record.planned_epochs = 6
     assert budget_message(record, 400.0, late=True).endswith(
         "; fewer fit, but 6 is the least this trains, so it will end after its 30 minutes")
+    record.minutes = 1.0
+    assert budget_message(record, 400.0, late=True).endswith("so it will end after its 1 minute")
 
 
 def test_the_paced_cosine_is_keras_cosine_until_paced_then_covers_it_sooner():
@@ -180,3 +182,23 @@ def test_train_cli_reports_a_cut_and_records_it(tmp_path: Path):
     assert config["epochs_run"] == 3 and config["time_budget"]["applied"] is False
     assert "(--width 0.5, --epochs 3, --input-size 32x16)" in config["time_budget"]["note"]
     assert "to stay within" not in chosen.output
+
+
+@pytest.mark.slow
+def test_a_cut_reaches_the_compiled_step_under_jax_too():
+    """Keras' JAX backend (for a GPU without a TensorFlow build, README) takes the pace into its
+    compiled step as a constant when it traces it; without tracing again after a cut, the late run
+    above trained under JAX the same weights as a stop alone (measured). The same test, run again
+    under JAX in a fresh process (Keras picks its backend once per process), must pass there too."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    if os.environ.get("KERAS_BACKEND") == "jax":
+        pytest.skip("this run is already under JAX: the late-run test above is the JAX check")
+    if importlib.util.find_spec("jax") is None:
+        pytest.skip("JAX is not installed here (no karyo dependency needs it): the TensorFlow run above checks the cut")
+    test = f"{Path(__file__)}::test_a_late_run_is_cut_to_the_floor_and_its_learning_rate_decays_there"
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", test],
+                          env=os.environ | {"KERAS_BACKEND": "jax"}, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0 and "1 passed" in done.stdout, done.stdout[-3000:]
