@@ -15,7 +15,7 @@ from karyo.runtime.preprocess import DEFAULT_STAIN_LEVEL
 
 from .augment import DEFAULT_CONDENSATION, DEFAULT_NEIGHBOUR_PROBABILITY
 from .models import DEFAULT_EDGE_HEAD
-from .time_budget import DEFAULT_TIME_BUDGET_MIN
+from .time_budget import DEFAULT_TIME_BUDGET_MIN, minutes_text
 from .train import DEFAULT_EPOCHS
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -91,7 +91,7 @@ def train_command(
     budget = report.get("history", {}).get("time_budget") or {}
     if budget.get("cuts"):
         typer.echo(f"trained {budget['planned_epochs']} of {budget['asked_epochs']} epochs to stay within "
-                   f"{budget['minutes']:g} minutes (--time-budget 0 for all)")
+                   f"{minutes_text(budget['minutes'])} (--time-budget 0 for all)")
     if report.get("cross_validation"):
         cv = report["cross_validation"]
         typer.echo(f"{cv['k']}-fold by case: accuracy {cv['accuracy_mean']:.4f} +- {cv['accuracy_std']:.4f}")

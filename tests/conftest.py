@@ -11,6 +11,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # tiny_models
 
 import pytest  # noqa: E402
 
+from karyo.export.models import ask_xla_for_deterministic_gpu_ops, requested_keras_backend  # noqa: E402
+
+if requested_keras_backend() == "jax":
+    # as `karyo-export train` does before JAX starts (it reads XLA_FLAGS once): the bit-for-bit
+    # tests run under JAX on a GPU only with XLA's deterministic ops (measured on an H100)
+    ask_xla_for_deterministic_gpu_ops()
+
 try:
     from hypothesis import HealthCheck, settings
 

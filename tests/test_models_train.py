@@ -314,18 +314,31 @@ def test_another_backend_skips_the_tensorflow_set_up(tmp_path):
     import sys
 
     probe = (
-        "import sys; from karyo.export.models import configure_backend; "
-        "print(configure_backend(1), 'tensorflow' in sys.modules)"
+        "import os, sys; from karyo.export.models import configure_backend; "
+        "print(configure_backend(1), 'tensorflow' in sys.modules, os.environ.get('XLA_FLAGS'))"
     )
-    env = {**os.environ, "KERAS_HOME": str(tmp_path), "TF_CPP_MIN_LOG_LEVEL": "2"}
-    env["KERAS_BACKEND"] = "jax"
+    env = {key: value for key, value in os.environ.items() if key != "XLA_FLAGS"}
+    env.update(KERAS_HOME=str(tmp_path), TF_CPP_MIN_LOG_LEVEL="2", KERAS_BACKEND="jax")
     other = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=300)
     assert other.returncode == 0, other.stderr
-    assert other.stdout.split() == ["jax", "False"]
+    assert other.stdout.split() == ["jax", "False", "--xla_gpu_deterministic_ops=true"]
     env.pop("KERAS_BACKEND")
     default = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=300)
     assert default.returncode == 0, default.stderr
-    assert default.stdout.split() == ["tensorflow", "True"]
+    assert default.stdout.split() == ["tensorflow", "True", "None"]
+
+
+def test_jax_gets_deterministic_gpu_ops_unless_xla_flags_already_choose(monkeypatch):
+    from karyo.export.models import ask_xla_for_deterministic_gpu_ops
+
+    monkeypatch.setenv("XLA_FLAGS", "--xla_gpu_autotune_level=0")
+    ask_xla_for_deterministic_gpu_ops()
+    assert os.environ["XLA_FLAGS"] == "--xla_gpu_autotune_level=0 --xla_gpu_deterministic_ops=true"
+    ask_xla_for_deterministic_gpu_ops()  # once is enough
+    assert os.environ["XLA_FLAGS"].count("deterministic") == 1
+    monkeypatch.setenv("XLA_FLAGS", "--xla_gpu_deterministic_ops=false")  # the user's choice stands
+    ask_xla_for_deterministic_gpu_ops()
+    assert os.environ["XLA_FLAGS"] == "--xla_gpu_deterministic_ops=false"
 
 
 @pytest.mark.skipif(platform.machine().lower() not in ONEDNN_MACHINES, reason="oneDNN is only asked for on x86")
