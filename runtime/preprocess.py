@@ -21,7 +21,10 @@ os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(DEFAULT_MAX_PIXELS))
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .focus import BLANK_CONTRAST, ChromosomeSize, background_level, fill_with_paper, find_chromosome  # noqa: E402
+from .focus import (  # noqa: E402
+    BLANK_CONTRAST, BRIGHTER_THAN_PAPER, ChromosomeSize, background_level, bright_on_dark_limit,
+    brighter_than_paper_share, fill_with_paper, find_chromosome, paper_filled,
+)
 
 
 def _quiet_opencv() -> None:
@@ -279,8 +282,9 @@ def preprocess_gray(gray: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
 def prepare_gray(gray: np.ndarray, spec: PreprocessSpec) -> tuple[np.ndarray, ChromosomeSize]:
     """The model input and the chromosome's size, measured on the same objects the focus step found.
 
-    A crop with nothing in it is an ImageError, like a corrupt file: every command then names it and
-    goes on with the rest, and training skips it rather than learn a blank as its label.
+    A crop with nothing in it, or one whose chromosome is brighter than its ground (a fluorescence
+    or inverted picture), is an ImageError, like a corrupt file: every command then names it and
+    goes on with the rest, and training skips it rather than learn it under its label.
     """
     if gray.ndim != 2 or min(gray.shape) == 0:
         raise ImageError(f"zero-size or malformed image, shape {tuple(gray.shape)}")
@@ -292,8 +296,15 @@ def prepare_gray(gray: np.ndarray, spec: PreprocessSpec) -> tuple[np.ndarray, Ch
             f"image is {width}x{height} px; padded to the model's aspect ratio it would exceed "
             f"the {spec.max_pixels} pixel limit (not a chromosome crop?)"
         )
-    gray = fill_with_paper(gray)
+    gray, fill_pixels, read_around_fill = paper_filled(gray)
     background = background_level(gray)
+    bright = brighter_than_paper_share(gray, background, fill_pixels)
+    if bright >= bright_on_dark_limit(read_around_fill):
+        raise ImageError(
+            f"bright chromosome on a dark ground ({bright:.0%} of the picture is {BRIGHTER_THAN_PAPER:g}+ grey levels "
+            "above its ground): a fluorescence (DAPI, Q-band) or inverted image? The model reads G-banded crops, "
+            "dark bands on light paper: invert it to that first"
+        )
     gray, size, stain = find_chromosome(
         gray, background, blank=spec.focus_main_object, tight=spec.tight_crop, align=spec.align_axis,
         stain=spec.stain_level is not None, centred=spec.centred_crop,

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from tiny_models import make_bundle
@@ -64,6 +65,23 @@ def test_classify_with_a_bad_file_exits_1_and_reports_it_everywhere(tiny_bundle,
     assert broken["path"].endswith("broken.png") and broken["top_k"] == []
     error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(error_lines) == 1 and "broken.png" in error_lines[0]
+
+
+def test_classify_names_a_bright_on_dark_crop_and_reads_the_rest(tiny_bundle, labeled_crops, tmp_path):
+    """A fluorescence or inverted crop among G-banded ones: one line naming it, the others labelled."""
+    import shutil
+
+    root, _ = labeled_crops
+    crop = root / "1" / "c0_0.png"
+    shutil.copy(crop, tmp_path / "g_banded.png")
+    cv2.imwrite(str(tmp_path / "inverted.png"), 255 - cv2.imread(str(crop), cv2.IMREAD_GRAYSCALE))
+    result = invoke("classify", tiny_bundle.path, tmp_path, "--json", "--provider", "cpu")
+    assert result.exit_code == 1
+    rows = {Path(r["path"]).name: r for r in json.loads(result.stdout)["results"]}
+    assert rows["g_banded.png"]["label"] == "1" and rows["g_banded.png"]["error"] is None
+    assert rows["inverted.png"]["label"] is None and "bright chromosome on a dark ground" in rows["inverted.png"]["error"]
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert "inverted.png" in line and "invert it to that first" in line
 
 
 def test_classify_csv_and_table(tiny_bundle, bad_folder):

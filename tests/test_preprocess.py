@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import struct
 import zlib
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -167,10 +168,12 @@ def test_tall_box_keeps_the_crop_aspect_and_pads_only_the_short_side():
     to 12x4 (rows above and below), never stretched."""
     spec = PreprocessSpec(size=6, width=2, invert=False, align_axis=False)  # padding geometry only
     tall = np.full((12, 4), 100, np.uint8)
-    tall[:, :2] = 10  # not 0: black along half the border is a padding tool's fill (fill_with_paper)
+    # not 0: black along the border is a padding tool's fill (fill_with_paper); one column, not two,
+    # so that the paper (the border's median) is the 100, not a level between (a bright-on-dark crop)
+    tall[:, :1] = 10
     tensor = preprocess_array(tall, spec)
     assert tensor.shape == (6, 2, 1)
-    np.testing.assert_allclose(tensor[..., 0], np.tile([[10 / 255, 100 / 255]], (6, 1)), atol=1e-6)
+    np.testing.assert_allclose(tensor[..., 0], np.tile([[55 / 255, 100 / 255]], (6, 1)), atol=1e-6)
     square = np.full((4, 4), 30, np.uint8)
     square[0, :] = 200  # border median 30 -> padding is 30 as well; the 200 row shows where the crop sits
     tensor = preprocess_array(square, spec)[..., 0] * 255
@@ -508,3 +511,56 @@ def test_black_corners_of_a_turned_crop_read_as_paper():
     assert np.abs(read_black - read_paper).mean() < 0.02
     with pytest.raises(ImageError, match="no chromosome in the image"):  # all fill: still a blank
         preprocess_array(np.zeros((40, 20), np.uint8), spec)
+
+
+def test_a_bright_chromosome_on_a_dark_ground_is_refused_in_one_line():
+    """A fluorescence or inverted picture read as G-bands got a confident wrong label; now it is named."""
+    from karyo.runtime.focus import BRIGHT_ON_DARK_SHARE, bright_on_dark_limit, brighter_than_paper_share
+
+    spec = PreprocessSpec(size=48, width=16, stain_level=0.8)
+    rod = _rod()
+    assert preprocess_array(rod, spec).shape == (48, 16, 1)
+    inverted = 255 - rod  # ground 15, the rod 105 and its bands 215 and 185: 384 of 800 pixels bright
+    assert brighter_than_paper_share(inverted.astype(np.float32), 15.0) == 384 / 800
+    # the ground masked to 0, the edge soft as a microscope draws it (cut hard, the ground would be
+    # read at the rod's own level around the fill, and the rod read: 22% of the real crops so made)
+    on_black = cv2.GaussianBlur(np.clip(240 - rod.astype(np.int16), 0, 255).astype(np.uint8), (0, 0), 1.0)
+    framed = cv2.copyMakeBorder(inverted, 6, 6, 6, 6, cv2.BORDER_CONSTANT, value=0)  # a tool's frame around it
+    for picture in (inverted, on_black, framed):
+        with pytest.raises(ImageError) as refused:
+            preprocess_array(picture, spec)
+        message = str(refused.value)
+        assert message.startswith("bright chromosome on a dark ground (") and "invert it" in message
+        assert "\n" not in message
+    assert "(48% of the picture" in _refusal(inverted, spec)
+    # read around a black fill other than a frame, the ground's level is less sure (benchmarks/polarity.py)
+    assert bright_on_dark_limit(False) == BRIGHT_ON_DARK_SHARE == 0.35 and bright_on_dark_limit(True) == 0.5
+    # a G-banded crop with some bright pixels (a label, a reflection) is read, up to the limit
+    speck = rod.copy()
+    speck[20:30, 0:4] = 255  # 40 of 800 pixels 15 levels above the paper: not far enough to count
+    speck[40:50, 12:16] = 255
+    assert brighter_than_paper_share(speck.astype(np.float32), 240.0) == 0.0
+    assert preprocess_array(speck, spec).shape == (48, 16, 1)
+
+
+def _refusal(picture: np.ndarray, spec: PreprocessSpec) -> str:
+    with pytest.raises(ImageError) as refused:
+        preprocess_array(picture, spec)
+    return str(refused.value)
+
+
+@pytest.mark.realdata
+def test_real_crops_are_read_and_their_fluorescence_like_copies_refused(shared_data):
+    """benchmarks/polarity.py on the first 150 crops of each real folder: no G-banded copy refused."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from polarity import measure
+
+    result = measure([shared_data / "pki-dev", shared_data / "pampaj7"], limit=150)
+    rows = result["variants"]
+    assert result["crops"] == 300
+    assert [rows[name]["refused"] for name in ("as_is", "black_frame", "turned")] == [0, 0, 0]
+    assert rows["dark_ground"]["refused"] >= 0.95 * 300 and rows["dark_ground_framed"]["refused"] >= 0.95 * 300
+    assert rows["black_ground_turned"]["refused"] >= 0.8 * 300
+    assert rows["black_ground"]["refused"] >= 0.7 * 300

@@ -1,0 +1,142 @@
+"""Which crops the preprocessing refuses as bright-on-dark, among real G-banded crops and fluorescence-like copies.
+
+The model reads G-banded crops: dark bands on light paper. A fluorescence picture (DAPI, Q-bands)
+or an export that inverted the gray levels shows the chromosome bright on a dark ground, and read
+as G-bands it got confident wrong labels. The preprocessing refuses such a crop
+(`karyo.runtime.focus.brighter_than_paper_share`); this measures both sides of that rule on every
+crop of labeled folders: none of the real crops, nor of their copies padded with a tool's black
+frame or turned inside black corners, may be refused; copies made bright-on-dark should be.
+
+We have no fluorescence crops, so they are made from the real ones: "dark_ground" inverts a crop
+and sets its ground at 20 grey levels (a camera's dark offset), its bands kept at 0.8 of their
+contrast ("dark_ground_framed": that inside a tool's black frame); "black_ground" is its darkness below the paper, the ground masked to 0 as segmenting
+tools export it; "black_ground_turned" turns that 30 degrees inside black corners.
+
+    python benchmarks/polarity.py ../shared/data/pki-dev ../shared/data/pampaj7 [--json OUT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from karyo.runtime.bundle import atomic_write_text
+from karyo.runtime.dataset import read_labeled_folder
+from karyo.runtime.focus import (
+    BRIGHT_ON_DARK_SHARE, BRIGHT_ON_DARK_SHARE_AROUND_FILL, background_level, brighter_than_paper_share, paper_filled,
+)
+from karyo.runtime.preprocess import ImageError, PreprocessSpec, load_gray, preprocess_gray
+
+# the copies that are still G-banded (none may be refused), then the bright-on-dark ones
+G_BANDED = ("as_is", "black_frame", "turned")
+BRIGHT_ON_DARK = ("dark_ground", "dark_ground_framed", "black_ground", "black_ground_turned")
+
+
+def turned(gray: np.ndarray, degrees: float = 30.0) -> np.ndarray:
+    """`gray` turned inside a canvas that holds it whole, the corners black as a tool fills them."""
+    height, width = gray.shape
+    rotation = cv2.getRotationMatrix2D((width / 2, height / 2), degrees, 1.0)
+    cos, sin = abs(rotation[0, 0]), abs(rotation[0, 1])
+    out_w, out_h = int(height * sin + width * cos) + 1, int(height * cos + width * sin) + 1
+    rotation[:, 2] += (out_w - width) / 2, (out_h - height) / 2
+    return cv2.warpAffine(gray, rotation, (out_w, out_h), flags=cv2.INTER_LINEAR, borderValue=0)
+
+
+def variants(gray: np.ndarray) -> dict[str, np.ndarray]:
+    gray = gray.astype(np.float32)
+    paper = background_level(gray)
+    black_ground = np.clip(paper - gray, 0, 255)
+    dark_ground = np.clip(0.8 * (paper - gray) + 20, 0, 255)
+    return {
+        "as_is": gray,
+        "black_frame": cv2.copyMakeBorder(gray, 12, 12, 9, 9, cv2.BORDER_CONSTANT, value=0),
+        "turned": turned(gray),
+        "dark_ground": dark_ground,
+        "dark_ground_framed": cv2.copyMakeBorder(dark_ground, 12, 12, 9, 9, cv2.BORDER_CONSTANT, value=0),
+        "black_ground": black_ground,
+        "black_ground_turned": turned(black_ground),
+    }
+
+
+def bright_share(gray: np.ndarray) -> float:
+    filled = paper_filled(gray)
+    return brighter_than_paper_share(filled.gray, background_level(filled.gray), filled.fill_pixels)
+
+
+def refused(gray: np.ndarray, spec: PreprocessSpec) -> str | None:
+    """The bright-on-dark refusal of the real preprocessing, else None (other refusals are not this one's)."""
+    try:
+        preprocess_gray(gray, spec)
+    except ImageError as exc:
+        return str(exc) if "bright chromosome on a dark ground" in str(exc) else None
+    return None
+
+
+def measure(roots: list[Path], limit: int | None = None) -> dict:
+    spec = PreprocessSpec(size=96, width=32, stain_level=0.8)
+    shares: dict[str, list[float]] = {name: [] for name in (*G_BANDED, *BRIGHT_ON_DARK)}
+    refusals = dict.fromkeys(shares, 0)
+    first_refused: dict[str, str] = {}
+    crops = 0
+    for root in roots:
+        samples = read_labeled_folder(root)[:limit]
+        for index, sample in enumerate(samples, start=1):
+            for name, image in variants(load_gray(sample.path)).items():
+                shares[name].append(bright_share(image))
+                message = refused(image, spec)
+                if message:
+                    refusals[name] += 1
+                    first_refused.setdefault(name, f"{sample.path}: {message}")
+            crops += 1
+            if index % 2000 == 0:
+                print(f"{root.name}: {index}/{len(samples)}", file=sys.stderr, flush=True)
+    return {
+        "crops": crops,
+        "roots": [str(r) for r in roots],
+        "limits": {"paper_read_off_the_border": BRIGHT_ON_DARK_SHARE, "paper_read_around_fill": BRIGHT_ON_DARK_SHARE_AROUND_FILL},
+        "variants": {
+            name: {
+                "refused": refusals[name],
+                "share_median": float(np.median(values)),
+                "share_p99": float(np.percentile(values, 99)),
+                "share_max": float(np.max(values)),
+                "share_min": float(np.min(values)),
+                "first_refused": first_refused.get(name),
+            }
+            for name, values in shares.items() if values
+        },
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("roots", nargs="+", type=Path, help="labeled folders of G-banded crops")
+    parser.add_argument("--limit", type=int, default=None, help="crops per folder (default: all)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    result = measure(args.roots, args.limit)
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    limits = result["limits"]
+    print(f"{result['crops']} crops, refused when {limits['paper_read_off_the_border']:.0%} or more of a crop's own "
+          f"pixels lie far above its ground ({limits['paper_read_around_fill']:.0%} where that was read around a "
+          f"black fill that is not a frame; {result['seconds']} s)")
+    print(f"{'copy':22s} {'refused':>14s} {'share median':>13s} {'p99':>6s} {'max':>6s} {'min':>6s}")
+    for name, row in result["variants"].items():
+        kind = "G-banded" if name in G_BANDED else "bright-on-dark"
+        print(f"{name:22s} {row['refused']:>6d} ({row['refused'] / result['crops']:6.1%}) {row['share_median']:13.3f} "
+              f"{row['share_p99']:6.3f} {row['share_max']:6.3f} {row['share_min']:6.3f}  {kind}")
+    if args.json:
+        atomic_write_text(args.json, json.dumps(result, indent=1) + "\n")
+    wrongly = sum(result["variants"][name]["refused"] for name in G_BANDED if name in result["variants"])
+    return 1 if wrongly else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
