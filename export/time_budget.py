@@ -189,7 +189,7 @@ def budget_message(record: BudgetRecord, per_epoch: float, late: bool = False) -
     )
 
 
-def minutes_text(minutes: float | None) -> str:
+def minutes_text(minutes: float) -> str:
     """'1 minute', '30 minutes', '0.5 minutes'."""
     return f"{minutes:g} minute" + ("" if minutes == 1 else "s")
 
