@@ -12,8 +12,10 @@ crop as a camera with 0.5 to 0.8 times the pixels per side would take it (a lab 
 magnification: the same chromosome, fewer pixels across each band); "any_angle" turns each crop
 by a random angle in +-180 degrees, as chromosomes cut out of the metaphase rather than out of a
 karyogram lie, so about half of them reach the network p arm down (turning upright takes the
-smaller turn: it cannot tell the p arm from the q arm). The same bundle is
-then scored on all seven with the focusing steps switched on one after the other
+smaller turn: it cannot tell the p arm from the q arm); "black_corners" turns each crop by a
+random angle in +-90 degrees on a canvas that holds it whole, the corners black, as a turning
+tool exports it (the corners are read as paper: README, Design). The same bundle is
+then scored on all eight with the focusing steps switched on one after the other
 (`focus_main_object`, `tight_crop`, `align_axis`, `centred_crop`), so one run shows what each step costs on clean
 crops (should be nothing) and what it buys on the others; a last row serves all steps with the
 staining step toggled against the bundle's own (`stain_level`: off for a bundle trained with it,
@@ -40,7 +42,7 @@ from karyo.runtime.classifier import Classifier
 from karyo.runtime.dataset import read_labeled_folder
 from karyo.runtime.focus import background_level, rotate_whole
 from karyo.runtime.orientation import ORIENTATIONS
-from karyo.runtime.preprocess import DEFAULT_STAIN_LEVEL, load_gray, preprocess_gray
+from karyo.runtime.preprocess import DEFAULT_STAIN_LEVEL, ImageError, load_gray, preprocess_gray
 
 
 def with_neighbour(main: np.ndarray, other: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -136,11 +138,13 @@ def main(argv: list[str] | None = None) -> int:
     pale = [paler(g, rng) for g in grays]
     coarse = [coarser(g, rng) for g in grays]
     any_angle = [tilted(g, rng, half_turn=180.0) for g in grays]
+    black_corners = [rotate_whole(g, float(rng.uniform(-90.0, 90.0)), 0.0) for g in grays]
     image_sets = (
         ("clean", grays), ("bounding_box", crowded), ("tilted", turned), ("tilted_bounding_box", turned_crowded),
-        ("pale", pale), ("coarse", coarse), ("any_angle", any_angle),
+        ("pale", pale), ("coarse", coarse), ("any_angle", any_angle), ("black_corners", black_corners),
     )
     figures: dict[str, float] = {}
+    refused: dict[str, int] = {}
     toggled = None if bundle.spec.stain_level is not None else DEFAULT_STAIN_LEVEL
     stain_setting = "stain_off" if toggled is None else "stain_on"
     for setting, focus, tight, align, centred in (*SETTINGS, (stain_setting, True, True, True, True)):
@@ -150,14 +154,23 @@ def main(argv: list[str] | None = None) -> int:
         if setting == stain_setting:
             spec = dataclasses.replace(spec, stain_level=toggled)
         for name, images in image_sets:
-            x = np.stack([preprocess_gray(g, spec) for g in images])
-            predicted = classifier.predict_tensors(x).argmax(axis=1)
+            inputs, readable = [], []
+            for g in images:
+                try:
+                    inputs.append(preprocess_gray(g, spec))
+                    readable.append(True)
+                except ImageError:  # refused (bright-on-dark, blank): counted as wrong, and counted
+                    readable.append(False)
+            predicted = np.full(len(images), -1)
+            if inputs:
+                predicted[np.array(readable)] = classifier.predict_tensors(np.stack(inputs)).argmax(axis=1)
             key = f"{name}_{setting}"
             figures[key] = float(np.mean(predicted == truth))
-            print(f"{key}: {figures[key]:.4f}", file=sys.stderr)
+            refused[key] = len(images) - len(inputs)
+            print(f"{key}: {figures[key]:.4f} ({refused[key]} refused)", file=sys.stderr)
     args.out.mkdir(parents=True, exist_ok=True)
     record = {"bundle": str(args.bundle), "precision": args.precision, "orientation": classifier.orientation,
-              "crops": len(samples), "accuracy": figures,
+              "crops": len(samples), "accuracy": figures, "refused": refused,
               "bundle_preprocess": bundle.spec.to_dict()}
     atomic_write_text(args.out / "bbox.json", json.dumps(record, indent=2) + "\n")
     on = dataclasses.replace(bundle.spec, focus_main_object=True, tight_crop=True, align_axis=True, centred_crop=True)

@@ -28,9 +28,7 @@ import numpy as np
 
 from karyo.runtime.bundle import atomic_write_text
 from karyo.runtime.dataset import read_labeled_folder
-from karyo.runtime.focus import (
-    BRIGHT_ON_DARK_SHARE, BRIGHT_ON_DARK_SHARE_AROUND_FILL, background_level, brighter_than_paper_share, paper_filled,
-)
+from karyo.runtime.focus import BRIGHT_ON_DARK_SHARE, background_level, brighter_than_paper_share, paper_filled
 from karyo.runtime.preprocess import ImageError, PreprocessSpec, load_gray, preprocess_gray
 
 # the copies that are still G-banded (none may be refused), then the bright-on-dark ones
@@ -99,7 +97,7 @@ def measure(roots: list[Path], limit: int | None = None) -> dict:
     return {
         "crops": crops,
         "roots": [str(r) for r in roots],
-        "limits": {"paper_read_off_the_border": BRIGHT_ON_DARK_SHARE, "paper_read_around_fill": BRIGHT_ON_DARK_SHARE_AROUND_FILL},
+        "limit": BRIGHT_ON_DARK_SHARE,
         "variants": {
             name: {
                 "refused": refusals[name],
@@ -123,10 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     result = measure(args.roots, args.limit)
     result["seconds"] = round(time.perf_counter() - started, 1)
-    limits = result["limits"]
-    print(f"{result['crops']} crops, refused when {limits['paper_read_off_the_border']:.0%} or more of a crop's own "
-          f"pixels lie far above its ground ({limits['paper_read_around_fill']:.0%} where that was read around a "
-          f"black fill that is not a frame; {result['seconds']} s)")
+    print(f"{result['crops']} crops, refused when {result['limit']:.0%} or more of a crop's own pixels lie far above "
+          f"its ground ({result['seconds']} s)")
     print(f"{'copy':22s} {'refused':>14s} {'share median':>13s} {'p99':>6s} {'max':>6s} {'min':>6s}")
     for name, row in result["variants"].items():
         kind = "G-banded" if name in G_BANDED else "bright-on-dark"

@@ -52,14 +52,16 @@ FILL_LEVEL = 2.0
 FILL_BORDER_SHARE = 0.1
 
 
-def _is_frame(fill: np.ndarray) -> bool:
-    """True when the fill is everything outside one upright rectangle (a crop padded to a canvas)."""
+def _framed_picture(fill: np.ndarray) -> tuple[slice, slice] | None:
+    """The upright rectangle the fill is everything outside of (a crop padded to a canvas, on one
+    side or all four), or None when the fill is not such a frame."""
     rows, cols = np.flatnonzero(~fill.all(axis=1)), np.flatnonzero(~fill.all(axis=0))
     if not rows.size:
-        return True
+        return None
+    box = slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
     inside = np.zeros_like(fill)
-    inside[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1] = True
-    return bool(np.array_equal(~fill, inside))
+    inside[box] = True
+    return box if np.array_equal(~fill, inside) else None
 
 
 def fill_with_paper(gray: np.ndarray) -> np.ndarray:
@@ -68,13 +70,10 @@ def fill_with_paper(gray: np.ndarray) -> np.ndarray:
 
 
 class PaperFill(NamedTuple):
-    """`fill_with_paper`'s picture, how many of its pixels were fill (the rest is the crop's own
-    picture), and whether the paper's level was read around a fill that is not a frame (turned
-    corners, a ground masked to black), where it can fall on the chromosome's own edge."""
+    """`fill_with_paper`'s picture and how many of its pixels were fill (the rest is the crop's own picture)."""
 
     gray: np.ndarray
     fill_pixels: int = 0
-    read_around_fill: bool = False
 
 
 def paper_filled(gray: np.ndarray) -> PaperFill:
@@ -85,33 +84,44 @@ def paper_filled(gray: np.ndarray) -> PaperFill:
     _, labels = cv2.connectedComponents(dark, connectivity=4)
     reaching = np.unique(_border(labels))
     fill = np.isin(labels, reaching[reaching > 0])
-    frame = _is_frame(fill)
-    if not frame:
+    framed = _framed_picture(fill)
+    if framed is None:
         # a turned crop's edges are seams blended from fill and paper, a pixel wide: fill too (a
         # frame has none, and taking a pixel more there would take it off tightly cut chromosomes)
         fill = cv2.dilate(fill.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
     ring = cv2.dilate(fill.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool) & ~fill
     if not ring.any():  # nothing but fill: a blank, refused downstream
         return PaperFill(gray)
+    if framed is not None:
+        # the framed picture's own border, all four sides, read as any crop's (`background_level`):
+        # padded on one side only, the pixels along the fill are one edge of the crop, and where the
+        # chromosome lies along that edge their median was the chromosome's level (turned by 90
+        # degrees inside a canvas a pixel too wide, 3,183 of fold 1's 4,054 held-out crops had a
+        # third of their pixels or more far above such a 'paper')
+        paper = background_level(gray[framed])
+    else:
+        # around turned corners the ring also crosses seams and, on a crop cut tight, the
+        # chromosome; the paper, the brightest thing in a G-banded crop, is its upper quartile
+        # (fold 1's held-out crops turned 30 degrees inside black corners: 94.87 / 98.69% of crops
+        # right from the image / after assembly read so, 94.15 / 98.37% with the median, 94.92 /
+        # 98.54% with paper in the corners)
+        paper = percentile_of(gray[ring], 75.0)
     out = gray.copy()
-    out[fill] = np.float32(percentile_of(gray[ring], 50.0))
-    return PaperFill(out, int(np.count_nonzero(fill)), not frame)
+    out[fill] = np.float32(paper)
+    return PaperFill(out, int(np.count_nonzero(fill)))
 
 
 # In a G-banded crop the paper is the brightest thing; a fluorescence picture (DAPI, Q-bands) or an
 # inverted export is the other way round, and read as G-bands it got confident wrong labels with no
 # warning. Measured by benchmarks/polarity.py on the 20,322 real crops here and on copies of each:
 # at most 26% of a crop's own pixels lie 24 grey levels or more above its paper (median 0%), 27%
-# inside a black frame, 42% turned 30 degrees inside black corners (on small crops cut tight, the
-# ring read around the fill for the paper's level falls partly on the chromosome: 127 for paper at
-# 255). Copies made bright-on-dark: 73% at the median on a dark ground of 20 levels, 63% on a
-# ground masked to black. Hence two limits: 35%, and 50% where the paper's level was read around a
-# fill that is not a frame (`PaperFill.read_around_fill`). Refused so: 99.3% of the dark-ground
-# copies, 78% of the black-ground ones and 90% turned; none of the G-banded ones. A cell is
-# refused crop after crop either way.
+# inside a black frame, 19% turned 30 degrees inside black corners. Copies made bright-on-dark:
+# 73% at the median on a dark ground of 20 levels, 41% on a ground masked to black (where the
+# ground is read around the fill, partly on the chromosome's own dim edge). Refused at 35%: 99.2%
+# of the dark-ground copies, 61% of the black-ground ones and 76% turned; none of the G-banded
+# ones. A cell is refused crop after crop either way.
 BRIGHTER_THAN_PAPER = 24.0
 BRIGHT_ON_DARK_SHARE = 0.35
-BRIGHT_ON_DARK_SHARE_AROUND_FILL = 0.5
 
 
 def brighter_than_paper_share(gray: np.ndarray, background: float, fill_pixels: int = 0) -> float:
@@ -120,11 +130,6 @@ def brighter_than_paper_share(gray: np.ndarray, background: float, fill_pixels: 
     if own <= 0:
         return 0.0
     return float(np.count_nonzero(gray >= background + BRIGHTER_THAN_PAPER)) / own
-
-
-def bright_on_dark_limit(read_around_fill: bool) -> float:
-    """The share of bright pixels from which a crop is taken for bright-on-dark (see BRIGHT_ON_DARK_SHARE)."""
-    return BRIGHT_ON_DARK_SHARE_AROUND_FILL if read_around_fill else BRIGHT_ON_DARK_SHARE
 
 
 # How far off centre a crop may hold its chromosome before `beyond_mirrored_margin` cuts: this

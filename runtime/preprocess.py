@@ -22,7 +22,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from .focus import (  # noqa: E402
-    BLANK_CONTRAST, BRIGHTER_THAN_PAPER, ChromosomeSize, background_level, bright_on_dark_limit,
+    BLANK_CONTRAST, BRIGHT_ON_DARK_SHARE, BRIGHTER_THAN_PAPER, ChromosomeSize, background_level,
     brighter_than_paper_share, fill_with_paper, find_chromosome, paper_filled,
 )
 
@@ -296,10 +296,10 @@ def prepare_gray(gray: np.ndarray, spec: PreprocessSpec) -> tuple[np.ndarray, Ch
             f"image is {width}x{height} px; padded to the model's aspect ratio it would exceed "
             f"the {spec.max_pixels} pixel limit (not a chromosome crop?)"
         )
-    gray, fill_pixels, read_around_fill = paper_filled(gray)
+    gray, fill_pixels = paper_filled(gray)
     background = background_level(gray)
     bright = brighter_than_paper_share(gray, background, fill_pixels)
-    if bright >= bright_on_dark_limit(read_around_fill):
+    if bright >= BRIGHT_ON_DARK_SHARE:
         raise ImageError(
             f"bright chromosome on a dark ground ({bright:.0%} of the picture is {BRIGHTER_THAN_PAPER:g}+ grey levels "
             "above its ground): a fluorescence (DAPI, Q-band) or inverted image? The model reads G-banded crops, "
