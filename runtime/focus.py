@@ -114,8 +114,8 @@ def paper_filled(gray: np.ndarray) -> PaperFill:
 # In a G-banded crop the paper is the brightest thing; a fluorescence picture (DAPI, Q-bands) or an
 # inverted export is the other way round, and read as G-bands it got confident wrong labels with no
 # warning. Measured by benchmarks/polarity.py on the 20,322 real crops here and on copies of each:
-# at most 26% of a crop's own pixels lie 24 grey levels or more above its paper (median 0%), 27%
-# inside a black frame, 19% turned 30 degrees inside black corners. Copies made bright-on-dark:
+# at most 26% of a crop's own pixels lie 24 grey levels or more above its paper (median 0%), the
+# same inside a black frame, 19% turned 30 degrees inside black corners. Copies made bright-on-dark:
 # 73% at the median on a dark ground of 20 levels, 41% on a ground masked to black (where the
 # ground is read around the fill, partly on the chromosome's own dim edge). Refused at 35%: 99.2%
 # of the dark-ground copies, 61% of the black-ground ones and 76% turned; none of the G-banded
