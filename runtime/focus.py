@@ -97,7 +97,7 @@ def paper_filled(gray: np.ndarray) -> PaperFill:
         # padded on one side only, the pixels along the fill are one edge of the crop, and where the
         # chromosome lies along that edge their median is the chromosome's level (fold 1's held-out
         # crops padded 10 px on the left: the fill set more than 24 levels off the paper for 7 of
-        # 4,054 by that median, for none so; /work/exp/s34/oneside.py of the thirty-fourth session)
+        # 4,054 by that median, for none so)
         paper = background_level(gray[framed])
     else:
         # around turned corners the ring also crosses seams and, on a crop cut tight, the
