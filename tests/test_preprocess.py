@@ -509,8 +509,8 @@ def test_black_corners_of_a_turned_crop_read_as_paper():
     spec = PreprocessSpec(size=48, width=16, stain_level=0.8)
     read_black, read_paper = preprocess_array(black, spec), preprocess_array(paper, spec)
     # the corners' seam is filled a pixel deep, and with it a pixel of the rod where it nears the
-    # turned edge; the paper read as the upper quartile of the ring around the fill (not its median,
-    # 0.014 of the input range on average then) leaves 0.0002; read as black the corners differed by 104
+    # turned edge: 0.0002 of the input range on average (the ring's median, read before, gave the
+    # same here; the tight rod below is where they part); read as black the corners differed by 104
     assert np.abs(read_black - read_paper).mean() < 0.002
     # cut tight (a pixel of paper beside the rod), most of the ring around the corners is the rod
     # itself: its median, 151, is the rod's own level (150) and was taken for the paper (240); its
@@ -532,7 +532,7 @@ def test_a_bright_chromosome_on_a_dark_ground_is_refused_in_one_line():
     inverted = 255 - rod  # ground 15, the rod 105 and its bands 215 and 185: 384 of 800 pixels bright
     assert brighter_than_paper_share(inverted.astype(np.float32), 15.0) == 384 / 800
     # the ground masked to 0, the edge soft as a microscope draws it (cut hard, the ground would be
-    # read at the rod's own level around the fill, and the rod read: 22% of the real crops so made)
+    # read at the rod's own level around the fill, and the rod read: 39% of the real crops so made)
     on_black = cv2.GaussianBlur(np.clip(240 - rod.astype(np.int16), 0, 255).astype(np.uint8), (0, 0), 1.0)
     framed = cv2.copyMakeBorder(inverted, 6, 6, 6, 6, cv2.BORDER_CONSTANT, value=0)  # a tool's frame around it
     for picture in (inverted, on_black, framed):
