@@ -3,9 +3,11 @@
 The model reads G-banded crops: dark bands on light paper. A fluorescence picture (DAPI, Q-bands)
 or an export that inverted the gray levels shows the chromosome bright on a dark ground, and read
 as G-bands it got confident wrong labels. The preprocessing refuses such a crop
-(`karyo.runtime.focus.brighter_than_paper_share`); this measures both sides of that rule on every
+(`karyo.runtime.paper.brighter_than_paper_share`); this measures both sides of that rule on every
 crop of labeled folders: none of the real crops, nor of their copies padded with a tool's black
-frame or turned inside black corners, may be refused; copies made bright-on-dark should be.
+frame or turned inside black corners, may be refused; copies made bright-on-dark should be. The
+turned copies are turned 30 degrees ("turned"), and by a hair: 0.5 and exactly 90 degrees
+("turned_slightly", "turned_quarter"), where a tool leaves no black, only seams blended with it.
 
 We have no fluorescence crops, so they are made from the real ones: "dark_ground" inverts a crop
 and sets its ground at 20 grey levels (a camera's dark offset), its bands kept at 0.8 of their
@@ -28,11 +30,11 @@ import numpy as np
 
 from karyo.runtime.bundle import atomic_write_text
 from karyo.runtime.dataset import read_labeled_folder
-from karyo.runtime.focus import BRIGHT_ON_DARK_SHARE, background_level, brighter_than_paper_share, paper_filled
+from karyo.runtime.paper import BRIGHT_ON_DARK_SHARE, background_level, brighter_than_paper_share, paper_filled
 from karyo.runtime.preprocess import ImageError, PreprocessSpec, load_gray, preprocess_gray
 
 # the copies that are still G-banded (none may be refused), then the bright-on-dark ones
-G_BANDED = ("as_is", "black_frame", "turned")
+G_BANDED = ("as_is", "black_frame", "turned", "turned_slightly", "turned_quarter")
 BRIGHT_ON_DARK = ("dark_ground", "dark_ground_framed", "black_ground", "black_ground_turned")
 
 
@@ -55,6 +57,8 @@ def variants(gray: np.ndarray) -> dict[str, np.ndarray]:
         "as_is": gray,
         "black_frame": cv2.copyMakeBorder(gray, 12, 12, 9, 9, cv2.BORDER_CONSTANT, value=0),
         "turned": turned(gray),
+        "turned_slightly": turned(gray, 0.5),
+        "turned_quarter": turned(gray, 90.0),
         "dark_ground": dark_ground,
         "dark_ground_framed": cv2.copyMakeBorder(dark_ground, 12, 12, 9, 9, cv2.BORDER_CONSTANT, value=0),
         "black_ground": black_ground,

@@ -21,7 +21,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from karyo.runtime.focus import background_level
+from karyo.runtime.paper import background_level
 from karyo.runtime.preprocess import PreprocessSpec
 
 

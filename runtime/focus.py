@@ -1,5 +1,6 @@
-"""Finding the chromosome a crop was cut for: the paper level, the objects, which one is the
-chromosome and which are neighbours, its turn upright and its size.
+"""Finding the chromosome a crop was cut for: the objects on its paper (read in
+`karyo.runtime.paper`), which one is the chromosome and which are neighbours, its turn upright and
+its size.
 
 Split from `karyo.runtime.preprocess`, which turns what this finds into the model input: this is
 the part that decides *what* the model looks at, and the part a lab whose crops are cut as
@@ -13,123 +14,12 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
+from .paper import percentile_of
+
 # A crop in which no pixel differs from the paper by this many grey levels (of 255) holds nothing to
 # read: an empty cut, a blank frame. Real crops are far from it: the faintest of the 20,322 here
 # reaches 52 levels from its background.
 BLANK_CONTRAST = 8.0
-
-
-def percentile_of(values: np.ndarray, q: float) -> float:
-    """`np.percentile(values, q)` (linear interpolation) of a non-empty 1-D array, by a partial sort.
-
-    The same figure in a seventh of the time on a crop's pixels (13 against 92 us on 3,000 values):
-    numpy's general path costs more than the sort itself at these sizes, and every crop of every
-    cell pays it in the scanner PC's hot path (here and in `background_level`).
-    """
-    position = (values.size - 1) * q / 100.0
-    low = int(position)
-    high = min(low + 1, values.size - 1)
-    ranked = np.partition(values, (low, high))
-    below, above = float(ranked[low]), float(ranked[high])
-    return below + (above - below) * (position - low)
-
-
-def _border(gray: np.ndarray) -> np.ndarray:
-    return np.concatenate([gray[0, :], gray[-1, :], gray[:, 0], gray[:, -1]])
-
-
-def background_level(gray: np.ndarray) -> float:
-    """The paper/background gray level, read off the crop's border (crops are cut around a chromosome)."""
-    return percentile_of(_border(gray), 50.0)
-
-
-# Tools that pad a crop to a fixed canvas or turn it upright fill what lies outside the picture with
-# black. Read as it is, that fill is the "paper" (the border's median) or an object reaching in, and
-# the whole crop reads wrong. Fill is black (up to FILL_LEVEL) reaching the border over at least
-# FILL_BORDER_SHARE of it; a chromosome's own black band touching the edge is a pixel or two there
-# (18 of the 20,322 crops here have any, at most 1.2% of their border).
-FILL_LEVEL = 2.0
-FILL_BORDER_SHARE = 0.1
-
-
-def _framed_picture(fill: np.ndarray) -> tuple[slice, slice] | None:
-    """The upright rectangle the fill is everything outside of (a crop padded to a canvas, on one
-    side or all four), or None when the fill is not such a frame."""
-    rows, cols = np.flatnonzero(~fill.all(axis=1)), np.flatnonzero(~fill.all(axis=0))
-    if not rows.size:
-        return None
-    box = slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
-    inside = np.zeros_like(fill)
-    inside[box] = True
-    return box if np.array_equal(~fill, inside) else None
-
-
-def fill_with_paper(gray: np.ndarray) -> np.ndarray:
-    """`gray` with a tool's black fill set to the paper's level, read around the fill; else `gray` itself."""
-    return paper_filled(gray)[0]
-
-
-class PaperFill(NamedTuple):
-    """`fill_with_paper`'s picture and how many of its pixels were fill (the rest is the crop's own picture)."""
-
-    gray: np.ndarray
-    fill_pixels: int = 0
-
-
-def paper_filled(gray: np.ndarray) -> PaperFill:
-    """`fill_with_paper`, and what the fill was."""
-    if float(np.mean(_border(gray) <= FILL_LEVEL)) < FILL_BORDER_SHARE:
-        return PaperFill(gray)
-    dark = (gray <= FILL_LEVEL).astype(np.uint8)
-    _, labels = cv2.connectedComponents(dark, connectivity=4)
-    reaching = np.unique(_border(labels))
-    fill = np.isin(labels, reaching[reaching > 0])
-    framed = _framed_picture(fill)
-    if framed is None:
-        # a turned crop's edges are seams blended from fill and paper, a pixel wide: fill too (a
-        # frame has none, and taking a pixel more there would take it off tightly cut chromosomes)
-        fill = cv2.dilate(fill.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
-    ring = cv2.dilate(fill.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool) & ~fill
-    if not ring.any():  # nothing but fill: a blank, refused downstream
-        return PaperFill(gray)
-    if framed is not None:
-        # the framed picture's own border, all four sides, read as any crop's (`background_level`):
-        # padded on one side only, the pixels along the fill are one edge of the crop, and where the
-        # chromosome lies along that edge their median is the chromosome's level (fold 1's held-out
-        # crops padded 10 px on the left: the fill set more than 24 levels off the paper for 7 of
-        # 4,054 by that median, for none so)
-        paper = background_level(gray[framed])
-    else:
-        # around turned corners the ring also crosses seams and, on a crop cut tight, the
-        # chromosome; the paper, the brightest thing in a G-banded crop, is its upper quartile
-        # (fold 1's held-out crops turned 30 degrees inside black corners: 94.87 / 98.69% of crops
-        # right from the image / after assembly read so, 94.15 / 98.37% with the median, 94.92 /
-        # 98.54% with paper in the corners)
-        paper = percentile_of(gray[ring], 75.0)
-    out = gray.copy()
-    out[fill] = np.float32(paper)
-    return PaperFill(out, int(np.count_nonzero(fill)))
-
-
-# In a G-banded crop the paper is the brightest thing; a fluorescence picture (DAPI, Q-bands) or an
-# inverted export is the other way round, and read as G-bands it got confident wrong labels with no
-# warning. Measured by benchmarks/polarity.py on the 20,322 real crops here and on copies of each:
-# at most 26% of a crop's own pixels lie 24 grey levels or more above its paper (median 0%), the
-# same inside a black frame, 19% turned 30 degrees inside black corners. Copies made bright-on-dark:
-# 73% at the median on a dark ground of 20 levels, 41% on a ground masked to black (where the
-# ground is read around the fill, partly on the chromosome's own dim edge). Refused at 35%: 99.2%
-# of the dark-ground copies, 61% of the black-ground ones and 76% turned; none of the G-banded
-# ones. A cell is refused crop after crop either way.
-BRIGHTER_THAN_PAPER = 24.0
-BRIGHT_ON_DARK_SHARE = 0.35
-
-
-def brighter_than_paper_share(gray: np.ndarray, background: float, fill_pixels: int = 0) -> float:
-    """The share of the crop's own pixels (a tool's fill left out) at least BRIGHTER_THAN_PAPER above `background`."""
-    own = gray.size - fill_pixels
-    if own <= 0:
-        return 0.0
-    return float(np.count_nonzero(gray >= background + BRIGHTER_THAN_PAPER)) / own
 
 
 # How far off centre a crop may hold its chromosome before `beyond_mirrored_margin` cuts: this

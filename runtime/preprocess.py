@@ -21,9 +21,10 @@ os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(DEFAULT_MAX_PIXELS))
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .focus import (  # noqa: E402
-    BLANK_CONTRAST, BRIGHT_ON_DARK_SHARE, BRIGHTER_THAN_PAPER, ChromosomeSize, background_level,
-    brighter_than_paper_share, fill_with_paper, find_chromosome, paper_filled,
+from .focus import BLANK_CONTRAST, ChromosomeSize, find_chromosome  # noqa: E402
+from .paper import (  # noqa: E402
+    BRIGHT_ON_DARK_SHARE, BRIGHTER_THAN_PAPER, background_level, brighter_than_paper_share, fill_with_paper,
+    paper_filled,
 )
 
 

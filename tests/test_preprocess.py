@@ -457,7 +457,7 @@ def test_focused_crop_is_what_the_model_reads_at_source_resolution():
 
 def test_percentile_of_matches_numpy() -> None:
     """The hot path's partial-sort percentile is numpy's linear percentile, ties and tiny arrays included."""
-    from karyo.runtime.focus import percentile_of
+    from karyo.runtime.paper import percentile_of
 
     rng = np.random.default_rng(3)
     arrays = [np.array([7.0], np.float32), np.array([2.0, 9.0], np.float32), rng.random(801).astype(np.float32),
@@ -481,7 +481,7 @@ def _rod(paper: int = 240, black_on_edge: bool = False) -> np.ndarray:
 
 
 def test_a_chromosome_s_own_black_pixels_on_the_edge_are_not_taken_for_fill():
-    from karyo.runtime.focus import fill_with_paper
+    from karyo.runtime.paper import fill_with_paper
 
     crop = _rod(black_on_edge=True).astype(np.float32)
     assert fill_with_paper(crop) is crop
@@ -498,7 +498,7 @@ def test_a_black_frame_around_the_crop_reads_as_paper():
 
 
 def test_black_corners_of_a_turned_crop_read_as_paper():
-    from karyo.runtime.focus import paper_filled
+    from karyo.runtime.paper import paper_filled
 
     crop = _rod()
     centre, size = (8.0, 25.0), (60, 60)
@@ -522,9 +522,81 @@ def test_black_corners_of_a_turned_crop_read_as_paper():
         preprocess_array(np.zeros((40, 20), np.uint8), spec)
 
 
+@pytest.mark.parametrize("degrees", [0.5, 1.0, 2.0, 89.5, 90.0])
+def test_a_crop_turned_by_a_hair_inside_black_corners_reads_as_with_paper_corners(degrees: float):
+    """Turned a degree or so (or nearly 90) on a canvas grown to hold it, a crop has no black
+    fill, only seams along its sides blended with black: its paper was read at half its level and
+    the crop refused as bright-on-dark (80% "bright" here; fold 1's held-out crops turned 0.5
+    degrees: 3,980 of 4,054 refused). The seams are fill now, and the paper is read inside them."""
+    from karyo.runtime.focus import rotate_whole
+    from karyo.runtime.paper import paper_filled
+
+    spec = PreprocessSpec(size=48, width=16, stain_level=0.8)
+    rod = _rod().astype(np.float32)
+    black = np.round(rotate_whole(rod, degrees, 0.0)).astype(np.uint8)
+    paper = np.round(rotate_whole(rod, degrees, 240.0)).astype(np.uint8)
+    border = np.concatenate([black[0], black[-1], black[:, 0], black[:, -1]])
+    assert np.mean(border <= 2) < 0.4 and np.median(border) < 170  # no frame to find, paper half read
+    filled = paper_filled(black.astype(np.float32))
+    assert filled.gray[0, 0] == 240.0 and filled.fill_pixels >= 2 * sum(black.shape) - 4
+    difference = np.abs(preprocess_array(black, spec) - preprocess_array(paper, spec))
+    # the seams are filled a pixel deeper than they reach; near 90 degrees the rod's tips, a pixel
+    # from the paper's edge, lie in that pixel (mean 0.075 of the input range at 89.5 degrees)
+    assert difference.mean() < (0.1 if degrees > 45 else 0.02)
+
+
+def test_a_quarter_turn_with_a_black_line_along_one_side_reads_as_with_paper_corners():
+    """A tool that turns about the crop's middle on a canvas a pixel larger leaves a black line
+    along one side and blended seams on the two beside it, whose corner pixels are that black
+    line. Taken for no seam, the paper was read at half its level: 44 of the 20,322 real crops
+    turned so were refused as bright-on-dark (benchmarks/polarity.py, turned_quarter), 3 now."""
+    from karyo.runtime.paper import paper_filled
+
+    def quarter(rod: np.ndarray, fill: float) -> np.ndarray:
+        height, width = rod.shape
+        rotation = cv2.getRotationMatrix2D((width / 2, height / 2), 90.0, 1.0)
+        rotation[:, 2] += (height + 1 - width) / 2, (width + 1 - height) / 2
+        return cv2.warpAffine(rod, rotation, (height + 1, width + 1), flags=cv2.INTER_LINEAR, borderValue=fill)
+
+    spec = PreprocessSpec(size=48, width=16, stain_level=0.8)
+    rod = _rod()
+    rod[49, 4:12] = 150  # cut tight at its lower end, which is near-black there, as real crops are:
+    rod[46:50, 6:9] = 8  # that end's side steps down from the line inside over 14 of its 17 pixels
+    black, paper = quarter(rod.astype(np.float32), 0.0), quarter(rod.astype(np.float32), 240.0)
+    assert black[0].max() == 0 and np.mean(black[:, -1] <= black[:, -2] - 8) == 14 / 17
+    filled = paper_filled(black)
+    assert filled.gray[5, 0] == 240.0 and filled.gray[5, -1] == 240.0
+    as_black, as_paper = (preprocess_array(np.round(image).astype(np.uint8), spec) for image in (black, paper))
+    assert np.abs(as_black - as_paper).mean() < 0.02
+
+
+def test_a_chromosome_or_a_mark_along_a_side_is_not_taken_for_a_seam():
+    """Seams come on all four sides, or on two opposite ones blended corner to corner or in a steady
+    ratio: one side darker than the line inside it is a chromosome or a mark (62% of a side at most
+    in the real crops here), and so is a bright chromosome on a dark ground that ends at two sides."""
+    from karyo.runtime.paper import paper_filled
+
+    along = _rod()[:, 4:14].astype(np.float32)  # the rod itself is the left side, bands and all
+    assert paper_filled(along).gray is along
+    marked = _rod().astype(np.float32)
+    marked[-1, :] = 100  # a stray line under the whole bottom side
+    assert paper_filled(marked).gray is marked
+    # bright on a dark ground and cut to its ends, which are dimmer than the rod one pixel in: the
+    # top and bottom sides step up over 10 of their 14 pixels, the ground at the corners does not
+    inverted = np.full((50, 14), 15, np.float32)
+    inverted[:, 2:12] = 105
+    inverted[[0, -1], 2:12] = 60
+    assert paper_filled(inverted).gray is inverted
+    turned = _rod().astype(np.float32)  # as a hair's turn leaves it: every side blended half with black
+    turned[[0, -1], :] *= 0.5
+    turned[:, [0, -1]] *= 0.5
+    filled = paper_filled(turned)
+    assert filled.fill_pixels > 2 * (50 + 16) and filled.gray[-1, 0] == 240.0 and filled.gray[0, 8] == 240.0
+
+
 def test_a_bright_chromosome_on_a_dark_ground_is_refused_in_one_line():
     """A fluorescence or inverted picture read as G-bands got a confident wrong label; now it is named."""
-    from karyo.runtime.focus import BRIGHT_ON_DARK_SHARE, brighter_than_paper_share
+    from karyo.runtime.paper import BRIGHT_ON_DARK_SHARE, brighter_than_paper_share
 
     spec = PreprocessSpec(size=48, width=16, stain_level=0.8)
     rod = _rod()
@@ -568,6 +640,7 @@ def test_real_crops_are_read_and_their_fluorescence_like_copies_refused(shared_d
     result = measure([shared_data / "pki-dev", shared_data / "pampaj7"], limit=150)
     rows = result["variants"]
     assert result["crops"] == 300
-    assert [rows[name]["refused"] for name in ("as_is", "black_frame", "turned")] == [0, 0, 0]
+    g_banded = ("as_is", "black_frame", "turned", "turned_slightly", "turned_quarter")
+    assert [rows[name]["refused"] for name in g_banded] == [0] * 5
     assert rows["dark_ground"]["refused"] >= 0.95 * 300 and rows["dark_ground_framed"]["refused"] >= 0.95 * 300
     assert rows["black_ground_turned"]["refused"] >= 0.6 * 300 and rows["black_ground"]["refused"] >= 0.5 * 300
