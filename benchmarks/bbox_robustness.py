@@ -41,8 +41,8 @@ from karyo.runtime.bundle import atomic_write_text, load_bundle
 from karyo.runtime.classifier import Classifier
 from karyo.runtime.dataset import read_labeled_folder
 from karyo.runtime.focus import rotate_whole
-from karyo.runtime.paper import background_level
 from karyo.runtime.orientation import ORIENTATIONS
+from karyo.runtime.paper import background_level
 from karyo.runtime.preprocess import DEFAULT_STAIN_LEVEL, ImageError, load_gray, preprocess_gray
 
 

@@ -31,8 +31,8 @@ from karyo.runtime.cell_size import sizes_array
 from karyo.runtime.classifier import Classifier
 from karyo.runtime.dataset import read_labeled_folder
 from karyo.runtime.focus import rotate_whole
-from karyo.runtime.paper import background_level
 from karyo.runtime.karyotype import KaryotypeCall, call_karyotype, karyotype_cell
+from karyo.runtime.paper import background_level
 from karyo.runtime.preprocess import load_gray
 
 MODES = ("side", "end", "cross")
