@@ -38,14 +38,14 @@ G_BANDED = ("as_is", "black_frame", "turned", "turned_slightly", "turned_quarter
 BRIGHT_ON_DARK = ("dark_ground", "dark_ground_framed", "black_ground", "black_ground_turned")
 
 
-def turned(gray: np.ndarray, degrees: float = 30.0) -> np.ndarray:
-    """`gray` turned inside a canvas that holds it whole, the corners black as a tool fills them."""
+def turned(gray: np.ndarray, degrees: float = 30.0, fill: float = 0.0) -> np.ndarray:
+    """`gray` turned inside a canvas that holds it whole, the corners black as a tool fills them (or `fill`)."""
     height, width = gray.shape
     rotation = cv2.getRotationMatrix2D((width / 2, height / 2), degrees, 1.0)
     cos, sin = abs(rotation[0, 0]), abs(rotation[0, 1])
     out_w, out_h = int(height * sin + width * cos) + 1, int(height * cos + width * sin) + 1
     rotation[:, 2] += (out_w - width) / 2, (out_h - height) / 2
-    return cv2.warpAffine(gray, rotation, (out_w, out_h), flags=cv2.INTER_LINEAR, borderValue=0)
+    return cv2.warpAffine(gray, rotation, (out_w, out_h), flags=cv2.INTER_LINEAR, borderValue=fill)
 
 
 def variants(gray: np.ndarray) -> dict[str, np.ndarray]:

@@ -550,19 +550,18 @@ def test_a_quarter_turn_with_a_black_line_along_one_side_reads_as_with_paper_cor
     along one side and blended seams on the two beside it, whose corner pixels are that black
     line. Taken for no seam, the paper was read at half its level: 44 of the 20,322 real crops
     turned so were refused as bright-on-dark (benchmarks/polarity.py, turned_quarter), 3 now."""
+    import sys
+
     from karyo.runtime.paper import paper_filled
 
-    def quarter(rod: np.ndarray, fill: float) -> np.ndarray:
-        height, width = rod.shape
-        rotation = cv2.getRotationMatrix2D((width / 2, height / 2), 90.0, 1.0)
-        rotation[:, 2] += (height + 1 - width) / 2, (width + 1 - height) / 2
-        return cv2.warpAffine(rod, rotation, (height + 1, width + 1), flags=cv2.INTER_LINEAR, borderValue=fill)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from polarity import turned
 
     spec = PreprocessSpec(size=48, width=16, stain_level=0.8)
     rod = _rod()
     rod[49, 4:12] = 150  # cut tight at its lower end, which is near-black there, as real crops are:
     rod[46:50, 6:9] = 8  # that end's side steps down from the line inside over 14 of its 17 pixels
-    black, paper = quarter(rod.astype(np.float32), 0.0), quarter(rod.astype(np.float32), 240.0)
+    black, paper = turned(rod.astype(np.float32), 90.0), turned(rod.astype(np.float32), 90.0, fill=240.0)
     assert black[0].max() == 0 and np.mean(black[:, -1] <= black[:, -2] - 8) == 14 / 17
     filled = paper_filled(black)
     assert filled.gray[5, 0] == 240.0 and filled.gray[5, -1] == 240.0
