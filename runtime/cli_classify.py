@@ -13,7 +13,7 @@ import typer
 
 from .cli_common import (
     EXIT_OK, EXIT_SOME_FAILED, ORIENTATION_HELP, OrientationChoice, PrecisionChoice, ProviderChoice, fail, orientation_value,
-    stderr_progress, user_errors,
+    provider_line, stderr_progress, user_errors,
 )
 
 
@@ -85,9 +85,7 @@ def classify(
     if classifier.warning:
         typer.echo(f"warning: {classifier.warning}", err=True)
     if not (as_json or as_csv):
-        why = f" ({classifier.cuda_reason})" if provider.value == "auto" and classifier.cuda_reason else ""
-        typer.echo(f"provider: {classifier.provider}{why}; precision: {classifier.precision} ({classifier.precision_reason}); "
-                   f"orientation: {classifier.orientation}", err=True)
+        typer.echo(provider_line(classifier, provider.value), err=True)
     predictions = classifier.predict_paths(files, top_k=top_k, progress=stderr_progress("classifying"))
     rows = [p.to_dict() for p in predictions] + [
         {"path": path, "label": None, "probability": None, "top_k": [], "error": message} for path, message in problems

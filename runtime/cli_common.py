@@ -43,6 +43,14 @@ def orientation_value(choice: "OrientationChoice | None") -> str | None:
     return None if choice is None else choice.value
 
 
+def provider_line(classifier: Any, requested: str) -> str:
+    """What ran, for the commands that read crops: under `auto` a CPU read says why it is not on CUDA,
+    so a fallback is never silent."""
+    why = f" ({classifier.cuda_reason})" if requested == "auto" and classifier.cuda_reason else ""
+    return (f"provider: {classifier.provider}{why}; precision: {classifier.precision} ({classifier.precision_reason}); "
+            f"orientation: {classifier.orientation}")
+
+
 def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
     typer.echo(f"error: {message}", err=True)
     return typer.Exit(code)

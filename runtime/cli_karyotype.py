@@ -22,7 +22,9 @@ from .bundle import BundleError
 from .cell_size import sizes_array
 from .dataset import iter_images, read_labeled_folder
 from .karyotype import AssemblyPriors, KaryotypeCall, call_karyotype, check_scheme, karyotype_cell
-from .cli_common import ORIENTATION_HELP, OrientationChoice, orientation_value, stderr_progress
+from .cli_common import (
+    ORIENTATION_HELP, OrientationChoice, PrecisionChoice, ProviderChoice, orientation_value, provider_line, stderr_progress,
+)
 from .preprocess import ImageError, PreprocessSpec
 
 
@@ -35,7 +37,7 @@ class CellInput:
 
 
 def load_classifier(bundle: Path, precision: str, provider: str, orientation: str | None = None) -> Any:
-    """The one place the CLI opens a model (tests replace it with a fake)."""
+    """The one place this command opens a model; imported here so `karyo --help` does not load ONNX Runtime."""
     from .classifier import Classifier
 
     return Classifier(bundle, precision=precision, provider=provider, orientation=orientation)
@@ -144,8 +146,8 @@ def karyotype(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
     karyogram: Optional[Path] = typer.Option(None, "--karyogram", help="PNG for one cell, or a folder (one PNG per cell)."),
     by_cell: Optional[Path] = typer.Option(None, "--by-cell", help="Take cells from this labeled tree (case+cell)."),
-    precision: str = typer.Option("auto", "--precision", help="auto, fp32, fp16 or int8."),
-    provider: str = typer.Option("auto", "--provider", help="auto, cpu or cuda."),
+    precision: PrecisionChoice = typer.Option(PrecisionChoice.auto, "--precision", help="auto: fp16 on CUDA, int8 on CPU, else fp32."),
+    provider: ProviderChoice = typer.Option(ProviderChoice.auto, "--provider", help="auto uses CUDA when it really works."),
     review_margin: float = typer.Option(0.2, "--review-margin", min=0.0, max=1.0,
                                         help="Flag crops whose top-1 leads the runner-up by less than this."),
     review_swap_odds: float = typer.Option(10.0, "--review-swap-odds", min=1.0,
@@ -161,10 +163,12 @@ def karyotype(
         else:
             inputs = _cells_from_folders(list(cells))
         targets = _karyogram_targets(karyogram, inputs) if karyogram is not None else []
-        classifier = load_classifier(bundle, precision, provider, orientation_value(orientation))
+        classifier = load_classifier(bundle, precision.value, provider.value, orientation_value(orientation))
         check_scheme(classifier.labels)  # a binary bundle has no karyotype to assemble: say so before classifying
         if getattr(classifier, "warning", None):
             typer.echo(f"warning: {classifier.warning}", err=True)
+        if not as_json:
+            typer.echo(provider_line(classifier, provider.value), err=True)
     except (BundleError, ValueError, OSError, RuntimeError) as exc:  # RuntimeError: ProviderError
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -225,7 +229,9 @@ def karyotype(
     for text, err in lines:
         typer.echo(text, err=err)
     if as_json:
-        typer.echo(json.dumps({"cells": results}, indent=2))
+        ran = classifier.describe()
+        header = {key: ran[key] for key in ("provider", "precision", "precision_reason", "cuda_unavailable", "orientation", "warning")}
+        typer.echo(json.dumps({"bundle": str(bundle), **header, "cells": results}, indent=2))
     if exit_code:
         raise typer.Exit(exit_code)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -25,6 +26,24 @@ try:
     settings.load_profile("karyo")
 except ImportError:  # hypothesis is a test extra; property tests import it themselves
     pass
+
+
+
+def _not_installed(*modules: str) -> list[str]:
+    return [name for name in modules if importlib.util.find_spec(name) is None]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On a runtime-only install (`pip install ".[test]"`, as on the scanner PC) the training-side
+    tests skip, naming what is missing, so that the runtime's own tests can be run there to check it."""
+    training = _not_installed("keras", requested_keras_backend())  # what `karyo-export train` imports
+    tensorflow = _not_installed("keras", "tensorflow")
+    for item in items:
+        missing = training if item.get_closest_marker("slow") else tensorflow if item.get_closest_marker("export") else []
+        if missing:
+            item.add_marker(pytest.mark.skip(reason=f"needs the export extra (pip install \".[export]\"): "
+                                                    f"{', '.join(missing)} not installed"))
+
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

@@ -606,6 +606,31 @@ def test_cli_json_and_karyogram(tiny_bundle, male_cell, tmp_path):
     assert png.is_file() and cv2.imread(str(png)).shape[0] > 300
 
 
+def test_cli_says_which_provider_and_precision_read_the_cells(tiny_bundle, male_cell):
+    """`karyotype` defaults to --provider auto: a CPU read must say why it is not on CUDA, as classify does
+    (CPU-only machine: cpu, int8 and the reason; checked on an H100: cuda, fp16, no reason)."""
+    from karyo.runtime.cli import app
+    from karyo.runtime.session import create_session, cuda_status
+
+    _, used = create_session(tiny_bundle.path / "model.fp32.onnx", "auto")
+    precision = {"cpu": "int8", "cuda": "fp16"}[used]
+    plain = CliRunner().invoke(app, ["karyotype", str(tiny_bundle.path), str(male_cell)])
+    assert plain.exit_code == 0, plain.output
+    (line,) = [text for text in plain.stderr.splitlines() if text.startswith("provider: ")]
+    reason = "" if used == "cuda" else f" ({cuda_status()})"
+    assert line.startswith(f"provider: {used}{reason}; precision: {precision} (") and line.endswith("orientation: p-arm-up")
+    assert "46,XY" in plain.stdout and "provider: " not in plain.stdout  # stdout stays the calls alone
+    document = json.loads(CliRunner().invoke(app, ["karyotype", str(tiny_bundle.path), str(male_cell), "--json"]).stdout)
+    assert (document["provider"], document["precision"], document["orientation"]) == (used, precision, "p-arm-up")
+    assert document["cuda_unavailable"] == (None if used == "cuda" else cuda_status())
+    assert document["bundle"] == str(tiny_bundle.path) and document["cells"][0]["karyotype"] == "46,XY"
+    cpu = json.loads(CliRunner().invoke(app, ["karyotype", str(tiny_bundle.path), str(male_cell), "--json",
+                                              "--provider", "cpu", "--precision", "fp32"]).stdout)
+    assert (cpu["provider"], cpu["precision"]) == ("cpu", "fp32")
+    wrong = CliRunner().invoke(app, ["karyotype", str(tiny_bundle.path), str(male_cell), "--provider", "gpu"])
+    assert wrong.exit_code == 2 and "'gpu' is not one of" in wrong.output
+
+
 def test_cli_bad_crop_is_reported_and_left_out(tiny_bundle, male_cell, tmp_path):
     from karyo.runtime.cli import app
 

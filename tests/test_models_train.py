@@ -307,6 +307,7 @@ def test_requested_keras_backend_follows_keras_own_order(tmp_path, monkeypatch):
     assert requested_keras_backend() == "tensorflow"
 
 
+@pytest.mark.export
 def test_another_backend_skips_the_tensorflow_set_up(tmp_path):
     """Under KERAS_BACKEND=jax the TensorFlow import and thread caps are skipped (JAX needs neither);
     under the default they happen. Run in fresh processes, since this one has TensorFlow loaded."""
@@ -341,6 +342,7 @@ def test_jax_gets_deterministic_gpu_ops_unless_xla_flags_already_choose(monkeypa
     assert os.environ["XLA_FLAGS"] == "--xla_gpu_deterministic_ops=false"
 
 
+@pytest.mark.export
 @pytest.mark.skipif(platform.machine().lower() not in ONEDNN_MACHINES, reason="oneDNN is only asked for on x86")
 def test_tensorflow_trains_on_onednn_kernels_unless_the_user_says_otherwise(tmp_path):
     """TensorFlow picks oneDNN by itself only on CPUs with AVX-512 VNNI; karyo asks for it on every x86 CPU

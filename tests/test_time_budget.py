@@ -81,6 +81,7 @@ def test_budget_message_names_the_cut_and_how_to_train_every_epoch():
     assert budget_message(record, 400.0, late=True).endswith("so it will end after its 1 minute")
 
 
+@pytest.mark.export
 def test_the_paced_cosine_is_keras_cosine_until_paced_then_covers_it_sooner():
     import keras
 
