@@ -6,13 +6,16 @@ as G-bands it got confident wrong labels. The preprocessing refuses such a crop
 (`karyo.runtime.paper.brighter_than_paper_share`); this measures both sides of that rule on every
 crop of labeled folders: none of the real crops, nor of their copies padded with a tool's black
 frame or turned inside black corners, may be refused; copies made bright-on-dark should be. The
-turned copies are turned 30 degrees ("turned"), and by a hair: 0.5 and exactly 90 degrees
-("turned_slightly", "turned_quarter"), where a tool leaves no black, only seams blended with it.
+framed copies are also scaled 0.8 with the frame ("black_frame_resized"), which blends its inner
+edge into the picture. The turned copies are turned 30 degrees ("turned"), and by a hair: 0.5 and
+exactly 90 degrees ("turned_slightly", "turned_quarter"), where a tool leaves no black, only seams
+blended with it.
 
 We have no fluorescence crops, so they are made from the real ones: "dark_ground" inverts a crop
 and sets its ground at 20 grey levels (a camera's dark offset), its bands kept at 0.8 of their
-contrast ("dark_ground_framed": that inside a tool's black frame); "black_ground" is its darkness below the paper, the ground masked to 0 as segmenting
-tools export it; "black_ground_turned" turns that 30 degrees inside black corners.
+contrast ("dark_ground_framed": that inside a tool's black frame, "dark_ground_framed_resized":
+then scaled 0.8); "black_ground" is its darkness below the paper, the ground masked to 0 as
+segmenting tools export it; "black_ground_turned" turns that 30 degrees inside black corners.
 
     python benchmarks/polarity.py ../shared/data/pki-dev ../shared/data/pampaj7 [--json OUT]
 """
@@ -34,8 +37,8 @@ from karyo.runtime.paper import BRIGHT_ON_DARK_SHARE, background_level, brighter
 from karyo.runtime.preprocess import ImageError, PreprocessSpec, load_gray, preprocess_gray
 
 # the copies that are still G-banded (none may be refused), then the bright-on-dark ones
-G_BANDED = ("as_is", "black_frame", "turned", "turned_slightly", "turned_quarter")
-BRIGHT_ON_DARK = ("dark_ground", "dark_ground_framed", "black_ground", "black_ground_turned")
+G_BANDED = ("as_is", "black_frame", "black_frame_resized", "turned", "turned_slightly", "turned_quarter")
+BRIGHT_ON_DARK = ("dark_ground", "dark_ground_framed", "dark_ground_framed_resized", "black_ground", "black_ground_turned")
 
 
 def turned(gray: np.ndarray, degrees: float = 30.0, fill: float = 0.0) -> np.ndarray:
@@ -48,6 +51,15 @@ def turned(gray: np.ndarray, degrees: float = 30.0, fill: float = 0.0) -> np.nda
     return cv2.warpAffine(gray, rotation, (out_w, out_h), flags=cv2.INTER_LINEAR, borderValue=fill)
 
 
+def framed(gray: np.ndarray, scale: float = 1.0) -> np.ndarray:
+    """`gray` in a tool's black frame, then resized by `scale` (a fixed-size export), which blends the
+    frame's inner edge into the picture."""
+    frame = cv2.copyMakeBorder(gray, 12, 12, 9, 9, cv2.BORDER_CONSTANT, value=0)
+    if scale == 1.0:
+        return frame
+    return cv2.resize(frame, (round(frame.shape[1] * scale), round(frame.shape[0] * scale)), interpolation=cv2.INTER_AREA)
+
+
 def variants(gray: np.ndarray) -> dict[str, np.ndarray]:
     gray = gray.astype(np.float32)
     paper = background_level(gray)
@@ -55,12 +67,14 @@ def variants(gray: np.ndarray) -> dict[str, np.ndarray]:
     dark_ground = np.clip(0.8 * (paper - gray) + 20, 0, 255)
     return {
         "as_is": gray,
-        "black_frame": cv2.copyMakeBorder(gray, 12, 12, 9, 9, cv2.BORDER_CONSTANT, value=0),
+        "black_frame": framed(gray),
+        "black_frame_resized": framed(gray, 0.8),
         "turned": turned(gray),
         "turned_slightly": turned(gray, 0.5),
         "turned_quarter": turned(gray, 90.0),
         "dark_ground": dark_ground,
-        "dark_ground_framed": cv2.copyMakeBorder(dark_ground, 12, 12, 9, 9, cv2.BORDER_CONSTANT, value=0),
+        "dark_ground_framed": framed(dark_ground),
+        "dark_ground_framed_resized": framed(dark_ground, 0.8),
         "black_ground": black_ground,
         "black_ground_turned": turned(black_ground),
     }
@@ -127,10 +141,11 @@ def main(argv: list[str] | None = None) -> int:
     result["seconds"] = round(time.perf_counter() - started, 1)
     print(f"{result['crops']} crops, refused when {result['limit']:.0%} or more of a crop's own pixels lie far above "
           f"its ground ({result['seconds']} s)")
-    print(f"{'copy':22s} {'refused':>14s} {'share median':>13s} {'p99':>6s} {'max':>6s} {'min':>6s}")
+    width = max(len(name) for name in result["variants"])
+    print(f"{'copy':{width}s} {'refused':>14s} {'share median':>13s} {'p99':>6s} {'max':>6s} {'min':>6s}")
     for name, row in result["variants"].items():
         kind = "G-banded" if name in G_BANDED else "bright-on-dark"
-        print(f"{name:22s} {row['refused']:>6d} ({row['refused'] / result['crops']:6.1%}) {row['share_median']:13.3f} "
+        print(f"{name:{width}s} {row['refused']:>6d} ({row['refused'] / result['crops']:6.1%}) {row['share_median']:13.3f} "
               f"{row['share_p99']:6.3f} {row['share_max']:6.3f} {row['share_min']:6.3f}  {kind}")
     if args.json:
         atomic_write_text(args.json, json.dumps(result, indent=1) + "\n")
