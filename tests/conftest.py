@@ -28,7 +28,6 @@ except ImportError:  # hypothesis is a test extra; property tests import it them
     pass
 
 
-
 def _not_installed(*modules: str) -> list[str]:
     return [name for name in modules if importlib.util.find_spec(name) is None]
 

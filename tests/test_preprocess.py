@@ -527,8 +527,8 @@ def test_a_black_frame_resized_with_the_crop_reads_as_paper(monkeypatch, scale: 
 
 def test_uneven_dim_edges_inside_a_frame_are_not_taken_for_its_blend(monkeypatch):
     """A frame blends into a resized picture in one ratio per side; a bright chromosome fades to its
-    ground unevenly. Taking any side darker than the line inside over half its length let 1,038 of
-    the 20,322 framed fluorescence-like copies of benchmarks/polarity.py through (5 now)."""
+    ground unevenly. Taking any side darker than the line inside over half its length let 1,038 more
+    of the 20,322 framed fluorescence-like copies of benchmarks/polarity.py through."""
     from karyo.runtime import paper as paper_module
 
     rng = np.random.default_rng(3)
