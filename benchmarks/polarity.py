@@ -7,7 +7,7 @@ as G-bands it got confident wrong labels. The preprocessing refuses such a crop
 crop of labeled folders: none of the real crops, nor of their copies padded with a tool's black
 frame or turned inside black corners, may be refused; copies made bright-on-dark should be. The
 framed copies are also scaled 0.8 with the frame ("black_frame_resized"), which blends its inner
-edge into the picture. The turned copies are turned 30 degrees ("turned"), and by a hair: 0.5 and
+edge into the picture; "outlined" has a red selection box (grey 76) drawn on its outermost pixels. The turned copies are turned 30 degrees ("turned"), and by a hair: 0.5 and
 exactly 90 degrees ("turned_slightly", "turned_quarter"), where a tool leaves no black, only seams
 blended with it.
 
@@ -37,7 +37,7 @@ from karyo.runtime.paper import BRIGHT_ON_DARK_SHARE, background_level, brighter
 from karyo.runtime.preprocess import ImageError, PreprocessSpec, load_gray, preprocess_gray
 
 # the copies that are still G-banded (none may be refused), then the bright-on-dark ones
-G_BANDED = ("as_is", "black_frame", "black_frame_resized", "turned", "turned_slightly", "turned_quarter")
+G_BANDED = ("as_is", "black_frame", "black_frame_resized", "outlined", "turned", "turned_slightly", "turned_quarter")
 BRIGHT_ON_DARK = ("dark_ground", "dark_ground_framed", "dark_ground_framed_resized", "black_ground", "black_ground_turned")
 
 
@@ -60,6 +60,14 @@ def framed(gray: np.ndarray, scale: float = 1.0) -> np.ndarray:
     return cv2.resize(frame, (round(frame.shape[1] * scale), round(frame.shape[0] * scale)), interpolation=cv2.INTER_AREA)
 
 
+def outlined(gray: np.ndarray, level: float = 76.0) -> np.ndarray:
+    """`gray` with a tool's selection box drawn on its outermost pixels, red (grey 76) by default."""
+    out = gray.copy()
+    out[[0, -1], :] = level
+    out[:, [0, -1]] = level
+    return out
+
+
 def variants(gray: np.ndarray) -> dict[str, np.ndarray]:
     gray = gray.astype(np.float32)
     paper = background_level(gray)
@@ -69,6 +77,7 @@ def variants(gray: np.ndarray) -> dict[str, np.ndarray]:
         "as_is": gray,
         "black_frame": framed(gray),
         "black_frame_resized": framed(gray, 0.8),
+        "outlined": outlined(gray),
         "turned": turned(gray),
         "turned_slightly": turned(gray, 0.5),
         "turned_quarter": turned(gray, 90.0),

@@ -189,6 +189,45 @@ def _framed_picture(fill: np.ndarray, gray: np.ndarray) -> tuple[slice, slice] |
     return None if fill[box].any() else box
 
 
+# A box drawn around the chromosome and cut with it (a tool's selection, burnt into the picture
+# before cutting) leaves a line of one grey all round the crop, in the tool's colour: red reads
+# 76, green 150. Read as it was, that line was the paper: of fold 1's 4,054 held-out crops given a
+# 1 px outline at 76, 809 were refused as bright-on-dark and the rest read at 94.76% after
+# assembly; at 150, 131 refused and 88.10% read right from the image (of the 20,322 real crops with
+# a red one, benchmarks/polarity.py's outlined, 3,689 refused; 11 now). The crop's outermost rings,
+# up to OUTLINE_LINES deep, are such an outline when OUTLINE_SHARE of each lies within
+# OUTLINE_TOLERANCE of one grey that is darker than the paper (the picture's 90th percentile) by
+# SEAM_STEP and the ring inside them is not that grey; they are fill then, the picture inside them
+# a framed one. A margin of paper is as bright as the paper, and a ground of one grey (black, or a
+# fluorescence picture's) goes on inside.
+OUTLINE_LINES = 3
+OUTLINE_TOLERANCE = 3.0
+OUTLINE_SHARE = 0.9
+
+
+def _ring(gray: np.ndarray, depth: int) -> np.ndarray:
+    return _border(gray[depth:gray.shape[0] - depth, depth:gray.shape[1] - depth])
+
+
+def _outline_rings(gray: np.ndarray) -> int:
+    """How many of the crop's outermost rings are a line drawn around it (0 for every real crop here)."""
+    if min(gray.shape) < 2 * OUTLINE_LINES + 4:
+        return 0
+    outer = _ring(gray, 0)
+    level = percentile_of(outer, 50.0)
+    if float(np.mean(np.abs(outer - level) <= OUTLINE_TOLERANCE)) < OUTLINE_SHARE:
+        return 0  # most crops: a chromosome or the paper's grain along the border
+    if level > percentile_of(gray.ravel(), 90.0) - SEAM_STEP:
+        return 0  # as bright as the paper: a margin
+    depth = 1
+    while depth < OUTLINE_LINES:
+        if float(np.mean(np.abs(_ring(gray, depth) - level) <= OUTLINE_TOLERANCE)) < OUTLINE_SHARE:
+            break
+        depth += 1
+    inside = _ring(gray, depth)
+    return depth if percentile_of(np.abs(inside - level), 50.0) > SEAM_STEP else 0
+
+
 def fill_with_paper(gray: np.ndarray) -> np.ndarray:
     """`gray` with a tool's black fill set to the paper's level, read around the fill; else `gray` itself."""
     return paper_filled(gray)[0]
@@ -203,13 +242,17 @@ class PaperFill(NamedTuple):
 
 def paper_filled(gray: np.ndarray) -> PaperFill:
     """`fill_with_paper`, and what the fill was."""
-    seams = _seam_sides(gray)
-    if float(np.mean(_border(gray) <= FILL_LEVEL)) < FILL_BORDER_SHARE and not seams.any():
+    outline = _outline_rings(gray)
+    # an outline darker than the picture inside it is seam-like on every side, but is no seam
+    seams = _seam_sides(gray) if not outline else np.zeros(gray.shape, dtype=bool)
+    if float(np.mean(_border(gray) <= FILL_LEVEL)) < FILL_BORDER_SHARE and not seams.any() and not outline:
         return PaperFill(gray)
     dark = (gray <= FILL_LEVEL).astype(np.uint8)
     _, labels = cv2.connectedComponents(dark, connectivity=4)
     reaching = np.unique(_border(labels))
     fill = np.isin(labels, reaching[reaching > 0]) | seams
+    if outline:
+        fill[:outline, :] = fill[-outline:, :] = fill[:, :outline] = fill[:, -outline:] = True
     # seams that are not black are a turning tool's: read as turned corners, even where they alone
     # frame the picture (read as a frame, 28 of fold 1's 4,054 crops turned 1 degree were refused,
     # 17 at 2: the next line in is blended too where the corner widens)
@@ -253,8 +296,9 @@ def paper_filled(gray: np.ndarray) -> PaperFill:
 # seams read as fill). Copies made bright-on-dark: 73% at the median on a dark ground of 20 levels,
 # 41% on a ground masked to black (where the ground is read around the fill, partly on the
 # chromosome's own dim edge). Refused at 35%: 99.0% of the dark-ground copies, 61% of the
-# black-ground ones and 76% turned; none of the G-banded ones but 1 turned a quarter and 12 framed
-# and then resized (see the seams and frames above). A cell is refused crop after crop either way.
+# black-ground ones and 76% turned; none of the G-banded ones but 1 turned a quarter, 12 framed
+# and then resized and 11 outlined (see the seams, frames and outlines above). A cell is refused
+# crop after crop either way.
 BRIGHTER_THAN_PAPER = 24.0
 BRIGHT_ON_DARK_SHARE = 0.35
 
