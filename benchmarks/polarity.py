@@ -7,9 +7,10 @@ as G-bands it got confident wrong labels. The preprocessing refuses such a crop
 crop of labeled folders: none of the real crops, nor of their copies padded with a tool's black
 frame or turned inside black corners, may be refused; copies made bright-on-dark should be. The
 framed copies are also scaled 0.8 with the frame ("black_frame_resized"), which blends its inner
-edge into the picture; "outlined" has a red selection box (grey 76) drawn on its outermost pixels. The turned copies are turned 30 degrees ("turned"), and by a hair: 0.5 and
-exactly 90 degrees ("turned_slightly", "turned_quarter"), where a tool leaves no black, only seams
-blended with it.
+edge into the picture; "outlined" has a red selection box (grey 76) drawn on its outermost
+pixels. The turned copies are turned 30 degrees ("turned"), and by a hair: 0.5 and exactly 90
+degrees ("turned_slightly", "turned_quarter"), where a tool leaves no black, only seams blended
+with it.
 
 We have no fluorescence crops, so they are made from the real ones: "dark_ground" inverts a crop
 and sets its ground at 20 grey levels (a camera's dark offset), its bands kept at 0.8 of their
