@@ -525,29 +525,34 @@ def test_a_black_frame_resized_with_the_crop_reads_as_paper(monkeypatch, scale: 
         assert "bright chromosome on a dark ground" in _refusal(black, spec)
 
 
-@pytest.mark.parametrize("level,width", [(76, 1), (76, 2), (150, 2)])
-def test_a_box_drawn_around_the_crop_reads_as_paper(monkeypatch, level: int, width: int):
+@pytest.mark.parametrize("level,width,inset", [(76, 1, 0), (76, 2, 0), (150, 2, 0), (0, 1, 3), (76, 1, 4)])
+def test_a_box_drawn_around_the_crop_reads_as_paper(monkeypatch, level: int, width: int, inset: int):
     """A selection box burnt in and cut with the crop (red reads 76, green 150) was the paper: of the
     20,322 real crops given a 1 px red one (benchmarks/polarity.py, outlined), 3,689 were refused as
-    bright-on-dark, 11 now. A margin of paper, or a ground of one grey that goes on inside, is none."""
+    bright-on-dark, 11 now. Cut with paper outside it, the box was read as part of the chromosome
+    (fold 1's held-out crops with a black one 2 px in: 80.14% right from the image, 95.19% now). A
+    margin of paper, or a ground of one grey that goes on inside, is none."""
     from karyo.runtime import paper as paper_module
 
     spec = PreprocessSpec(size=48, width=16, stain_level=0.8)
-    rod = _rod()
+    rod = cv2.copyMakeBorder(_rod(), inset, inset, inset, inset, cv2.BORDER_CONSTANT, value=240)
     outlined = rod.copy()
-    outlined[:width, :] = outlined[-width:, :] = outlined[:, :width] = outlined[:, -width:] = level
-    assert paper_module._outline_rings(outlined.astype(np.float32)) == width
+    box = np.zeros(rod.shape, dtype=bool)
+    box[inset:rod.shape[0] - inset, inset:rod.shape[1] - inset] = True
+    box[inset + width:rod.shape[0] - inset - width, inset + width:rod.shape[1] - inset - width] = False
+    outlined[box] = level
+    assert paper_module._outline_rings(outlined.astype(np.float32)) == inset + width
     # 2 px deep the box covers the rod's end rows: 0.007 of the input range
     assert np.abs(preprocess_array(outlined, spec) - preprocess_array(rod, spec)).mean() < 0.01
     assert paper_module._outline_rings(rod.astype(np.float32)) == 0
     assert paper_module._outline_rings((255 - rod).astype(np.float32)) == 0
-    if width == 2:  # read as the crop's border, the box was the paper (1 px: a seam on every side)
+    if width == 2 or inset:  # read as the crop's border or a part of it (1 px on the edge: a seam all round)
         monkeypatch.setattr(paper_module, "OUTLINE_SHARE", 1.1)
         try:
             off = float(np.abs(preprocess_array(outlined, spec) - preprocess_array(rod, spec)).mean())
         except ImageError:
             off = 1.0
-        assert off > 0.2
+        assert off > 0.1  # 0.14 to 0.28 of the input range, or refused
 
 
 def test_uneven_dim_edges_inside_a_frame_are_not_taken_for_its_blend(monkeypatch):
