@@ -73,8 +73,8 @@ _CLOSING = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (CLOSING_PX, CLOSING_PX)
 
 def label_objects(
     gray: np.ndarray, background: float, centred: bool = False, paper_past_edge: bool = False
-) -> tuple[np.ndarray, np.ndarray, int, list[int]] | None:
-    """Label the objects of a crop: (labels, stats, main, intruders), or None for a blank crop.
+) -> tuple[np.ndarray, np.ndarray, int, list[int], int | None] | None:
+    """Label the objects of a crop: (labels, stats, main, intruders, cut_off), or None for a blank crop.
 
     Objects are what differs from the background by more than half the Otsu level (low, so the
     pale bands of a chromosome stay part of it), closed by 5 px so a centromere constriction or a
@@ -82,7 +82,7 @@ def label_objects(
     object is an intruder if it enters through the crop's edge, which is how a neighbour shows up
     in a bounding box (a piece inside the margin, like a satellite, belongs to the chromosome).
     With `centred`, the part of the chromosome's object beyond the mirrored margin (a neighbour
-    merged into it, see `beyond_mirrored_margin`) becomes one more intruder.
+    merged into it, see `beyond_mirrored_margin`) becomes one more intruder, `cut_off` its label.
 
     With `paper_past_edge` the closing reads paper beyond the crop's edge. OpenCV's erosion reads
     object there, so a chromosome cut flush with the edge (every pki-dev crop) keeps the pixels its
@@ -113,12 +113,13 @@ def label_objects(
     intruders = [k for k in range(1, count) if k != main and touches_edge[k]]
     # an object that reaches no edge has no asymmetry to cut: most crops, so skip the mask there
     beyond = beyond_mirrored_margin(labels == main) if centred and touches_edge[main] else None
-    if beyond is not None:
-        labels[beyond] = count
-        stats = np.vstack([stats, np.array([_box_stats(beyond)], stats.dtype)])
-        stats[main] = _box_stats(labels == main)
-        intruders.append(count)
-    return labels, stats, main, intruders
+    if beyond is None:
+        return labels, stats, main, intruders, None
+    labels[beyond] = count
+    stats = np.vstack([stats, np.array([_box_stats(beyond)], stats.dtype)])
+    stats[main] = _box_stats(labels == main)
+    intruders.append(count)
+    return labels, stats, main, intruders, count
 
 
 # A chromosome's size in source pixels: (length along its longer side, area of its objects).
@@ -127,24 +128,12 @@ def label_objects(
 ChromosomeSize = tuple[float, float]
 
 
-def focus_main_object(
-    gray: np.ndarray, background: float, blank: bool = True, tight: bool = False, margin: int = 2
-) -> np.ndarray:
-    """Blank (`blank`) the neighbours that reach into a bounding-box crop, keeping the chromosome it
-    was cut for; with `tight`, also cut the crop down to that chromosome (plus `margin` px).
-
-    Cutting matters as much as blanking: the model reads a chromosome's length from how much of
-    the box it fills, and a lab that leaves wide margins (or a bounding box stretched by a
-    neighbour) would otherwise show every chromosome smaller than it is. A clean crop with one
-    chromosome and a thin margin comes back unchanged, or only trimmed to that margin.
-    """
-    return find_chromosome(gray, background, blank, tight, margin).gray
-
-
 # Tilts up to this many degrees are left alone: training rotates crops by up to 8 degrees anyway,
 # and turning a nearly upright chromosome would only blur its bands by interpolation.
 ALIGN_MIN_TILT_DEG = 10.0
 ALIGN_WINDOW_PX = 2  # paper taken along around the chromosome's box when it is turned
+# Paper kept round the chromosome by the cut of bundles trained before `margin_invariant`.
+LEGACY_CUT_MARGIN_PX = 2
 
 
 def major_axis_tilt(mask: np.ndarray) -> float | None:
@@ -203,36 +192,51 @@ def find_chromosome(
     background: float,
     blank: bool,
     tight: bool,
-    margin: int = 2,
     align: bool = False,
     stain: bool = False,
     centred: bool = False,
-    paper_past_edge: bool = False,
+    margin_invariant: bool = False,
 ) -> FoundChromosome:
-    """`focus_main_object` (and, with `align`, `align_upright`) plus the chromosome's size and, with
-    `stain`, its stain (a fifth of the preprocessing time, so only when asked), all from the one
-    object labelling they need. The length is measured after turning, so a tilted chromosome is
-    not measured by the shorter side of its bounding box. `margin` is the paper kept around the
-    chromosome when cutting; `paper_past_edge` as in `label_objects`."""
-    found = label_objects(gray, background, centred=centred and blank, paper_past_edge=paper_past_edge)
+    """The chromosome a crop was cut for: the crop with the neighbours that reach into it blanked
+    (`blank`), cut down to the chromosome (`tight`), turned upright (`align`, `align_upright`),
+    plus its size and, with `stain`, its stain (a fifth of the preprocessing time, so only when
+    asked), all from the one object labelling they need.
+
+    Cutting matters as much as blanking: the model reads a chromosome's length from how much of the
+    box it fills, and a lab that leaves wide margins (or a bounding box stretched by a neighbour)
+    would otherwise show every chromosome smaller than it is. With `margin_invariant` the cut keeps
+    no paper: it is the box of the chromosome's objects, widened by a part `centred` cut off when
+    blanking left all of it standing (a crop cut a few pixels off centre: the chromosome's own side,
+    not a neighbour), and objects are closed with paper past the edge (`label_objects`); without
+    it, as older bundles were trained, LEGACY_CUT_MARGIN_PX of paper are kept round the chromosome,
+    which covered such a side. The length is measured after turning, so a tilted chromosome is not
+    measured by the shorter side of its bounding box."""
+    found = label_objects(gray, background, centred=centred and blank, paper_past_edge=margin_invariant)
     if found is None:
         return FoundChromosome(gray, None, None)
-    labels, stats, main, intruders = found
+    labels, stats, main, intruders, cut_off = found
     level = None
     if stain:
         darkness = (np.float32(background) - gray[labels == main]) / np.float32(max(background, 1.0))
         level = percentile_of(darkness, 95.0) if darkness.size else None
     kept = [k for k in range(1, len(stats)) if k not in intruders]
     area = float(sum(stats[k, cv2.CC_STAT_AREA] for k in kept))
+    left_standing = None  # what blanking leaves of the part `centred` cut off, beside the chromosome
     if blank and intruders:
         blank_mask = np.isin(labels, intruders).astype(np.uint8)
         keep = cv2.dilate((labels == main).astype(np.uint8), np.ones((3, 3), np.uint8), iterations=2)
         blank_mask = cv2.dilate(blank_mask, np.ones((3, 3), np.uint8), iterations=1) & (1 - keep)
         gray = np.where(blank_mask > 0, np.float32(background), gray).astype(np.float32)
+        if margin_invariant and cut_off is not None and not np.any((labels == cut_off) & (keep == 0)):
+            left_standing = (labels == cut_off).astype(np.uint8)
     x0 = int(min(stats[k, cv2.CC_STAT_LEFT] for k in kept))
     y0 = int(min(stats[k, cv2.CC_STAT_TOP] for k in kept))
     x1 = int(max(stats[k, cv2.CC_STAT_LEFT] + stats[k, cv2.CC_STAT_WIDTH] for k in kept))
     y1 = int(max(stats[k, cv2.CC_STAT_TOP] + stats[k, cv2.CC_STAT_HEIGHT] for k in kept))
+    cut = (x0, y0, x1, y1)  # what `tight` keeps of an unturned crop: the size stays the chromosome's
+    if left_standing is not None and left_standing.any():
+        lx, ly, lw, lh = cv2.boundingRect(left_standing)
+        cut = (min(x0, lx), min(y0, ly), max(x1, lx + lw), max(y1, ly + lh))
     turned = None
     if align:
         # turn only the chromosome's box (plus a little paper): a crop with wide margins, or a whole
@@ -246,8 +250,11 @@ def find_chromosome(
         gray, turned_mask = turned
         x0, y0, box_w, box_h = cv2.boundingRect(turned_mask)
         x1, y1 = x0 + box_w, y0 + box_h
+        cut = (x0, y0, x1, y1)
     size = (float(max(x1 - x0, y1 - y0)), area)
     if tight or turned is not None:  # a turned crop's corners are padding: always cut it back
+        margin = 0 if margin_invariant else LEGACY_CUT_MARGIN_PX
         height, width = gray.shape
-        gray = gray[max(0, y0 - margin) : min(height, y1 + margin), max(0, x0 - margin) : min(width, x1 + margin)]
+        left, top, right, bottom = cut
+        gray = gray[max(0, top - margin) : min(height, bottom + margin), max(0, left - margin) : min(width, right + margin)]
     return FoundChromosome(gray, size, level)

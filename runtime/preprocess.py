@@ -50,10 +50,6 @@ class ImageError(ValueError):
 # manifest from a newer pipeline rather than serve it wrongly.
 PREPROCESS_VERSION = 6
 
-# The paper `tight_crop` kept around the chromosome before `margin_invariant`: what older bundles
-# were trained with.
-LEGACY_CROP_MARGIN_PX = 2
-
 
 @dataclass(frozen=True)
 class PreprocessSpec:
@@ -70,7 +66,7 @@ class PreprocessSpec:
     background agree. The next four steps live in `karyo.runtime.focus`. `focus_main_object`
     blanks the neighbours that reach into crops cut as bounding boxes; `tight_crop` cuts the crop
     down to its chromosome, so a lab's margins do not change how large a chromosome looks (see
-    `focus_main_object()`). `align_axis` turns a chromosome that lies tilted in its crop upright
+    `find_chromosome()`). `align_axis` turns a chromosome that lies tilted in its crop upright
     (see `align_upright()`): crops cut as bounding boxes out of a metaphase are not straightened,
     and a tilted chromosome fitted into the tall box would otherwise shrink to a fraction of it.
     `centred_crop` says crops are cut centred on their chromosome, so a neighbour that touches the
@@ -80,11 +76,12 @@ class PreprocessSpec:
 
     `margin_invariant` makes the paper a lab leaves around its chromosomes change nothing: the
     chromosome is cut at its object's own box, and its object is found as if the paper went on past
-    the crop's edge (`label_objects`). Training crops cut flush (all of pki-dev's) and a lab's crops
-    cut with a margin then give the model the same picture and the same size. Before it, 2 px of
-    paper were kept, which only crops with a margin have: fold 1's held-out crops given 3 to 32 px
-    of paper read 0.4 points lower from the image alone (96.4 against 96.9%), and a cell mixing
-    flush and margined crops 0.3 lower with sizes. Bundles written before it keep the old way.
+    the crop's edge (`find_chromosome`, `label_objects`). Training crops cut flush (all of
+    pki-dev's) and a lab's crops cut with a margin then give the model the same picture and the
+    same size. Before it, 2 px of paper were kept, which only crops with a margin have: fold 1's
+    held-out crops given 3 to 32 px of paper read 0.4 points lower from the image alone (96.4
+    against 96.9%), and a cell mixing flush and margined crops 0.3 lower with sizes. Bundles
+    written before it keep the old way.
 
     `stain_level` evens out staining between slides and labs: a chromosome's darkness (how far its
     pixels lie below the background, as a fraction of the background) is scaled so its 95th
@@ -269,21 +266,14 @@ def focused_crop(gray: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     gray = fill_with_paper(gray)
     return find_chromosome(
         gray, background_level(gray), spec.focus_main_object, spec.tight_crop, align=spec.align_axis,
-        centred=spec.centred_crop, **_margin_options(spec),
+        centred=spec.centred_crop, margin_invariant=spec.margin_invariant,
     ).gray
 
 
 def measure_chromosome(gray: np.ndarray, align: bool = False) -> ChromosomeSize | None:
     """(length, area) in source pixels of the crop's chromosome, None for a blank crop."""
     gray = fill_with_paper(gray)
-    return find_chromosome(gray, background_level(gray), blank=False, tight=False, align=align, paper_past_edge=True).size
-
-
-def _margin_options(spec: PreprocessSpec) -> dict[str, Any]:
-    """`find_chromosome`'s cut margin and edge handling, as the bundle was trained."""
-    if spec.margin_invariant:
-        return {"margin": 0, "paper_past_edge": True}
-    return {"margin": LEGACY_CROP_MARGIN_PX, "paper_past_edge": False}
+    return find_chromosome(gray, background_level(gray), blank=False, tight=False, align=align, margin_invariant=True).size
 
 
 def pad_to_aspect(gray: np.ndarray, value: float, box_height: int, box_width: int) -> np.ndarray:
@@ -331,7 +321,7 @@ def prepare_gray(gray: np.ndarray, spec: PreprocessSpec) -> tuple[np.ndarray, Ch
         )
     gray, size, stain = find_chromosome(
         gray, background, blank=spec.focus_main_object, tight=spec.tight_crop, align=spec.align_axis,
-        stain=spec.stain_level is not None, centred=spec.centred_crop, **_margin_options(spec),
+        stain=spec.stain_level is not None, centred=spec.centred_crop, margin_invariant=spec.margin_invariant,
     )
     if size is None:
         # Read anyway, a blank gets some label (21 at 0.4 from a fold-1 bundle), and in a cell it

@@ -435,10 +435,18 @@ def test_centred_crop_leaves_crops_without_that_asymmetry_alone():
 
     spec, off = PreprocessSpec(size=48, width=16), PreprocessSpec(size=48, width=16, centred_crop=False)
     tight_in_height = _centred_rod()[10:50]  # touches top and bottom, margins left and right
-    against_one_side = np.full((40, 15), 245, np.uint8)  # the rod touches the left edge, 3 px margin on the right
-    against_one_side[:, 0:12] = _centred_rod()[10:50, 24:36]
+    against_one_side = np.full((60, 15), 245, np.uint8)  # the rod touches the left edge, 3 px margin on the right
+    against_one_side[10:50, 0:12] = _centred_rod()[10:50, 24:36]
     for crop in (_centred_rod(), tight_in_height, against_one_side):
         np.testing.assert_array_equal(preprocess_array(crop, spec), preprocess_array(crop, off))
+    # 5 px: past the slack the step cuts 2 columns of the rod, which blanking leaves standing (they
+    # lie beside the rest), so they are no neighbour and the cut keeps them, with or without paper
+    # (0.08 of the input range off when the cut kept only the rest)
+    further_off = np.full((60, 17), 245, np.uint8)
+    further_off[10:50, 0:12] = _centred_rod()[10:50, 24:36]
+    for chosen in (spec, dataclasses.replace(spec, margin_invariant=False)):
+        plain = dataclasses.replace(chosen, centred_crop=False)
+        np.testing.assert_array_equal(preprocess_array(further_off, chosen), preprocess_array(further_off, plain))
     mask = np.zeros((40, 20), bool)
     mask[5:35, 0:12] = True  # reaches the left edge, 8 px margin on the right: 8 - 2 - 1 = 5 columns go
     expected = np.zeros_like(mask)
