@@ -87,7 +87,8 @@ def label_objects(
     With `paper_past_edge` the closing reads paper beyond the crop's edge. OpenCV's erosion reads
     object there, so a chromosome cut flush with the edge (every pki-dev crop) keeps the pixels its
     dilation added along that edge: about 8% more area than the same chromosome with paper around it
-    (median, fold 1's held-out crops), which skews its size against cell-mates cut with a margin.
+    (median of every 20th held-out crop of fold 1), which skews its size against cell-mates cut with
+    a margin.
     """
     distance = np.abs(gray - background)
     peak = float(distance.max())
