@@ -14,8 +14,10 @@ by a random angle in +-180 degrees, as chromosomes cut out of the metaphase rath
 karyogram lie, so about half of them reach the network p arm down (turning upright takes the
 smaller turn: it cannot tell the p arm from the q arm); "black_corners" turns each crop by a
 random angle in +-90 degrees on a canvas that holds it whole, the corners black, as a turning
-tool exports it (the corners are read as paper: README, Design). The same bundle is
-then scored on all eight with the focusing steps switched on one after the other
+tool exports it (the corners are read as paper: README, Design); "margined" gives each crop 2 to
+16 px of its own paper on every side, as a lab that cuts with a margin does (karyotyping systems
+cut flush: a bundle of preprocess spec 6 reads both alike, README, Design). The same bundle is
+then scored on all nine with the focusing steps switched on one after the other
 (`focus_main_object`, `tight_crop`, `align_axis`, `centred_crop`), so one run shows what each step costs on clean
 crops (should be nothing) and what it buys on the others; a last row serves all steps with the
 staining step toggled against the bundle's own (`stain_level`: off for a bundle trained with it,
@@ -94,6 +96,12 @@ def paler(main: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return (background - (background - main) * np.float32(rng.uniform(0.55, 0.85))).astype(np.float32)
 
 
+def margined(main: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """`main` with 2 to 16 px of its own paper added on every side (one width all round)."""
+    pad = int(rng.integers(2, 17))
+    return cv2.copyMakeBorder(main, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=float(background_level(main)))
+
+
 def coarser(main: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """`main` at 0.5 to 0.8 times the pixels per side (area-averaged, as a coarser sensor integrates)."""
     factor = float(rng.uniform(0.5, 0.8))
@@ -140,9 +148,11 @@ def main(argv: list[str] | None = None) -> int:
     coarse = [coarser(g, rng) for g in grays]
     any_angle = [tilted(g, rng, half_turn=180.0) for g in grays]
     black_corners = [rotate_whole(g, float(rng.uniform(-90.0, 90.0)), 0.0) for g in grays]
+    with_paper = [margined(g, rng) for g in grays]  # drawn last: the sets above stay as they were
     image_sets = (
         ("clean", grays), ("bounding_box", crowded), ("tilted", turned), ("tilted_bounding_box", turned_crowded),
         ("pale", pale), ("coarse", coarse), ("any_angle", any_angle), ("black_corners", black_corners),
+        ("margined", with_paper),
     )
     figures: dict[str, float] = {}
     refused: dict[str, int] = {}
