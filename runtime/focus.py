@@ -222,21 +222,20 @@ def find_chromosome(
         level = percentile_of(darkness, 95.0) if darkness.size else None
     kept = [k for k in range(1, len(stats)) if k not in intruders]
     area = float(sum(stats[k, cv2.CC_STAT_AREA] for k in kept))
-    left_standing = None  # what blanking leaves of the part `centred` cut off, beside the chromosome
+    left_standing = False  # blanking left all of the part `centred` cut off, beside the chromosome
     if blank and intruders:
         blank_mask = np.isin(labels, intruders).astype(np.uint8)
         keep = cv2.dilate((labels == main).astype(np.uint8), np.ones((3, 3), np.uint8), iterations=2)
         blank_mask = cv2.dilate(blank_mask, np.ones((3, 3), np.uint8), iterations=1) & (1 - keep)
         gray = np.where(blank_mask > 0, np.float32(background), gray).astype(np.float32)
-        if margin_invariant and cut_off is not None and not np.any((labels == cut_off) & (keep == 0)):
-            left_standing = (labels == cut_off).astype(np.uint8)
+        left_standing = margin_invariant and cut_off is not None and not np.any((labels == cut_off) & (keep == 0))
     x0 = int(min(stats[k, cv2.CC_STAT_LEFT] for k in kept))
     y0 = int(min(stats[k, cv2.CC_STAT_TOP] for k in kept))
     x1 = int(max(stats[k, cv2.CC_STAT_LEFT] + stats[k, cv2.CC_STAT_WIDTH] for k in kept))
     y1 = int(max(stats[k, cv2.CC_STAT_TOP] + stats[k, cv2.CC_STAT_HEIGHT] for k in kept))
     cut = (x0, y0, x1, y1)  # what `tight` keeps of an unturned crop: the size stays the chromosome's
-    if left_standing is not None and left_standing.any():
-        lx, ly, lw, lh = cv2.boundingRect(left_standing)
+    if left_standing:
+        lx, ly, lw, lh = (int(v) for v in stats[cut_off, :4])
         cut = (min(x0, lx), min(y0, ly), max(x1, lx + lw), max(y1, ly + lh))
     turned = None
     if align:
