@@ -60,6 +60,31 @@ def beyond_mirrored_margin(mask: np.ndarray) -> np.ndarray | None:
     return beyond if beyond.any() and not np.array_equal(beyond, mask) else None
 
 
+def solidity(mask: np.ndarray) -> float:
+    """The share of its convex hull's pixels that `mask`'s object fills (1.0 for a convex object).
+
+    The hull is drawn on the pixel grid rather than measured as a polygon, whose area runs about
+    half a perimeter short of the pixels it covers, which would rate a thin chromosome more solid
+    than a thick one.
+    """
+    points = cv2.findNonZero(mask.astype(np.uint8))
+    if points is None:
+        return 0.0
+    hull = np.zeros(mask.shape, np.uint8)
+    cv2.fillConvexPoly(hull, cv2.convexHull(points), 1)
+    return float(np.count_nonzero(mask)) / float(max(np.count_nonzero(hull), 1))
+
+
+# How much more convex (`solidity`) the chromosome's object must be without the part beyond the
+# mirrored margin for that part to count as a merged neighbour (`label_objects`). Chosen on fold 1's
+# held-out crops, each the centred cut touches read by the fold's bundle with and without the cut:
+# against cutting always, 0.02 reads 1 crop fewer right among those with a neighbour merged in
+# (benchmarks/bbox_robustness.py's bounding boxes), 2 fewer among tilted ones, and 12 more of a
+# set with 0 to 12 px of paper on each side apart; fold 2, checked after: -4, -2, +7 (0.03: -4, -2,
+# +14 on fold 1, -7, -5, +8 on fold 2). benchmarks/ACCURACY.md, Crops cut as bounding boxes.
+DEFAULT_NEIGHBOUR_CONVEXITY = 0.02
+
+
 def _box_stats(mask: np.ndarray) -> list[int]:
     """A row of `cv2.connectedComponentsWithStats`' stats for `mask`: left, top, width, height, area."""
     rows, cols = np.nonzero(mask)
@@ -72,7 +97,11 @@ _CLOSING = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (CLOSING_PX, CLOSING_PX)
 
 
 def label_objects(
-    gray: np.ndarray, background: float, centred: bool = False, paper_past_edge: bool = False
+    gray: np.ndarray,
+    background: float,
+    centred: bool = False,
+    paper_past_edge: bool = False,
+    neighbour_convexity: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray, int, list[int], int | None] | None:
     """Label the objects of a crop: (labels, stats, main, intruders, cut_off), or None for a blank crop.
 
@@ -83,6 +112,11 @@ def label_objects(
     in a bounding box (a piece inside the margin, like a satellite, belongs to the chromosome).
     With `centred`, the part of the chromosome's object beyond the mirrored margin (a neighbour
     merged into it, see `beyond_mirrored_margin`) becomes one more intruder, `cut_off` its label.
+    Given `neighbour_convexity`, only if the object without that part is more convex by at least
+    that much (in `solidity`; DEFAULT_NEIGHBOUR_CONVEXITY); None cuts any such part. A neighbour
+    touching the chromosome at an angle makes the pair a crooked shape, while a chromosome that lies
+    against one edge of a crop cut with paper on the other sides (uneven margins, cut by hand) is
+    one body, as convex with its side as without it.
 
     With `paper_past_edge` the closing reads paper beyond the crop's edge. OpenCV's erosion reads
     object there, so a chromosome cut flush with the edge (every pki-dev crop) keeps the pixels its
@@ -114,6 +148,10 @@ def label_objects(
     intruders = [k for k in range(1, count) if k != main and touches_edge[k]]
     # an object that reaches no edge has no asymmetry to cut: most crops, so skip the mask there
     beyond = beyond_mirrored_margin(labels == main) if centred and touches_edge[main] else None
+    if beyond is not None and neighbour_convexity is not None:
+        whole = labels == main
+        if solidity(whole & ~beyond) - solidity(whole) < neighbour_convexity:
+            beyond = None
     if beyond is None:
         return labels, stats, main, intruders, None
     labels[beyond] = count
@@ -197,6 +235,7 @@ def find_chromosome(
     stain: bool = False,
     centred: bool = False,
     margin_invariant: bool = False,
+    neighbour_convexity: float | None = None,
 ) -> FoundChromosome:
     """The chromosome a crop was cut for: the crop with the neighbours that reach into it blanked
     (`blank`), cut down to the chromosome (`tight`), turned upright (`align`, `align_upright`),
@@ -210,9 +249,13 @@ def find_chromosome(
     blanking left all of it standing (a crop cut a few pixels off centre: the chromosome's own side,
     not a neighbour), and objects are closed with paper past the edge (`label_objects`); without
     it, as older bundles were trained, LEGACY_CUT_MARGIN_PX of paper are kept round the chromosome,
-    which covered such a side. The length is measured after turning, so a tilted chromosome is not
-    measured by the shorter side of its bounding box."""
-    found = label_objects(gray, background, centred=centred and blank, paper_past_edge=margin_invariant)
+    which covered such a side. Given `neighbour_convexity`, the `centred` cut is made only where it
+    leaves a chromosome that much more convex (`label_objects`). The length is measured after
+    turning, so a tilted chromosome is not measured by the shorter side of its bounding box."""
+    found = label_objects(
+        gray, background, centred=centred and blank, paper_past_edge=margin_invariant,
+        neighbour_convexity=neighbour_convexity,
+    )
     if found is None:
         return FoundChromosome(gray, None, None)
     labels, stats, main, intruders, cut_off = found

@@ -21,7 +21,7 @@ os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(DEFAULT_MAX_PIXELS))
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .focus import BLANK_CONTRAST, ChromosomeSize, find_chromosome  # noqa: E402
+from .focus import BLANK_CONTRAST, DEFAULT_NEIGHBOUR_CONVEXITY, ChromosomeSize, find_chromosome  # noqa: E402
 from .paper import (  # noqa: E402
     BRIGHT_ON_DARK_SHARE, BRIGHTER_THAN_PAPER, background_level, brighter_than_paper_share, fill_with_paper,
     paper_filled,
@@ -46,9 +46,9 @@ class ImageError(ValueError):
     """An input that cannot become a model tensor; the message is meant for the user."""
 
 
-# 3: `align_axis`; 4: `stain_level`; 5: `centred_crop`; 6: `margin_invariant`. A runtime refuses a
-# manifest from a newer pipeline rather than serve it wrongly.
-PREPROCESS_VERSION = 6
+# 3: `align_axis`; 4: `stain_level`; 5: `centred_crop`; 6: `margin_invariant`; 7:
+# `neighbour_convexity`. A runtime refuses a manifest from a newer pipeline rather than serve it wrongly.
+PREPROCESS_VERSION = 7
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,11 @@ class PreprocessSpec:
     `centred_crop` says crops are cut centred on their chromosome, so a neighbour that touches the
     chromosome and enters through the crop's edge can be cut off where a centred crop would have
     ended (see `beyond_mirrored_margin()`); switch it off (`karyo-export train --no-centred-crop`)
-    for a lab whose crops hold the chromosome against one side.
+    for a lab whose crops hold the chromosome against one side. `neighbour_convexity` makes that cut
+    only where the chromosome's object is at least that much more convex without the part (a
+    neighbour merged in at an angle makes a crooked pair), so a chromosome lying against one edge of
+    a crop cut by hand with paper on the other sides keeps its own side (see `label_objects()`);
+    None (bundles written before it) cuts whenever the margins are uneven.
 
     `margin_invariant` makes the paper a lab leaves around its chromosomes change nothing: the
     chromosome is cut at its object's own box, and its object is found as if the paper went on past
@@ -101,6 +105,7 @@ class PreprocessSpec:
     align_axis: bool = True
     centred_crop: bool = True
     margin_invariant: bool = True
+    neighbour_convexity: float | None = DEFAULT_NEIGHBOUR_CONVEXITY
     stain_level: float | None = None
     max_pixels: int = DEFAULT_MAX_PIXELS
 
@@ -123,6 +128,11 @@ class PreprocessSpec:
             if not isinstance(level, numbers.Real) or isinstance(level, bool) or not 0.05 <= level <= 1.0:
                 raise ValueError(f"preprocess stain_level must be a number in 0.05..1 or null, got {level!r}")
             object.__setattr__(self, "stain_level", float(level))
+        if self.neighbour_convexity is not None:
+            gain = self.neighbour_convexity
+            if not isinstance(gain, numbers.Real) or isinstance(gain, bool) or not 0.0 <= gain <= 1.0:
+                raise ValueError(f"preprocess neighbour_convexity must be a number in 0..1 or null, got {gain!r}")
+            object.__setattr__(self, "neighbour_convexity", float(gain))
         if not isinstance(self.max_pixels, numbers.Integral) or self.max_pixels < 1:
             raise ValueError(f"preprocess max_pixels must be a positive integer, got {self.max_pixels!r}")
         # numpy scalars from training code would make the manifest JSON unwritable: store plain types
@@ -150,6 +160,7 @@ class PreprocessSpec:
         values.setdefault("align_axis", False)  # likewise
         values.setdefault("centred_crop", False)  # likewise
         values.setdefault("margin_invariant", False)  # likewise
+        values.setdefault("neighbour_convexity", None)  # likewise
         values.setdefault("stain_level", None)  # likewise
         return cls(**values)
 
@@ -267,6 +278,7 @@ def focused_crop(gray: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     return find_chromosome(
         gray, background_level(gray), spec.focus_main_object, spec.tight_crop, align=spec.align_axis,
         centred=spec.centred_crop, margin_invariant=spec.margin_invariant,
+        neighbour_convexity=spec.neighbour_convexity,
     ).gray
 
 
@@ -322,6 +334,7 @@ def prepare_gray(gray: np.ndarray, spec: PreprocessSpec) -> tuple[np.ndarray, Ch
     gray, size, stain = find_chromosome(
         gray, background, blank=spec.focus_main_object, tight=spec.tight_crop, align=spec.align_axis,
         stain=spec.stain_level is not None, centred=spec.centred_crop, margin_invariant=spec.margin_invariant,
+        neighbour_convexity=spec.neighbour_convexity,
     )
     if size is None:
         # Read anyway, a blank gets some label (21 at 0.4 from a fold-1 bundle), and in a cell it

@@ -382,17 +382,20 @@ def test_align_axis_measures_a_tilted_chromosome_by_its_length():
 
 def test_specs_from_before_alignment_keep_their_behaviour_and_newer_ones_are_refused():
     data = PreprocessSpec(size=64, width=32, stain_level=0.7).to_dict()
-    assert data["version"] == 6 and PreprocessSpec.from_dict(data).align_axis is True
+    assert data["version"] == 7 and PreprocessSpec.from_dict(data).align_axis is True
     assert PreprocessSpec.from_dict(data).stain_level == 0.7
     assert PreprocessSpec.from_dict(data).centred_crop is True
     assert PreprocessSpec.from_dict(data).margin_invariant is True
+    assert PreprocessSpec.from_dict(data).neighbour_convexity == 0.02
     del data["align_axis"], data["stain_level"], data["centred_crop"], data["margin_invariant"]
+    del data["neighbour_convexity"]
     assert PreprocessSpec.from_dict(data).align_axis is False
     assert PreprocessSpec.from_dict(data).stain_level is None
     assert PreprocessSpec.from_dict(data).centred_crop is False
     assert PreprocessSpec.from_dict(data).margin_invariant is False
+    assert PreprocessSpec.from_dict(data).neighbour_convexity is None
     with pytest.raises(ValueError, match="newer than this karyo"):
-        PreprocessSpec.from_dict({**data, "version": 7})
+        PreprocessSpec.from_dict({**data, "version": 8})
 
 
 def _centred_rod(height: int = 60, width: int = 60) -> np.ndarray:
@@ -455,6 +458,37 @@ def test_centred_crop_leaves_crops_without_that_asymmetry_alone():
     mask[:, :] = False
     mask[5:35, 4:16] = True  # clears both edges
     assert beyond_mirrored_margin(mask) is None
+
+
+def test_a_chromosome_against_one_edge_of_a_crop_cut_with_uneven_margins_keeps_its_side():
+    """A crop cut by hand: the rod lies against the left edge with 14 px of paper on the right, the
+    asymmetry of a merged neighbour. Taken for one (spec version 6), the 14 - 2 - 1.6 = 10 columns
+    of the rod past the mirrored margin were cut off as a neighbour's, and the model read a sliver;
+    cutting them off leaves the rod no more convex (a rectangle either way), so with
+    `neighbour_convexity` they stay and the crop reads as without the step, while the neighbour
+    merged in across the rod (an L-shaped object, far from convex) is still cut off. A hand-edited
+    threshold outside 0..1 is refused when the manifest is read."""
+    from karyo.runtime.focus import solidity
+    from karyo.runtime.preprocess import focused_crop
+
+    spec = PreprocessSpec(size=48, width=16)
+    before = dataclasses.replace(spec, neighbour_convexity=None)
+    plain = dataclasses.replace(spec, centred_crop=False)
+    against_one_side = np.full((60, 26), 245, np.uint8)
+    against_one_side[10:50, 0:12] = _centred_rod()[10:50, 24:36]
+    np.testing.assert_array_equal(preprocess_array(against_one_side, spec), preprocess_array(against_one_side, plain))
+    assert focused_crop(against_one_side.astype(np.float32), spec).shape == (40, 12)
+    assert focused_crop(against_one_side.astype(np.float32), before).shape[1] <= 3  # what version 6 kept
+    crowded = _centred_rod().astype(np.float32)
+    crowded[28:40, 0:25] = 90  # as in test_centred_crop_cuts_off_a_neighbour_merged_into_the_chromosome
+    assert focused_crop(crowded, spec).shape == focused_crop(crowded, before).shape == (40, 17)
+    rod = np.zeros((40, 20), bool)
+    rod[5:35, 4:16] = True
+    l_shape = rod.copy()
+    l_shape[20:30, 0:4] = True
+    assert solidity(rod) == 1.0 and 0.75 < solidity(l_shape) < 0.95
+    with pytest.raises(ValueError, match="neighbour_convexity"):
+        PreprocessSpec(neighbour_convexity=1.5)
 
 
 def test_focused_crop_is_what_the_model_reads_at_source_resolution():
