@@ -462,7 +462,7 @@ def test_centred_crop_leaves_crops_without_that_asymmetry_alone():
 
 def test_a_chromosome_against_one_edge_of_a_crop_cut_with_uneven_margins_keeps_its_side():
     """A crop cut by hand: the rod lies against the left edge with 14 px of paper on the right, the
-    asymmetry of a merged neighbour. Taken for one (spec version 6), the 14 - 2 - 1.6 = 10 columns
+    asymmetry of a merged neighbour. Taken for one (spec version 6), the 14 - 2 - 1.3 = 10 columns
     of the rod past the mirrored margin were cut off as a neighbour's, and the model read a sliver;
     cutting them off leaves the rod no more convex (a rectangle either way), so with
     `neighbour_convexity` they stay and the crop reads as without the step, while the neighbour
