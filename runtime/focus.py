@@ -183,7 +183,7 @@ def major_axis_tilt(mask: np.ndarray) -> float | None:
     """
     m = cv2.moments(mask.astype(np.uint8), binaryImage=True)
     spread = np.hypot(m["mu20"] - m["mu02"], 2.0 * m["mu11"])
-    if m["m00"] == 0 or spread < 0.05 * (m["mu20"] + m["mu02"]):
+    if m["m00"] == 0 or spread <= 0.05 * (m["mu20"] + m["mu02"]):  # `<=`: a lone pixel has no spread at all
         return None
     axis = 0.5 * np.degrees(np.arctan2(2.0 * m["mu11"], m["mu20"] - m["mu02"]))  # clockwise from +x, [-90, 90]
     return float(axis - 90.0 if axis > 0 else axis + 90.0)
@@ -215,7 +215,10 @@ def align_upright(
     turn = major_axis_tilt(mask)
     if turn is None or abs(turn) <= min_tilt:
         return None
-    return rotate_whole(gray, turn, background), rotate_whole(mask.astype(np.uint8), turn, 0, cv2.INTER_NEAREST)
+    turned_mask = rotate_whole(mask.astype(np.uint8), turn, 0, cv2.INTER_NEAREST)
+    if not turned_mask.any():  # an object a pixel or two across can fall between the turned grid's samples
+        return None
+    return rotate_whole(gray, turn, background), turned_mask
 
 
 class FoundChromosome(NamedTuple):

@@ -10,7 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -298,12 +298,30 @@ _dtypes = st.sampled_from([np.uint8, np.uint16, np.int16, np.int32, np.float32, 
 
 
 @given(hnp.arrays(_dtypes, hnp.array_shapes(min_dims=1, max_dims=4, min_side=0, max_side=12)))
+@example(np.array([[8, 8, 8, 8], [8, 0, 8, 8]], np.uint8))  # a lone pixel: once "turned" by 90 degrees to nothing
 def test_random_arrays_give_a_tensor_or_a_clean_error(array):
     try:
         tensor = preprocess_array(array, PreprocessSpec(size=8))
     except ImageError:
         return
     assert tensor.shape == (8, 8, 1) and tensor.dtype == np.float32 and np.all(np.isfinite(tensor))
+
+
+def test_an_object_without_a_direction_is_not_turned():
+    """A lone pixel has no spread, so no axis: it was turned 90 degrees and, cut at its own box
+    (`margin_invariant`), left an empty crop that crashed the resize instead of being read."""
+    from karyo.runtime.focus import major_axis_tilt
+    from karyo.runtime.preprocess import focused_crop
+
+    speck = np.full((2, 4), 8.0, np.float32)
+    speck[1, 1] = 0.0
+    lone = np.zeros((2, 4), np.uint8)
+    lone[1, 1] = 1
+    assert major_axis_tilt(lone) is None
+    assert focused_crop(speck, PreprocessSpec(size=8)).shape == (1, 1)
+    bar = np.zeros((9, 9), np.uint8)
+    bar[4, 1:8] = 1  # a lying bar still has its direction: a quarter turn stands it up
+    assert abs(major_axis_tilt(bar)) == pytest.approx(90.0)
 
 
 def test_tight_crop_makes_a_wide_margin_look_like_a_thin_one():
