@@ -152,6 +152,8 @@ def karyotype(
                                         help="Flag crops whose top-1 leads the runner-up by less than this."),
     review_swap_odds: float = typer.Option(10.0, "--review-swap-odds", min=1.0,
                                            help="Flag two crops when exchanging their labels is at least 1/N as likely (1: off)."),
+    review_recount_odds: float = typer.Option(10.0, "--review-recount-odds", min=1.0,
+                                              help="Flag a crop when labelling it otherwise, with the karyotype that makes, is at least 1/N as likely (1: off)."),
     orientation: Optional[OrientationChoice] = typer.Option(None, "--orientation", help=ORIENTATION_HELP),
 ) -> None:
     """Karyotype call per cell (e.g. 46,XY / 47,XX,+21 / 45,X), with optional karyogram PNGs."""
@@ -175,7 +177,9 @@ def karyotype(
 
     total = sum(len(cell.paths) for cell in inputs)
     progress = None if as_json else stderr_progress("  classified")
-    priors = AssemblyPriors(review_margin=review_margin, review_swap_odds=review_swap_odds)
+    priors = AssemblyPriors(
+        review_margin=review_margin, review_swap_odds=review_swap_odds, review_recount_odds=review_recount_odds
+    )
     exit_code = 0
     results: list[dict[str, Any]] = []
     done = 0

@@ -270,6 +270,30 @@ def test_a_confident_pair_is_not_flagged_as_a_possible_swap():
         AssemblyPriors(review_swap_odds=0.5)
 
 
+def test_a_call_that_hangs_on_one_crop_names_that_crop_and_the_karyotype_it_would_make():
+    """A 47,XXX cell whose third X reads 0.81 as a 9 and 0.15 as an X is called 47,XX,+9: the
+    crop's evidence (ln 0.81/0.15 = 1.69 nats) outweighs the priors' preference for XXX over a
+    trisomy 9 (0.7 nats). No exchange and no close runner-up flags it, yet labelling that one crop
+    X is a 1-in-2.7 alternative call, so it is flagged with X to check against; at 0.02 for X
+    (3.0 nats, 1 in 20) it is not, nor with the rule off."""
+    from karyo.runtime.cli_karyotype import other_checks
+
+    labels = FEMALE + ["X"]
+    probs = confident(labels)
+    third_x = len(labels) - 1
+    set_probs(probs, third_x, NORMAL, c9=0.81, cX=0.15)
+    call = karyotype_cell(probs, NORMAL)
+    assert call.karyotype == "47,XX,+9"
+    flagged = [a for a in call.assignments if a.review]
+    assert [(a.index, a.label, a.alternative, a.swap_with) for a in flagged] == [(third_x, "9", "X", None)]
+    assert other_checks(call) == ["9 (X?)"]
+    assert not any(a.review for a in karyotype_cell(probs, NORMAL, AssemblyPriors(review_recount_odds=1.0)).assignments)
+    set_probs(probs, third_x, NORMAL, c9=0.81, cX=0.02)
+    assert not any(a.review for a in karyotype_cell(probs, NORMAL).assignments)
+    with pytest.raises(ValueError, match="review_recount_odds"):
+        AssemblyPriors(review_recount_odds=0.5)
+
+
 def test_swap_partner_indexes_the_cell_when_a_fragment_is_left_out():
     probs, four, five = near_swap(0.7)
     probs = np.vstack([probs[:1], confident(["21"]), probs[1:]])  # a speck at row 1 shifts the rest
