@@ -56,12 +56,17 @@ def format_report(result: Any) -> str:
                 f"shown with the flag is the true one for {review['alternative_right']}); with those put "
                 f"right {short_float(review['crop_accuracy_after_review'])}"
             )
+            if review.get("calls_wrong"):
+                lines.append(f"cells called wrong: {review['calls_wrong']}, of them {review['calls_wrong_flagged']} "
+                             "with a wrong crop flagged")
         hints = data.get("orientation_hints") or {}
         if hints:
             key, hint = next(iter(hints.items()))
             lines.append(f"orientation: {len(hints)} of {c['cells']} cells seem not to stand p arm up (e.g. {key}: {hint})")
         for error in c["errors"][:10]:
-            lines.append(f"  {error['cell']}: called {error['called']}, truth {error['truth']}")
+            flags = error.get("wrong_flagged")
+            note = "" if flags is None else f" ({flags} of its {error['wrong_assembled']} wrong crops flagged)"
+            lines.append(f"  {error['cell']}: called {error['called']}, truth {error['truth']}{note}")
         if len(c["errors"]) > 10:
             lines.append(f"  ... {len(c['errors']) - 10} more in --json")
         abnormal = c.get("abnormal_cells", [])

@@ -331,7 +331,9 @@ def evaluate_cells(
     crops assembly still gets wrong are among them, for how many of those the label shown beside
     the flag (`alternative`) is the true one (`alternative_right`: the reviewer only has to
     confirm the hint), and `crop_accuracy_after_review`, the accuracy once a reviewer has put every
-    flagged crop right (what a lab gets for checking the red boxes).
+    flagged crop right (what a lab gets for checking the red boxes). `calls_wrong_flagged` counts
+    the cells called wrong (`calls_wrong`) in which at least one wrong crop is flagged: a wrong
+    call that comes with a box on what makes it wrong, rather than a silent one.
 
     Truth is the karyotype string the same caller builds from the true labels; "complete" counts
     the cells whose truth is complete, and `complete_exact_rate` is the share of those called
@@ -341,7 +343,7 @@ def evaluate_cells(
     probs, sized, by_cell = np.asarray(probs), readings.sized, readings.cells
     with_size = sizes is not None and size_prior is not None
     right_top1 = right_size = right_assembled = complete = complete_exact = agree_complete = 0
-    flagged = wrong_flagged = alternative_right = 0
+    flagged = wrong_flagged = alternative_right = calls_wrong_flagged = 0
     errors: list[dict[str, Any]] = []
     abnormal: list[dict[str, Any]] = []  # every cell whose truth is not 46,XX / 46,XY, right or wrong
     not_counted: list[dict[str, Any]] = []  # crops set aside as too small for a whole chromosome
@@ -358,9 +360,10 @@ def evaluate_cells(
         wrong = [t != p for t, p in zip(truth_labels, assembled)]
         wrong_assembled = sum(wrong)
         flagged += sum(a.review for a in called.assignments)
-        for a, t, w in zip(called.assignments, truth_labels, wrong):
-            wrong_flagged += a.review and w
-            alternative_right += a.review and w and a.alternative == t
+        cell_wrong_flagged = sum(a.review and w for a, w in zip(called.assignments, wrong))
+        wrong_flagged += cell_wrong_flagged
+        alternative_right += sum(a.review and w and a.alternative == t
+                                 for a, t, w in zip(called.assignments, truth_labels, wrong))
         right_top1 += len(rows) - wrong_top1
         right_assembled += len(rows) - wrong_assembled
         agree_complete += truth.complete == called.complete
@@ -371,8 +374,10 @@ def evaluate_cells(
             abnormal.append({"cell": key, "truth": truth.karyotype, "called": called.karyotype,
                              "right": truth.karyotype == called.karyotype})
         if truth.karyotype != called.karyotype:
+            calls_wrong_flagged += cell_wrong_flagged > 0
             errors.append({"cell": key, "truth": truth.karyotype, "called": called.karyotype, "crops": len(rows),
-                           "wrong_top1": wrong_top1, "wrong_assembled": wrong_assembled})
+                           "wrong_top1": wrong_top1, "wrong_assembled": wrong_assembled,
+                           "wrong_flagged": cell_wrong_flagged})
     n = len(samples)
     return {
         "cells": len(by_cell),
@@ -387,6 +392,8 @@ def evaluate_cells(
             "wrong_flagged": wrong_flagged,
             "alternative_right": alternative_right,
             "crop_accuracy_after_review": (right_assembled + wrong_flagged) / n if n else 0.0,
+            "calls_wrong": len(errors),
+            "calls_wrong_flagged": calls_wrong_flagged,
         },
         "complete_cells": complete,
         "complete_exact": complete_exact,

@@ -294,6 +294,21 @@ def test_a_call_that_hangs_on_one_crop_names_that_crop_and_the_karyotype_it_woul
         AssemblyPriors(review_recount_odds=0.5)
 
 
+def test_evaluate_cells_says_which_wrong_calls_come_with_a_flag_on_what_makes_them_wrong():
+    """The 47,XXX cell called 47,XX,+9 (the test above): a wrong call, but the recount rule boxes
+    the crop that makes it wrong, so it is not a silent one; with the rule off it is."""
+    labels = FEMALE + ["X"]
+    probs = confident(labels)
+    set_probs(probs, len(labels) - 1, NORMAL, c9=0.81, cX=0.15)
+    samples = [Sample(Path(f"A/1/{i}.png"), label, "A", "1") for i, label in enumerate(labels)]
+    result = evaluate_cells(samples, probs, NORMAL)
+    assert [(e["truth"], e["called"], e["wrong_assembled"], e["wrong_flagged"]) for e in result["errors"]] == [
+        ("47,XXX", "47,XX,+9", 1, 1)]
+    assert (result["review"]["calls_wrong"], result["review"]["calls_wrong_flagged"]) == (1, 1)
+    off = evaluate_cells(samples, probs, NORMAL, AssemblyPriors(review_recount_odds=1.0))
+    assert (off["review"]["calls_wrong"], off["review"]["calls_wrong_flagged"]) == (1, 0)
+
+
 def test_swap_partner_indexes_the_cell_when_a_fragment_is_left_out():
     probs, four, five = near_swap(0.7)
     probs = np.vstack([probs[:1], confident(["21"]), probs[1:]])  # a speck at row 1 shifts the rest
@@ -522,7 +537,8 @@ def test_evaluate_cells_counts_crops_and_exact_calls():
     assert result["errors"] == []
     # the one crop assembly moved is flagged, and it was right
     assert result["review"] == {"flagged": 1, "flagged_rate": pytest.approx(1 / n), "wrong_assembled": 0,
-                                "wrong_flagged": 0, "alternative_right": 0, "crop_accuracy_after_review": 1.0}
+                                "wrong_flagged": 0, "alternative_right": 0, "crop_accuracy_after_review": 1.0,
+                                "calls_wrong": 0, "calls_wrong_flagged": 0}
     # now a cell the assembly cannot fix: a confident wrong label (a 1 read as 3 with p 0.999)
     set_probs(probs, 0, NORMAL, c3=0.999, c1=1e-6)
     result = evaluate_cells(samples, probs, NORMAL)
@@ -531,6 +547,8 @@ def test_evaluate_cells_counts_crops_and_exact_calls():
     assert result["errors"][0]["truth"] == "46,XY"
     assert result["errors"][0]["called"] == "46,XY,-1,+3"
     assert result["review"]["wrong_assembled"] == 1 and result["review"]["wrong_flagged"] == 0  # too sure to flag
+    assert result["errors"][0]["wrong_flagged"] == 0  # a silent wrong call
+    assert (result["review"]["calls_wrong"], result["review"]["calls_wrong_flagged"]) == (1, 0)
 
 
 def test_evaluate_cells_counts_the_errors_a_reviewer_is_shown():
@@ -540,7 +558,8 @@ def test_evaluate_cells_counts_the_errors_a_reviewer_is_shown():
     assert result["crop_accuracy_assembled"] == pytest.approx(44 / 46)
     assert result["errors"] == []  # a swap keeps the karyotype right
     assert result["review"] == {"flagged": 2, "flagged_rate": pytest.approx(2 / 46), "wrong_assembled": 2,
-                                "wrong_flagged": 2, "alternative_right": 2, "crop_accuracy_after_review": 1.0}
+                                "wrong_flagged": 2, "alternative_right": 2, "crop_accuracy_after_review": 1.0,
+                                "calls_wrong": 0, "calls_wrong_flagged": 0}
 
 
 def test_evaluate_cells_counts_the_flags_whose_hint_is_the_truth():
@@ -552,7 +571,8 @@ def test_evaluate_cells_counts_the_flags_whose_hint_is_the_truth():
     result = evaluate_cells(samples, probs, NORMAL)
     assert result["review"] == {"flagged": 1, "flagged_rate": pytest.approx(1 / 46), "wrong_assembled": 2,
                                 "wrong_flagged": 1, "alternative_right": 0,
-                                "crop_accuracy_after_review": pytest.approx(45 / 46)}
+                                "crop_accuracy_after_review": pytest.approx(45 / 46),
+                                "calls_wrong": 0, "calls_wrong_flagged": 0}
 
 
 def test_read_cells_gives_each_row_its_assembled_label_in_sample_order():
