@@ -177,10 +177,10 @@ class _CellProblem:
         self.best_label = np.tile(first, (n, 1))  # label index a crop takes within each chromosome
         for g, members in several:
             self.best_label[:, g] = members[p[:, members].argmax(axis=1)]
-        crop_cost = -np.log(np.take_along_axis(p, self.best_label, axis=1))
+        self.group_cost = -np.log(np.take_along_axis(p, self.best_label, axis=1))  # n x 24 chromosomes
         self.slots = max(4, math.ceil(n / 24) + 2)  # enough columns for any cell: 24 * slots >= n
         self.column_group = np.repeat(np.arange(24), self.slots)
-        self.crop_cost = crop_cost[:, self.column_group]
+        self.crop_cost = self.group_cost[:, self.column_group]
         k = np.arange(1, self.slots + 1)
         trisomy = np.array([priors.trisomy(c) for c in AUTOSOMES])[:, None]
         self.autosome_slot_cost = np.where(k <= 2, -priors.loss_cost, trisomy + priors.extra_copy_cost * (k - 3))
@@ -317,7 +317,7 @@ def cheapest_recounts(
     prior = np.full(24 * 24, np.inf)
     prior[valid] = problem.count_costs(moved[valid], complements, constants)
     prior = (prior - problem.count_costs(counts[None, :], complements, constants)[0]).reshape(24, 24)
-    evidence = problem.crop_cost[:, :: problem.slots]  # n x 24: -ln p of each chromosome's best label
+    evidence = problem.group_cost
     rows = np.arange(n)
     cost = evidence - evidence[rows, groups][:, None] + prior[groups]
     cost[rows, groups] = np.inf

@@ -21,7 +21,9 @@ os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(DEFAULT_MAX_PIXELS))
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .focus import BLANK_CONTRAST, DEFAULT_NEIGHBOUR_CONVEXITY, ChromosomeSize, find_chromosome  # noqa: E402
+from .focus import (  # noqa: E402
+    BLANK_CONTRAST, DEFAULT_NEIGHBOUR_CONVEXITY, ChromosomeSize, FoundChromosome, find_chromosome,
+)
 from .paper import (  # noqa: E402
     BRIGHT_ON_DARK_SHARE, BRIGHTER_THAN_PAPER, background_level, brighter_than_paper_share, fill_with_paper,
     paper_filled,
@@ -275,11 +277,16 @@ def focused_crop(gray: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     upright (as `spec` says). Karyograms show this, so a reviewer sees the chromosome the call is
     about, standing the way a karyogram stands it."""
     gray = fill_with_paper(gray)
+    return _find_as_specified(gray, background_level(gray), spec).gray
+
+
+def _find_as_specified(gray: np.ndarray, background: float, spec: PreprocessSpec, stain: bool = False) -> FoundChromosome:
+    """`find_chromosome` with the focusing steps `spec` names: the one place a spec field reaches it,
+    so the karyogram's picture and the model input cannot drift apart when a step is added."""
     return find_chromosome(
-        gray, background_level(gray), spec.focus_main_object, spec.tight_crop, align=spec.align_axis,
-        centred=spec.centred_crop, margin_invariant=spec.margin_invariant,
-        neighbour_convexity=spec.neighbour_convexity,
-    ).gray
+        gray, background, blank=spec.focus_main_object, tight=spec.tight_crop, align=spec.align_axis, stain=stain,
+        centred=spec.centred_crop, margin_invariant=spec.margin_invariant, neighbour_convexity=spec.neighbour_convexity,
+    )
 
 
 def measure_chromosome(gray: np.ndarray, align: bool = False) -> ChromosomeSize | None:
@@ -331,11 +338,7 @@ def prepare_gray(gray: np.ndarray, spec: PreprocessSpec) -> tuple[np.ndarray, Ch
             "above its ground): a fluorescence (DAPI, Q-band) or inverted image? The model reads G-banded crops, "
             "dark bands on light paper: invert it to that first"
         )
-    gray, size, stain = find_chromosome(
-        gray, background, blank=spec.focus_main_object, tight=spec.tight_crop, align=spec.align_axis,
-        stain=spec.stain_level is not None, centred=spec.centred_crop, margin_invariant=spec.margin_invariant,
-        neighbour_convexity=spec.neighbour_convexity,
-    )
+    gray, size, stain = _find_as_specified(gray, background, spec, stain=spec.stain_level is not None)
     if size is None:
         # Read anyway, a blank gets some label (21 at 0.4 from a fold-1 bundle), and in a cell it
         # takes a chromosome's place in the count.
