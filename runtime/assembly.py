@@ -21,15 +21,23 @@ Prior costs (nats, i.e. -ln of a probability; defaults in :class:`AssemblyPriors
   i.e. ~5 % of copies missing), so a missing copy is cheap enough that assembly never invents
   relabelings to fill gaps, yet costly enough that two crops fighting over one pair resolve.
 - a third copy: 4.0 (-ln ~0.02) for 13, 18 and 21, the trisomies seen in referral populations;
-  6.0 (-ln ~0.0025) for the other autosomes (cancer cytogenetics still sees +8, +12 ...). The
-  k-th copy (k > 3) costs the trisomy cost plus ``extra_copy_cost`` 6.0 x (k - 3): convex, so
-  slots fill in order, and finite, so every cell stays assignable.
+  8.0 (-ln ~0.0003) for any other autosome. A full trisomy of those is not viable: a blood or
+  amniotic-fluid karyotype shows one far more rarely than a 47,XXX (about 1 in 1,000 girls), so
+  a cell with a third X-sized chromosome leans to XXX by 2.7 nats (8.7 against 6.0) that the
+  crop's evidence must overturn. At 6.0 the lead was 0.7, and the 47,XXX cell of the release's
+  five folds, whose third X reads 0.81 as a 9, was called 47,XX,+9. Still finite: a crop that
+  plainly is a third 8 is called +8, since any other label costs its evidence (about 5 nats for a
+  crop at 0.9) plus that chromosome's own count cost. Where such trisomies are common findings
+  (bone marrow, tumours, miscarriages: +8, +12, +16), ``AssemblyPriors.for_trisomies("any")``
+  prices them at 6.0 (TRISOMY_COSTS). The k-th copy (k > 3) costs the trisomy cost plus
+  ``extra_copy_cost`` 6.0 x (k - 3): convex, so slots fill in order, and finite, so every cell
+  stays assignable.
 - sex complements: XX and XY 0.7 (-ln 0.5); X and XXY 5.0; XYY and XXX 6.0 (-ln ~0.0025); a sex
   chromosome beyond the complement costs ``sex_extra_cost`` 8.0 (+2 per further copy).
 The trade-offs follow: a confident crop (p 0.99) is moved to fill a pair only when the swap
-costs less than a trisomy plus a loss (4 + 3 = 7 nats, i.e. when its probability for the pair
-it fills is above ~0.1 %); a 47-crop cell must place one extra copy somewhere, and puts it
-where the crops' evidence says.
+costs less than a trisomy plus a loss (4 + 3 = 7 nats for a third 13, 18 or 21, 11 for another
+autosome, i.e. when its probability for the pair it fills is above ~0.1 % or ~0.002 %); a 47-crop
+cell must place one extra copy somewhere, and puts it where the crops' evidence says.
 
 Structural classes (seed32) are copies of their parent chromosome (:func:`labels.chromosome_of`):
 ``del(5)(p14)`` + ``5`` is a normal pair count; within a chromosome's slot a crop takes its
@@ -49,6 +57,11 @@ from .assignment import AssignmentState, solve_assignment_state
 from .labels import AUTOSOMES, NORMAL24, LabelScheme, chromosome_of
 
 VIABLE_TRISOMIES: tuple[str, ...] = ("13", "18", "21")
+# What a full trisomy of any other autosome costs, by what the lab karyotypes (`karyo karyotype
+# --trisomies`): "viable" for blood and amniotic fluid, where such a trisomy is not seen alive (the
+# module docstring); "any" for bone marrow, tumours and miscarriages, where +8, +12 or +16 are
+# common findings (the value every release up to the fortieth session used).
+TRISOMY_COSTS: dict[str, float] = {"viable": 8.0, "any": 6.0}
 SEX_COMPLEMENTS: tuple[str, ...] = ("XX", "XY", "X", "XXY", "XYY", "XXX")
 
 
@@ -58,7 +71,7 @@ class AssemblyPriors:
 
     loss_cost: float = 3.0
     viable_trisomy_cost: float = 4.0
-    trisomy_cost: float = 6.0
+    trisomy_cost: float = TRISOMY_COSTS["viable"]
     extra_copy_cost: float = 6.0
     sex_costs: dict[str, float] = field(
         default_factory=lambda: {"XX": 0.7, "XY": 0.7, "X": 5.0, "XXY": 5.0, "XYY": 6.0, "XXX": 6.0}
@@ -85,6 +98,13 @@ class AssemblyPriors:
         for name in ("review_swap_odds", "review_recount_odds"):
             if getattr(self, name) < 1.0:
                 raise ValueError(f"{name} {getattr(self, name)}: use 1 (off) or more, like 10")
+
+    @classmethod
+    def for_trisomies(cls, trisomies: str, **fields: Any) -> "AssemblyPriors":
+        """Priors for a lab that sees only viable trisomies (13, 18, 21) or any (TRISOMY_COSTS)."""
+        if trisomies not in TRISOMY_COSTS:
+            raise ValueError(f"trisomies {trisomies!r}: use one of {', '.join(TRISOMY_COSTS)}")
+        return cls(trisomy_cost=TRISOMY_COSTS[trisomies], **fields)
 
     def trisomy(self, chromosome: str) -> float:
         return self.viable_trisomy_cost if chromosome in VIABLE_TRISOMIES else self.trisomy_cost

@@ -33,6 +33,16 @@ class OrientationChoice(str, Enum):
     any = "any"
 
 
+class TrisomyChoice(str, Enum):
+    viable = "viable"
+    any = "any"
+
+
+TRISOMIES_HELP = ("Which full trisomies of the autosomes the count priors expect. viable (default): blood and amniotic "
+                  "fluid, where only 13, 18 and 21 are seen, so a third X-sized chromosome leans to 47,XXX over 47,XX,+9; "
+                  "any: bone marrow, tumours, miscarriages, where +8, +12 or +16 are common findings.")
+
+
 ORIENTATION_HELP = ("p-arm-up: crops stand p arm up, as karyogram software cuts them; any: crops cut out of the "
                     "metaphase, each read as given and turned half a circle, the two reads averaged (a second pass of the "
                     "network). Default: the bundle's (any for a network trained with --vflip, else p-arm-up).")

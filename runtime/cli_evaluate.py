@@ -11,8 +11,8 @@ from typing import Any, Optional
 import typer
 
 from .cli_common import (
-    EXIT_OK, EXIT_SOME_FAILED, ORIENTATION_HELP, OrientationChoice, ProviderChoice, fail, orientation_value, short_float,
-    stderr_progress, user_errors,
+    EXIT_OK, EXIT_SOME_FAILED, ORIENTATION_HELP, TRISOMIES_HELP, OrientationChoice, ProviderChoice, TrisomyChoice, fail,
+    orientation_value, short_float, stderr_progress, user_errors,
 )
 
 
@@ -102,13 +102,14 @@ def evaluate(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
     confusion: Optional[Path] = typer.Option(None, "--confusion", help="Also draw the confusion matrix to this PNG."),
     orientation: Optional[OrientationChoice] = typer.Option(None, "--orientation", help=ORIENTATION_HELP),
+    trisomies: TrisomyChoice = typer.Option(TrisomyChoice.viable, "--trisomies", help=TRISOMIES_HELP + " (Cell figures only.)"),
 ) -> None:
     """Accuracy per precision, agreement/KL vs FP32, per-class recall. Exit 1 if some crops were unreadable."""
     from .evaluate import evaluate_bundle
 
     result = evaluate_bundle(
         bundle, data, precision=precision.value, provider=provider.value, threads=threads,
-        progress=stderr_progress("evaluating"), orientation=orientation_value(orientation),
+        progress=stderr_progress("evaluating"), orientation=orientation_value(orientation), trisomies=trisomies.value,
     )
     if not result.samples:
         skipped = sum(result.skipped_labels.values())

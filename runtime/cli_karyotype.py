@@ -23,7 +23,8 @@ from .cell_size import sizes_array
 from .dataset import iter_images, read_labeled_folder
 from .karyotype import AssemblyPriors, KaryotypeCall, call_karyotype, check_scheme, karyotype_cell
 from .cli_common import (
-    ORIENTATION_HELP, OrientationChoice, PrecisionChoice, ProviderChoice, orientation_value, provider_line, stderr_progress,
+    ORIENTATION_HELP, TRISOMIES_HELP, OrientationChoice, PrecisionChoice, ProviderChoice, TrisomyChoice, orientation_value,
+    provider_line, stderr_progress,
 )
 from .preprocess import ImageError, PreprocessSpec
 
@@ -155,6 +156,7 @@ def karyotype(
     review_recount_odds: float = typer.Option(10.0, "--review-recount-odds", min=1.0,
                                               help="Flag a crop when labelling it otherwise, with the karyotype that makes, is at least 1/N as likely (1: off)."),
     orientation: Optional[OrientationChoice] = typer.Option(None, "--orientation", help=ORIENTATION_HELP),
+    trisomies: TrisomyChoice = typer.Option(TrisomyChoice.viable, "--trisomies", help=TRISOMIES_HELP),
 ) -> None:
     """Karyotype call per cell (e.g. 46,XY / 47,XX,+21 / 45,X), with optional karyogram PNGs."""
     try:
@@ -177,8 +179,8 @@ def karyotype(
 
     total = sum(len(cell.paths) for cell in inputs)
     progress = None if as_json else stderr_progress("  classified")
-    priors = AssemblyPriors(
-        review_margin=review_margin, review_swap_odds=review_swap_odds, review_recount_odds=review_recount_odds
+    priors = AssemblyPriors.for_trisomies(
+        trisomies.value, review_margin=review_margin, review_swap_odds=review_swap_odds, review_recount_odds=review_recount_odds
     )
     exit_code = 0
     results: list[dict[str, Any]] = []
@@ -235,7 +237,7 @@ def karyotype(
     if as_json:
         ran = classifier.describe()
         header = {key: ran[key] for key in ("provider", "precision", "precision_reason", "cuda_unavailable", "orientation", "warning")}
-        typer.echo(json.dumps({"bundle": str(bundle), **header, "cells": results}, indent=2))
+        typer.echo(json.dumps({"bundle": str(bundle), **header, "trisomies": trisomies.value, "cells": results}, indent=2))
     if exit_code:
         raise typer.Exit(exit_code)
 

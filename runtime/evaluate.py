@@ -15,6 +15,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from .assembly import AssemblyPriors
 from .bundle import PRECISIONS, Bundle, load_bundle
 from .cell_size import SizePrior, sizes_array
 from .classifier import choose_auto_precision
@@ -101,16 +102,19 @@ def evaluate_bundle(
     threads: int | None = None,
     progress: Callable[[int, int], None] | None = None,
     orientation: str | None = None,
+    trisomies: str = "viable",
 ) -> EvaluationResult:
     """Evaluate every available precision (or just `precision`, plus FP32 as the drift reference).
 
     `provider` defaults to the CPU because that is where calibration measured the manifest's
     figures; pass "auto"/"cuda" to measure what a GPU scanner will really compute. `orientation`
     reads the crops as the classifier would with it (``karyo.runtime.orientation``); None: the
-    bundle's own, as the classifier does.
+    bundle's own, as the classifier does. `trisomies`: the count priors the cells are assembled
+    under (``AssemblyPriors.for_trisomies``).
     """
     if orientation is not None:
         check_orientation(orientation)
+    priors = AssemblyPriors.for_trisomies(trisomies)  # a wrong name fails here, before any crop is read
     bundle = bundle_or_path if isinstance(bundle_or_path, Bundle) else load_bundle(bundle_or_path)
     orientation = chosen_orientation(orientation, bundle.orientation)
     available = bundle.available_precisions
@@ -173,7 +177,7 @@ def evaluate_bundle(
     }
     measured = sizes_array(sizes)
     primary = wanted[0] if len(wanted) == 1 else _default_primary(available, used_provider)
-    extra: dict[str, Any] = {"orientation": orientation}
+    extra: dict[str, Any] = {"orientation": orientation, "trisomies": trisomies}
     if seen := bundle.seen_in_training(s.case for s in kept):
         cases = len({s.case for s in kept})
         extra["cases_seen_in_training"] = {"cases": len(seen), "of": cases, "crops": sum(s.case in seen for s in kept)}
@@ -182,7 +186,7 @@ def evaluate_bundle(
     if orientation == "p-arm-up":
         extra["orientation_hints"] = _orientation_hints(kept, probs[primary], sessions[primary], bundle.spec)
     return EvaluationResult(
-        cells=_cell_metrics(kept, probs, reports, bundle.labels, measured, bundle.size_prior),
+        cells=_cell_metrics(kept, probs, reports, bundle.labels, measured, bundle.size_prior, priors),
         sizes=measured,
         bundle=bundle.path,
         labels=bundle.labels,
@@ -233,7 +237,7 @@ def _orientation_hints(samples: list[Sample], probs: np.ndarray, session: Any, s
 
 def _cell_metrics(
     samples: list[Sample], probs: dict[str, np.ndarray], reports: dict[str, Any], labels: LabelScheme,
-    sizes: np.ndarray, size_prior: SizePrior | None,
+    sizes: np.ndarray, size_prior: SizePrior | None, priors: AssemblyPriors,
 ) -> dict[str, dict[str, Any]]:
     """Cell-level figures (assembly, exact karyotype calls) when the data says which crops form a cell;
     with the bundle's size prior, each crop's size relative to its cell is weighed in first.
@@ -252,7 +256,7 @@ def _cell_metrics(
         return {}
     known = [samples[i] for i in rows]
     return {
-        name: evaluate_cells(known, probs[name][rows], labels, sizes=sizes[rows], size_prior=size_prior)
+        name: evaluate_cells(known, probs[name][rows], labels, priors, sizes=sizes[rows], size_prior=size_prior)
         for name in reports
     }
 

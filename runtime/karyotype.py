@@ -29,6 +29,7 @@ import numpy as np
 
 from .assembly import (  # re-exported: karyo.runtime.karyotype is the public face of assembly too
     SEX_COMPLEMENTS,
+    TRISOMY_COSTS,
     VIABLE_TRISOMIES,
     Assembly,
     AssemblyPriors,
@@ -406,7 +407,7 @@ def evaluate_cells(
 
 
 __all__ = [
-    "AssemblyPriors", "Assembly", "CropAssignment", "KaryotypeCall", "SEX_COMPLEMENTS", "VIABLE_TRISOMIES",
+    "AssemblyPriors", "Assembly", "CropAssignment", "KaryotypeCall", "SEX_COMPLEMENTS", "TRISOMY_COSTS", "VIABLE_TRISOMIES",
     "CellReadings", "assemble_cell", "call_cell", "call_karyotype", "check_scheme", "evaluate_cells", "karyotype_cell",
     "read_cells", "FULL_CELL",
 ]

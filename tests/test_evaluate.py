@@ -113,3 +113,36 @@ def test_cell_figures_when_the_manifest_names_cells(tiny_bundle, tmp_path):
             f"with the flag is the true one for {review['alternative_right']})") in text
     (root / "manifest.csv").unlink()
     assert "cells" not in evaluate_bundle(tiny_bundle.path, root, precision="fp32").to_dict()
+
+
+def test_cells_are_assembled_under_the_trisomies_the_lab_sees(tiny_bundle, tmp_path, monkeypatch):
+    """`karyo evaluate --trisomies any` assembles the cells under the priors `karyo karyotype
+    --trisomies any` uses (a third 9 as likely as a 47,XXX), and says so in its JSON."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from karyo.runtime import karyotype
+    from karyo.runtime.cli import app
+
+    root = tmp_path / "cells"
+    written = write_labeled_folder(root, tiny_bundle.labels, per_class=2)
+    rows = ["path,label,case,cell"] + [f"{p.relative_to(root).as_posix()},{label},case0,{i % 2}"
+                                       for i, (p, label) in enumerate(written)]
+    (root / "manifest.csv").write_text("\n".join(rows) + "\n")
+    seen: list[float] = []
+    real = karyotype.evaluate_cells
+
+    def spy(samples, probs, labels, priors=None, *args, **kwargs):
+        seen.append(priors.trisomy("9"))
+        return real(samples, probs, labels, priors, *args, **kwargs)
+
+    monkeypatch.setattr(karyotype, "evaluate_cells", spy)
+    for option, cost in ((["--trisomies", "any"], 6.0), ([], 8.0)):
+        seen.clear()
+        result = CliRunner().invoke(app, ["evaluate", str(tiny_bundle.path), str(root), "--precision", "fp32", "--json", *option])
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["trisomies"] == (option[1] if option else "viable")
+        assert seen == [cost]
+    wrong = CliRunner().invoke(app, ["evaluate", str(tiny_bundle.path), str(root), "--trisomies", "some"])
+    assert wrong.exit_code == 2 and "'some' is not one of" in wrong.output

@@ -270,25 +270,53 @@ def test_a_confident_pair_is_not_flagged_as_a_possible_swap():
         AssemblyPriors(review_swap_odds=0.5)
 
 
-def test_a_call_that_hangs_on_one_crop_names_that_crop_and_the_karyotype_it_would_make():
-    """A 47,XXX cell whose third X reads 0.81 as a 9 and 0.15 as an X is called 47,XX,+9: the
-    crop's evidence (ln 0.81/0.15 = 1.69 nats) outweighs the priors' preference for XXX over a
-    trisomy 9 (0.7 nats). No exchange and no close runner-up flags it, yet labelling that one crop
-    X is a 1-in-2.7 alternative call, so it is flagged with X to check against; at 0.02 for X
-    (3.0 nats, 1 in 20) it is not, nor with the rule off."""
+def test_a_third_x_sized_chromosome_leans_to_xxx_unless_the_lab_sees_any_trisomy():
+    """A 47,XXX cell whose third X reads 0.81 as a 9 and 0.15 as an X: the crop's evidence for 9
+    is ln(0.81/0.15) = 1.69 nats. Under the default priors a trisomy 9 (not viable) costs 8.0 and
+    47,XXX 6.0 against 46,XX's 0.7, a 2.7-nat lead for XXX: called 47,XXX, the crop flagged with 9
+    to check (the other call is 1 in e^1.01). A lab that sees any trisomy prices +9 at 6.0, a lead
+    of 0.7: 47,XX,+9. A crop that plainly is a third 8 is called +8 either way."""
     from karyo.runtime.cli_karyotype import other_checks
+    from karyo.runtime.karyotype import TRISOMY_COSTS
 
     labels = FEMALE + ["X"]
     probs = confident(labels)
     third_x = len(labels) - 1
     set_probs(probs, third_x, NORMAL, c9=0.81, cX=0.15)
     call = karyotype_cell(probs, NORMAL)
+    assert (call.karyotype, call.findings) == ("47,XXX", ["trisomy X"])
+    assert [(a.index, a.label, a.alternative) for a in call.assignments if a.review] == [(third_x, "X", "9")]
+    assert other_checks(call) == ["X (9?)"]
+    anything = AssemblyPriors.for_trisomies("any")
+    assert (AssemblyPriors().trisomy("9"), anything.trisomy("9"), anything.trisomy("21")) == (8.0, 6.0, 4.0)
+    assert TRISOMY_COSTS == {"viable": 8.0, "any": 6.0}
+    assert karyotype_cell(probs, NORMAL, anything).karyotype == "47,XX,+9"
+    plus_8 = confident(FEMALE + ["8"])  # 0.9 for 8, the rest spread: any other label costs 5.3 nats
+    for priors in (AssemblyPriors(), anything):
+        assert karyotype_cell(plus_8, NORMAL, priors).karyotype == "47,XX,+8"
+    with pytest.raises(ValueError, match="trisomies 'some': use one of viable, any"):
+        AssemblyPriors.for_trisomies("some")
+
+
+def test_a_call_that_hangs_on_one_crop_names_that_crop_and_the_karyotype_it_would_make():
+    """A 47,XXX cell whose third X reads 0.95 as a 9 and 0.04 as an X is called 47,XX,+9: the
+    crop's evidence (ln 0.95/0.04 = 3.17 nats) outweighs the priors' preference for XXX over a
+    trisomy 9 (2.7 nats). No exchange and no close runner-up flags it, yet labelling that one crop
+    X is a 1-in-1.6 alternative call, so it is flagged with X to check against; at 0.997 for 9 and
+    0.002 for X (3.5 nats, 1 in 33) it is not, nor with the rule off."""
+    from karyo.runtime.cli_karyotype import other_checks
+
+    labels = FEMALE + ["X"]
+    probs = confident(labels, p=0.99)  # the two other 9s too sure to be read as 13s for a viable trisomy
+    third_x = len(labels) - 1
+    set_probs(probs, third_x, NORMAL, c9=0.95, cX=0.04)
+    call = karyotype_cell(probs, NORMAL)
     assert call.karyotype == "47,XX,+9"
     flagged = [a for a in call.assignments if a.review]
     assert [(a.index, a.label, a.alternative, a.swap_with) for a in flagged] == [(third_x, "9", "X", None)]
     assert other_checks(call) == ["9 (X?)"]
     assert not any(a.review for a in karyotype_cell(probs, NORMAL, AssemblyPriors(review_recount_odds=1.0)).assignments)
-    set_probs(probs, third_x, NORMAL, c9=0.81, cX=0.02)
+    set_probs(probs, third_x, NORMAL, c9=0.997, cX=0.002)
     assert not any(a.review for a in karyotype_cell(probs, NORMAL).assignments)
     with pytest.raises(ValueError, match="review_recount_odds"):
         AssemblyPriors(review_recount_odds=0.5)
@@ -298,8 +326,8 @@ def test_evaluate_cells_says_which_wrong_calls_come_with_a_flag_on_what_makes_th
     """The 47,XXX cell called 47,XX,+9 (the test above): a wrong call, but the recount rule boxes
     the crop that makes it wrong, so it is not a silent one; with the rule off it is."""
     labels = FEMALE + ["X"]
-    probs = confident(labels)
-    set_probs(probs, len(labels) - 1, NORMAL, c9=0.81, cX=0.15)
+    probs = confident(labels, p=0.99)
+    set_probs(probs, len(labels) - 1, NORMAL, c9=0.95, cX=0.04)
     samples = [Sample(Path(f"A/1/{i}.png"), label, "A", "1") for i, label in enumerate(labels)]
     result = evaluate_cells(samples, probs, NORMAL)
     assert [(e["truth"], e["called"], e["wrong_assembled"], e["wrong_flagged"]) for e in result["errors"]] == [
@@ -539,13 +567,14 @@ def test_evaluate_cells_counts_crops_and_exact_calls():
     assert result["review"] == {"flagged": 1, "flagged_rate": pytest.approx(1 / n), "wrong_assembled": 0,
                                 "wrong_flagged": 0, "alternative_right": 0, "crop_accuracy_after_review": 1.0,
                                 "calls_wrong": 0, "calls_wrong_flagged": 0}
-    # now a cell the assembly cannot fix: a confident wrong label (a 1 read as 3 with p 0.999)
-    set_probs(probs, 0, NORMAL, c3=0.999, c1=1e-6)
+    # now a cell the assembly cannot fix: a confident wrong label (a 1 read as 21 with p 0.999; moving
+    # a true 21 into the 1's slot would cost 10 nats, a loss and a viable trisomy only 7)
+    set_probs(probs, 0, NORMAL, c21=0.999, c1=1e-6)
     result = evaluate_cells(samples, probs, NORMAL)
     assert result["complete_exact"] == 1
     assert result["errors"][0]["cell"] == "A/1"
     assert result["errors"][0]["truth"] == "46,XY"
-    assert result["errors"][0]["called"] == "46,XY,-1,+3"
+    assert result["errors"][0]["called"] == "46,XY,-1,+21"
     assert result["review"]["wrong_assembled"] == 1 and result["review"]["wrong_flagged"] == 0  # too sure to flag
     assert result["errors"][0]["wrong_flagged"] == 0  # a silent wrong call
     assert (result["review"]["calls_wrong"], result["review"]["calls_wrong_flagged"]) == (1, 0)
@@ -716,6 +745,30 @@ def test_cli_by_cell_and_karyogram_folder(tiny_bundle, tmp_path):
     assert single.exit_code == 2 and "several cells need a folder" in single.stderr
     missing = CliRunner().invoke(app, ["karyotype", str(tiny_bundle.path), "--by-cell", str(data), "case9/9"])
     assert missing.exit_code == 2 and "no cell case9/9" in missing.stderr
+
+
+def test_cli_calls_cells_under_the_trisomies_the_lab_sees(tiny_bundle, male_cell, monkeypatch):
+    """--trisomies reaches the assembly (viable by default: a third 9 costs 8 nats, with any 6) and the
+    JSON says which priors the calls were made under."""
+    from karyo.runtime import cli_karyotype
+    from karyo.runtime.cli import app
+
+    seen: list[float] = []
+    real = cli_karyotype.karyotype_cell
+
+    def spy(probs, labels, priors=None, **kwargs):
+        seen.append(priors.trisomy("9"))
+        return real(probs, labels, priors, **kwargs)
+
+    monkeypatch.setattr(cli_karyotype, "karyotype_cell", spy)
+    for option, name, cost in ((["--trisomies", "any"], "any", 6.0), ([], "viable", 8.0)):
+        seen.clear()
+        result = CliRunner().invoke(app, ["karyotype", str(tiny_bundle.path), str(male_cell), "--json", "--precision", "fp32", *option])
+        assert result.exit_code == 0, result.output
+        document = json.loads(result.stdout)
+        assert (document["trisomies"], document["cells"][0]["karyotype"], seen) == (name, "46,XY", [cost])
+    wrong = CliRunner().invoke(app, ["karyotype", str(tiny_bundle.path), str(male_cell), "--trisomies", "marrow"])
+    assert wrong.exit_code == 2 and "'marrow' is not one of" in wrong.output
 
 
 def test_cli_refuses_a_binary_bundle_before_classifying(tmp_path, male_cell):
