@@ -43,7 +43,7 @@ def format_report(result: Any) -> str:
         c = data["cells"]
         lines += [
             "",
-            f"cells ({data['precision']}): {c['cells']}; crop accuracy {short_float(c['crop_accuracy_top1'])} top-1 -> "
+            f"cells ({data['precision']}, assembled for {data.get('trisomies', 'viable')} trisomies): {c['cells']}; crop accuracy {short_float(c['crop_accuracy_top1'])} top-1 -> "
             + (f"{short_float(c['crop_accuracy_size'])} with size in the cell -> " if "crop_accuracy_size" in c else "")
             + f"{short_float(c['crop_accuracy_assembled'])} after assembly; exact karyotype "
             f"{c['complete_exact']}/{c['complete_cells']} complete cells ({short_float(c['complete_exact_rate'])})",

@@ -144,5 +144,7 @@ def test_cells_are_assembled_under_the_trisomies_the_lab_sees(tiny_bundle, tmp_p
         assert result.exit_code == 0, result.output
         assert json.loads(result.stdout)["trisomies"] == (option[1] if option else "viable")
         assert seen == [cost]
+    plain = CliRunner().invoke(app, ["evaluate", str(tiny_bundle.path), str(root), "--precision", "fp32", "--trisomies", "any"])
+    assert plain.exit_code == 0 and "cells (fp32, assembled for any trisomies): 2;" in plain.stdout
     wrong = CliRunner().invoke(app, ["evaluate", str(tiny_bundle.path), str(root), "--trisomies", "some"])
     assert wrong.exit_code == 2 and "'some' is not one of" in wrong.output
