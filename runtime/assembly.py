@@ -62,6 +62,7 @@ VIABLE_TRISOMIES: tuple[str, ...] = ("13", "18", "21")
 # module docstring); "any" for bone marrow, tumours and miscarriages, where +8, +12 or +16 are
 # common findings (the value every release up to the fortieth session used).
 TRISOMY_COSTS: dict[str, float] = {"viable": 8.0, "any": 6.0}
+DEFAULT_TRISOMIES = "viable"
 SEX_COMPLEMENTS: tuple[str, ...] = ("XX", "XY", "X", "XXY", "XYY", "XXX")
 
 
@@ -71,7 +72,7 @@ class AssemblyPriors:
 
     loss_cost: float = 3.0
     viable_trisomy_cost: float = 4.0
-    trisomy_cost: float = TRISOMY_COSTS["viable"]
+    trisomy_cost: float = TRISOMY_COSTS[DEFAULT_TRISOMIES]
     extra_copy_cost: float = 6.0
     sex_costs: dict[str, float] = field(
         default_factory=lambda: {"XX": 0.7, "XY": 0.7, "X": 5.0, "XXY": 5.0, "XYY": 6.0, "XXX": 6.0}
@@ -218,10 +219,10 @@ class _CellProblem:
         """The count prior of each row of `counts` (M x 24 copies), under its cheapest sex complement;
         inf where a chromosome has more copies than the cell has slots for."""
         autosomes = self.autosome_cumulative[np.arange(22), np.minimum(counts[:, :22], self.slots)].sum(axis=1)
+        x, y = np.minimum(counts[:, 22], self.slots), np.minimum(counts[:, 23], self.slots)
         best = np.full(len(counts), np.inf)
         for c, sex in complements.items():
             cumulative = np.concatenate([np.zeros((2, 1)), np.cumsum(sex, axis=1)], axis=1)
-            x, y = np.minimum(counts[:, 22], self.slots), np.minimum(counts[:, 23], self.slots)
             best = np.minimum(best, constants[c] + autosomes + cumulative[0, x] + cumulative[1, y])
         return np.where((counts > self.slots).any(axis=1), np.inf, best)
 

@@ -8,6 +8,7 @@ from typing import Any, Callable, TypeVar
 
 import typer
 
+from .assembly import DEFAULT_TRISOMIES, TRISOMY_COSTS
 from .progress import terminal_progress
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
@@ -33,9 +34,9 @@ class OrientationChoice(str, Enum):
     any = "any"
 
 
-class TrisomyChoice(str, Enum):
-    viable = "viable"
-    any = "any"
+# `--trisomies`: the settings the count prior has (TRISOMY_COSTS), so a new one needs no second list.
+TrisomyChoice = Enum("TrisomyChoice", {name: name for name in TRISOMY_COSTS}, type=str)  # type: ignore[misc]
+DEFAULT_TRISOMY_CHOICE = TrisomyChoice(DEFAULT_TRISOMIES)
 
 
 TRISOMIES_HELP = ("Which full trisomies of the autosomes the count priors expect. viable (default): blood and amniotic "

@@ -11,8 +11,8 @@ from typing import Any, Optional
 import typer
 
 from .cli_common import (
-    EXIT_OK, EXIT_SOME_FAILED, ORIENTATION_HELP, TRISOMIES_HELP, OrientationChoice, ProviderChoice, TrisomyChoice, fail,
-    orientation_value, short_float, stderr_progress, user_errors,
+    DEFAULT_TRISOMY_CHOICE, EXIT_OK, EXIT_SOME_FAILED, ORIENTATION_HELP, TRISOMIES_HELP, OrientationChoice, ProviderChoice,
+    TrisomyChoice, fail, orientation_value, short_float, stderr_progress, user_errors,
 )
 
 
@@ -43,7 +43,8 @@ def format_report(result: Any) -> str:
         c = data["cells"]
         lines += [
             "",
-            f"cells ({data['precision']}, assembled for {data.get('trisomies', 'viable')} trisomies): {c['cells']}; crop accuracy {short_float(c['crop_accuracy_top1'])} top-1 -> "
+            f"cells ({data['precision']}, assembled for {data['trisomies']} trisomies): {c['cells']}; "
+            f"crop accuracy {short_float(c['crop_accuracy_top1'])} top-1 -> "
             + (f"{short_float(c['crop_accuracy_size'])} with size in the cell -> " if "crop_accuracy_size" in c else "")
             + f"{short_float(c['crop_accuracy_assembled'])} after assembly; exact karyotype "
             f"{c['complete_exact']}/{c['complete_cells']} complete cells ({short_float(c['complete_exact_rate'])})",
@@ -102,7 +103,7 @@ def evaluate(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
     confusion: Optional[Path] = typer.Option(None, "--confusion", help="Also draw the confusion matrix to this PNG."),
     orientation: Optional[OrientationChoice] = typer.Option(None, "--orientation", help=ORIENTATION_HELP),
-    trisomies: TrisomyChoice = typer.Option(TrisomyChoice.viable, "--trisomies", help=TRISOMIES_HELP + " (Cell figures only.)"),
+    trisomies: TrisomyChoice = typer.Option(DEFAULT_TRISOMY_CHOICE, "--trisomies", help=TRISOMIES_HELP + " (Cell figures only.)"),
 ) -> None:
     """Accuracy per precision, agreement/KL vs FP32, per-class recall. Exit 1 if some crops were unreadable."""
     from .evaluate import evaluate_bundle

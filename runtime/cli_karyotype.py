@@ -23,8 +23,8 @@ from .cell_size import sizes_array
 from .dataset import iter_images, read_labeled_folder
 from .karyotype import AssemblyPriors, KaryotypeCall, call_karyotype, check_scheme, karyotype_cell
 from .cli_common import (
-    ORIENTATION_HELP, TRISOMIES_HELP, OrientationChoice, PrecisionChoice, ProviderChoice, TrisomyChoice, orientation_value,
-    provider_line, stderr_progress,
+    DEFAULT_TRISOMY_CHOICE, ORIENTATION_HELP, TRISOMIES_HELP, OrientationChoice, PrecisionChoice, ProviderChoice,
+    TrisomyChoice, orientation_value, provider_line, stderr_progress,
 )
 from .preprocess import ImageError, PreprocessSpec
 
@@ -156,7 +156,7 @@ def karyotype(
     review_recount_odds: float = typer.Option(10.0, "--review-recount-odds", min=1.0,
                                               help="Flag a crop when labelling it otherwise, with the karyotype that makes, is at least 1/N as likely (1: off)."),
     orientation: Optional[OrientationChoice] = typer.Option(None, "--orientation", help=ORIENTATION_HELP),
-    trisomies: TrisomyChoice = typer.Option(TrisomyChoice.viable, "--trisomies", help=TRISOMIES_HELP),
+    trisomies: TrisomyChoice = typer.Option(DEFAULT_TRISOMY_CHOICE, "--trisomies", help=TRISOMIES_HELP),
 ) -> None:
     """Karyotype call per cell (e.g. 46,XY / 47,XX,+21 / 45,X), with optional karyogram PNGs."""
     try:

@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .assembly import AssemblyPriors
+from .assembly import DEFAULT_TRISOMIES, AssemblyPriors
 from .bundle import PRECISIONS, Bundle, load_bundle
 from .cell_size import SizePrior, sizes_array
 from .classifier import choose_auto_precision
@@ -102,7 +102,7 @@ def evaluate_bundle(
     threads: int | None = None,
     progress: Callable[[int, int], None] | None = None,
     orientation: str | None = None,
-    trisomies: str = "viable",
+    trisomies: str = DEFAULT_TRISOMIES,
 ) -> EvaluationResult:
     """Evaluate every available precision (or just `precision`, plus FP32 as the drift reference).
 

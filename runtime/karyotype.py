@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from .assembly import (  # re-exported: karyo.runtime.karyotype is the public face of assembly too
+    DEFAULT_TRISOMIES,
     SEX_COMPLEMENTS,
     TRISOMY_COSTS,
     VIABLE_TRISOMIES,
@@ -407,7 +408,8 @@ def evaluate_cells(
 
 
 __all__ = [
-    "AssemblyPriors", "Assembly", "CropAssignment", "KaryotypeCall", "SEX_COMPLEMENTS", "TRISOMY_COSTS", "VIABLE_TRISOMIES",
+    "AssemblyPriors", "Assembly", "CropAssignment", "KaryotypeCall", "SEX_COMPLEMENTS", "TRISOMY_COSTS", "DEFAULT_TRISOMIES",
+    "VIABLE_TRISOMIES",
     "CellReadings", "assemble_cell", "call_cell", "call_karyotype", "check_scheme", "evaluate_cells", "karyotype_cell",
     "read_cells", "FULL_CELL",
 ]
