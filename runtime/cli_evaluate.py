@@ -74,6 +74,20 @@ def format_report(result: Any) -> str:
         if abnormal:
             right = sum(row["right"] for row in abnormal)
             lines.append(f"cells whose truth is not 46,XX/46,XY: {right}/{len(abnormal)} called exactly")
+        cases = c.get("cases")
+        if cases and not cases["with_karyotype"]:
+            lines.append(f"patients: {cases['cases']}, none with a complete cell in truth to count")
+        elif cases:
+            abnormal_cases = cases["abnormal"]
+            lines.append(
+                f"patients (cells put together, clone rule): {cases['exact']}/{cases['with_karyotype']} karyotypes "
+                f"exact with their cell counts ({short_float(cases['exact_rate'])}); not 46,XX/46,XY: "
+                f"{sum(row['right'] for row in abnormal_cases)}/{len(abnormal_cases)}"
+                + (f"; {cases['cases'] - cases['with_karyotype']} with no karyotype in truth"
+                   if cases["cases"] > cases["with_karyotype"] else "")
+            )
+            for error in cases["errors"][:5]:
+                lines.append(f"  case {error['case']}: called {error['called'] or 'no karyotype'}, truth {error['truth']}")
         for fragment in c.get("fragments", []):
             lines.append(f"not counted (too small for a whole chromosome): {fragment['path']} (labelled {fragment['truth']})")
     lines += ["", f"per-class recall ({data['precision']}):"]

@@ -20,7 +20,8 @@ import typer
 
 from .bundle import BundleError
 from .cell_size import sizes_array
-from .dataset import iter_images, read_labeled_folder
+from .case_summary import CaseSummary, CellCall, case_line, summarize_cases
+from .dataset import UNKNOWN, iter_images, read_labeled_folder
 from .karyotype import AssemblyPriors, KaryotypeCall, call_karyotype, check_scheme, karyotype_cell
 from .cli_common import (
     DEFAULT_TRISOMY_CHOICE, ORIENTATION_HELP, TRISOMIES_HELP, OrientationChoice, PrecisionChoice, ProviderChoice,
@@ -35,6 +36,7 @@ class CellInput:
     paths: list[Path]
     truth: list[str] | None = None
     slug: str = ""  # file name stem for its karyogram
+    case: str | None = None  # the patient, for the case summary (None: no summary)
 
 
 def load_classifier(bundle: Path, precision: str, provider: str, orientation: str | None = None) -> Any:
@@ -44,7 +46,7 @@ def load_classifier(bundle: Path, precision: str, provider: str, orientation: st
     return Classifier(bundle, precision=precision, provider=provider, orientation=orientation)
 
 
-def _cells_from_folders(folders: list[Path]) -> list[CellInput]:
+def _cells_from_folders(folders: list[Path], case: str | None = None) -> list[CellInput]:
     cells = []
     for folder in folders:
         if not folder.is_dir():
@@ -52,7 +54,7 @@ def _cells_from_folders(folders: list[Path]) -> list[CellInput]:
         paths = list(iter_images(folder))
         if not paths:
             raise ValueError(f"{folder}: no images (.png, .tif, .tiff, .bmp, .jpg)")
-        cells.append(CellInput(str(folder), paths, slug=folder.resolve().name))
+        cells.append(CellInput(str(folder), paths, slug=folder.resolve().name, case=case))
     return cells
 
 
@@ -64,7 +66,8 @@ def _cells_from_tree(data: Path, wanted: list[str]) -> list[CellInput]:
     unknown = [k for k in keys if k not in grouped]
     if unknown:
         raise ValueError(f"{data}: no cell {', '.join(unknown)} (cells are named case/cell, e.g. {next(iter(grouped))})")
-    return [CellInput(k, [s.path for s in grouped[k]], [s.label for s in grouped[k]], slug=k) for k in keys]
+    return [CellInput(k, [s.path for s in grouped[k]], [s.label for s in grouped[k]], slug=k,
+                      case=None if grouped[k][0].case == UNKNOWN else grouped[k][0].case) for k in keys]
 
 
 def _safe_name(name: str) -> str:
@@ -146,7 +149,8 @@ def karyotype(
     cells: Optional[List[Path]] = typer.Argument(None, help="Folders, one per cell; with --by-cell: case/cell keys (default all)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
     karyogram: Optional[Path] = typer.Option(None, "--karyogram", help="PNG for one cell, or a folder (one PNG per cell)."),
-    by_cell: Optional[Path] = typer.Option(None, "--by-cell", help="Take cells from this labeled tree (case+cell)."),
+    by_cell: Optional[Path] = typer.Option(None, "--by-cell", help="Take cells from this labeled tree (case+cell); each case is also summarized."),
+    case: Optional[str] = typer.Option(None, "--case", help="The CELL folders are this patient's: add its karyotype with cell counts (mosaics, clone rule)."),
     precision: PrecisionChoice = typer.Option(PrecisionChoice.auto, "--precision", help="auto: fp16 on CUDA, int8 on CPU, else fp32."),
     provider: ProviderChoice = typer.Option(ProviderChoice.auto, "--provider", help="auto uses CUDA when it really works."),
     review_margin: float = typer.Option(0.2, "--review-margin", min=0.0, max=1.0,
@@ -160,12 +164,14 @@ def karyotype(
 ) -> None:
     """Karyotype call per cell (e.g. 46,XY / 47,XX,+21 / 45,X), with optional karyogram PNGs."""
     try:
+        if by_cell is not None and case is not None:
+            raise ValueError("--case names the patient of CELL folders; with --by-cell the tree's cases are used")
         if by_cell is not None:
             inputs = _cells_from_tree(by_cell, [str(c) for c in cells or []])
         elif not cells:
             raise ValueError("give one or more CELL folders, or --by-cell DATA")
         else:
-            inputs = _cells_from_folders(list(cells))
+            inputs = _cells_from_folders(list(cells), case)
         targets = _karyogram_targets(karyogram, inputs) if karyogram is not None else []
         classifier = load_classifier(bundle, precision.value, provider.value, orientation_value(orientation))
         check_scheme(classifier.labels)  # a binary bundle has no karyotype to assemble: say so before classifying
@@ -186,6 +192,8 @@ def karyotype(
     results: list[dict[str, Any]] = []
     done = 0
     lines: list[tuple[str, bool]] = []  # (text, to stderr): shown once the counter has finished
+    case_calls: list[tuple[str, CellCall]] = []  # (patient, cell) for the case summaries
+    case_truths: list[tuple[str, CellCall]] = []
 
     def say(text: str, err: bool = False) -> None:
         lines.append((text, err))
@@ -213,6 +221,11 @@ def karyotype(
                               size_prior=classifier.size_prior)
         truth = call_karyotype(cell.truth) if cell.truth is not None else None
         turned = [p.turned for p in good]
+        if cell.case is not None:
+            case_calls.append((cell.case, CellCall(cell.name, call.karyotype, call.complete,
+                                                   sum(a.review for a in call.assignments))))
+            if truth is not None:
+                case_truths.append((cell.case, CellCall(cell.name, truth.karyotype, truth.complete)))
         entry: dict[str, Any] = {
             "cell": cell.name, "karyotype": call.karyotype, "count": call.count, "complete": call.complete,
             "assignments": assignment_rows(call, turned),
@@ -232,14 +245,29 @@ def karyotype(
         results.append(entry)
         if not as_json:
             say(_plain_line(cell, call, truth, len(errors), sum(turned)))
+    constitutional = trisomies.value == "viable"  # constitutional priors: a mosaic is written mos
+    summaries = summarize_cases(case_calls, constitutional)
+    truths = {t.case: t for t in summarize_cases(case_truths, constitutional)}
+    if not as_json:
+        lines += [(case_line(summary, truths.get(summary.case)), False) for summary in summaries]
     for text, err in lines:
         typer.echo(text, err=err)
     if as_json:
         ran = classifier.describe()
         header = {key: ran[key] for key in ("provider", "precision", "precision_reason", "cuda_unavailable", "orientation", "warning")}
-        typer.echo(json.dumps({"bundle": str(bundle), **header, "trisomies": trisomies.value, "cells": results}, indent=2))
+        document = {"bundle": str(bundle), **header, "trisomies": trisomies.value, "cells": results}
+        if summaries:
+            document["cases"] = [_case_entry(summary, truths.get(summary.case)) for summary in summaries]
+        typer.echo(json.dumps(document, indent=2))
     if exit_code:
         raise typer.Exit(exit_code)
+
+
+def _case_entry(summary: CaseSummary, truth: CaseSummary | None) -> dict[str, Any]:
+    entry = summary.to_dict()
+    if truth is not None:
+        entry["truth"] = truth.karyotype
+    return entry
 
 
 def _error_text(prediction: Any) -> str:

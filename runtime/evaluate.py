@@ -186,7 +186,8 @@ def evaluate_bundle(
     if orientation == "p-arm-up":
         extra["orientation_hints"] = _orientation_hints(kept, probs[primary], sessions[primary], bundle.spec)
     return EvaluationResult(
-        cells=_cell_metrics(kept, probs, reports, bundle.labels, measured, bundle.size_prior, priors),
+        cells=_cell_metrics(kept, probs, reports, bundle.labels, measured, bundle.size_prior, priors,
+                            constitutional=trisomies == "viable"),  # constitutional priors: a mosaic is written mos
         sizes=measured,
         bundle=bundle.path,
         labels=bundle.labels,
@@ -237,7 +238,7 @@ def _orientation_hints(samples: list[Sample], probs: np.ndarray, session: Any, s
 
 def _cell_metrics(
     samples: list[Sample], probs: dict[str, np.ndarray], reports: dict[str, Any], labels: LabelScheme,
-    sizes: np.ndarray, size_prior: SizePrior | None, priors: AssemblyPriors,
+    sizes: np.ndarray, size_prior: SizePrior | None, priors: AssemblyPriors, constitutional: bool = True,
 ) -> dict[str, dict[str, Any]]:
     """Cell-level figures (assembly, exact karyotype calls) when the data says which crops form a cell;
     with the bundle's size prior, each crop's size relative to its cell is weighed in first.
@@ -256,7 +257,8 @@ def _cell_metrics(
         return {}
     known = [samples[i] for i in rows]
     return {
-        name: evaluate_cells(known, probs[name][rows], labels, priors, sizes=sizes[rows], size_prior=size_prior)
+        name: evaluate_cells(known, probs[name][rows], labels, priors, sizes=sizes[rows], size_prior=size_prior,
+                             constitutional=constitutional)
         for name in reports
     }
 

@@ -39,7 +39,8 @@ from .assembly import (  # re-exported: karyo.runtime.karyotype is the public fa
     check_scheme,
 )
 from .cell_size import JOINED_PAIR_MIN_LOG_ODDS, MIN_CELL_CROPS, SizePrior, fragment_mask, relative_sizes
-from .dataset import Sample
+from .case_summary import CellCall, compare_cases
+from .dataset import UNKNOWN, Sample
 from .labels import AUTOSOMES, STRUCTURAL, LabelScheme, chromosome_of
 
 FULL_CELL = 46
@@ -320,6 +321,7 @@ def evaluate_cells(
     max_losses: int = 1,
     sizes: np.ndarray | None = None,
     size_prior: SizePrior | None = None,
+    constitutional: bool = True,
 ) -> dict[str, Any]:
     """Cell-level quality: crop accuracy before/after assembly and exact karyotype calls per cell.
 
@@ -340,6 +342,10 @@ def evaluate_cells(
     Truth is the karyotype string the same caller builds from the true labels; "complete" counts
     the cells whose truth is complete, and `complete_exact_rate` is the share of those called
     exactly right. `errors` lists every cell whose call differs from its truth.
+
+    `cases` puts each patient's cells together as a lab reports them (``karyo.runtime.case_summary``:
+    one ISCN karyotype with cell counts, the clone rule, ``mos`` for a constitutional mosaic when
+    `constitutional`) and compares the called with the true one; cells of an unknown case take no part.
     """
     readings = read_cells(samples, probs, labels, priors, max_losses, sizes, size_prior)
     probs, sized, by_cell = np.asarray(probs), readings.sized, readings.cells
@@ -349,6 +355,7 @@ def evaluate_cells(
     errors: list[dict[str, Any]] = []
     abnormal: list[dict[str, Any]] = []  # every cell whose truth is not 46,XX / 46,XY, right or wrong
     not_counted: list[dict[str, Any]] = []  # crops set aside as too small for a whole chromosome
+    case_cells: list[tuple[str, CellCall, CellCall]] = []  # (case, true cell, called cell) for the case summaries
     for key, rows in by_cell.items():
         truth_labels = [samples[i].label for i in rows]
         truth = call_karyotype(truth_labels, max_losses=max_losses)
@@ -369,6 +376,9 @@ def evaluate_cells(
         right_top1 += len(rows) - wrong_top1
         right_assembled += len(rows) - wrong_assembled
         agree_complete += truth.complete == called.complete
+        if samples[rows[0]].case != UNKNOWN:
+            case_cells.append((samples[rows[0]].case, CellCall(key, truth.karyotype, truth.complete),
+                               CellCall(key, called.karyotype, called.complete, sum(a.review for a in called.assignments))))
         if truth.complete:
             complete += 1
             complete_exact += truth.karyotype == called.karyotype
@@ -404,6 +414,7 @@ def evaluate_cells(
         "abnormal_cells": sorted(abnormal, key=lambda row: row["cell"]),
         "fragments": not_counted,
         "errors": errors,
+        **({"cases": compare_cases(case_cells, constitutional)} if case_cells else {}),
     }
 
 

@@ -111,6 +111,9 @@ def test_cell_figures_when_the_manifest_names_cells(tiny_bundle, tmp_path):
     assert (f"flagged for review: {review['flagged']} crops ({100 * review['flagged_rate']:.1f}%), holding "
             f"{review['wrong_flagged']} of the {review['wrong_assembled']} wrong after assembly (the label shown "
             f"with the flag is the true one for {review['alternative_right']})") in text
+    # 24 crops a cell: every cell incomplete, so no patient has a karyotype to compare
+    assert {k: cells["cases"][k] for k in ("cases", "with_karyotype", "exact")} == {"cases": 2, "with_karyotype": 0, "exact": 0}
+    assert "patients: 2, none with a complete cell in truth to count" in text
     (root / "manifest.csv").unlink()
     assert "cells" not in evaluate_bundle(tiny_bundle.path, root, precision="fp32").to_dict()
 
@@ -134,11 +137,11 @@ def test_cells_are_assembled_under_the_trisomies_the_lab_sees(tiny_bundle, tmp_p
     real = karyotype.evaluate_cells
 
     def spy(samples, probs, labels, priors=None, *args, **kwargs):
-        seen.append(priors.trisomy("9"))
+        seen.append((priors.trisomy("9"), kwargs["constitutional"]))
         return real(samples, probs, labels, priors, *args, **kwargs)
 
     monkeypatch.setattr(karyotype, "evaluate_cells", spy)
-    for option, cost in ((["--trisomies", "any"], 6.0), ([], 8.0)):
+    for option, cost in ((["--trisomies", "any"], (6.0, False)), ([], (8.0, True))):  # constitutional: mos
         seen.clear()
         result = CliRunner().invoke(app, ["evaluate", str(tiny_bundle.path), str(root), "--precision", "fp32", "--json", *option])
         assert result.exit_code == 0, result.output

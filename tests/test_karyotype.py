@@ -740,11 +740,34 @@ def test_cli_by_cell_and_karyogram_folder(tiny_bundle, tmp_path):
     assert "case1/1: 46,XX" in result.stdout
     assert "case2/2: 47,XY,+21" in result.stdout and "trisomy 21" in result.stdout
     assert sorted(p.name for p in out.iterdir()) == ["case1_1.png", "case2_2.png"]
+    # each patient summarized after its cells, against the truth the same rules make of its labels
+    assert "case case1: 46,XX[1]  (1 cell counted" in result.stdout and "[truth 46,XX[1]]" in result.stdout
+    assert "case case2: 47,XY,+21[1]  (1 cell counted" in result.stdout and "[truth 47,XY,+21[1]]" in result.stdout
     single = CliRunner().invoke(app, ["karyotype", str(tiny_bundle.path), "--by-cell", str(data),
                                       "--karyogram", str(tmp_path / "one.png")])
     assert single.exit_code == 2 and "several cells need a folder" in single.stderr
     missing = CliRunner().invoke(app, ["karyotype", str(tiny_bundle.path), "--by-cell", str(data), "case9/9"])
     assert missing.exit_code == 2 and "no cell case9/9" in missing.stderr
+
+
+def test_cli_case_puts_a_patients_cell_folders_together(tiny_bundle, male_cell, tmp_path):
+    import shutil
+
+    from karyo.runtime.cli import app
+
+    second = tmp_path / "cell2"
+    shutil.copytree(male_cell, second)
+    args = ["karyotype", str(tiny_bundle.path), str(male_cell), str(second), "--precision", "fp32", "--case", "P17"]
+    document = json.loads(CliRunner().invoke(app, [*args, "--json"]).stdout)
+    (case,) = document["cases"]
+    assert (case["case"], case["karyotype"], case["counted"]) == ("P17", "46,XY[2]", 2)
+    assert case["lines"][0]["cells"] == [str(male_cell), str(second)] and "truth" not in case
+    plain = CliRunner().invoke(app, args)
+    assert plain.exit_code == 0 and plain.stdout.splitlines()[-1].startswith("case P17: 46,XY[2]  (2 cells counted")
+    alone = json.loads(CliRunner().invoke(app, args[:-2] + ["--json"]).stdout)
+    assert "cases" not in alone  # folders of unknown patients: no patient to summarize
+    both = CliRunner().invoke(app, ["karyotype", str(tiny_bundle.path), "--by-cell", str(tmp_path), "--case", "P17"])
+    assert both.exit_code == 2 and "--case names the patient of CELL folders" in both.stderr
 
 
 def test_cli_calls_cells_under_the_trisomies_the_lab_sees(tiny_bundle, male_cell, monkeypatch):
