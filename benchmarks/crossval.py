@@ -98,6 +98,8 @@ def fold_figures(work: Path, data: list[str], folds: int, number: int, seed: int
         "review": {**cells["review"], "crops": cells["crops"]} if "review" in cells else None,
         "abnormal": [(row["cell"], row["truth"], row["called"]) for row in cells.get("abnormal_cells", [])],
         "errors": [(row["cell"], row["truth"], row["called"]) for row in cells.get("errors", [])],
+        # patients: each one's cells put together (ISCN's clone rule, cell counts), exact against truth's
+        "patients": [cells["cases"]["exact"], cells["cases"]["with_karyotype"]] if "cases" in cells else None,
         "epochs_run": len(report["history"]["loss"]),
         # what was asked, where the model folder records it: a time budget or early stopping runs fewer
         "epochs_asked": (report["history"].get("time_budget") or {}).get("asked_epochs"),
@@ -138,15 +140,17 @@ def epochs_trained(row: dict[str, Any]) -> str:
 def markdown(rows: list[dict[str, Any]], folds: int) -> str:
     head = ("| fold | test cases | crops | FP32 | INT8 | INT8 + size in cell | INT8 after assembly | "
             "flagged for review (wrong among them) | flagged put right | "
-            "exact karyotype (complete cells) | abnormal cells right | train min (epochs) |")
-    lines = [head, "| " + " | ".join(["---"] * 12) + " |"]
+            "exact karyotype (complete cells) | abnormal cells right | patients exact | train min (epochs) |")
+    lines = [head, "| " + " | ".join(["---"] * 13) + " |"]
+    patients = lambda pair: "-" if not pair else f"{pair[0]}/{pair[1]}"  # noqa: E731
     pct = lambda v: "-" if v is None else f"{100 * v:.2f}%"  # noqa: E731
     for r in rows:
         right = sum(t == c for _, t, c in r["abnormal"])
         lines.append(
             f"| {r['fold']} | {r['test_cases']} | {r['crops']} | {pct(r['fp32'])} | {pct(r['int8'])} | {pct(r['with_size'])} | {pct(r['assembled'])} | "
             f"{flagged(r.get('review'))} | {pct((r.get('review') or {}).get('crop_accuracy_after_review'))} | "
-            f"{pct(r['exact'])} of {r['complete_cells']} | {right}/{len(r['abnormal'])} | {(r['train_seconds'] or 0) / 60:.1f} "
+            f"{pct(r['exact'])} of {r['complete_cells']} | {right}/{len(r['abnormal'])} | {patients(r.get('patients'))} | "
+            f"{(r['train_seconds'] or 0) / 60:.1f} "
             f"({epochs_trained(r)}) |"
         )
     pick = lambda key: [r[key] for r in rows if r.get(key) is not None]  # noqa: E731
@@ -154,10 +158,13 @@ def markdown(rows: list[dict[str, Any]], folds: int) -> str:
     total = sum(len(r["abnormal"]) for r in rows)
     reviews = [r["review"] for r in rows if r.get("review")]
     pooled = sum_reviews(reviews)
+    counted = [r["patients"] for r in rows if r.get("patients")]
+    pooled_patients = [sum(p[0] for p in counted), sum(p[1] for p in counted)] if counted else None
     lines.append(
         f"| mean +- sd ({len(rows)} of {folds}) | | {sum(r['crops'] for r in rows)} | {spread(pick('fp32'))} | {spread(pick('int8'))} | "
         f"{spread(pick('with_size'))} | {spread(pick('assembled'))} | {flagged(pooled)} | "
-        f"{spread([v['crop_accuracy_after_review'] for v in reviews])} | {spread(pick('exact'))} | {right}/{total} | |"
+        f"{spread([v['crop_accuracy_after_review'] for v in reviews])} | {spread(pick('exact'))} | {right}/{total} | "
+        f"{patients(pooled_patients)} | |"
     )
     if pooled and pooled["wrong_flagged"] and all("alternative_right" in v for v in reviews):
         lines.append(f"\nOf the {pooled['wrong_flagged']} wrong crops flagged, the label shown with the flag "
