@@ -19,7 +19,8 @@ checked against the cell lines by eye:
   cells agree there is no karyotype to report (``None``), only the cells;
 - lines below the rule are listed as non-clonal with a note on what they call for (a single gain:
   count more cells before ruling mosaicism out; a single loss: likely lost in spreading);
-- incomplete cells (``inc``: too many chromosomes missing to call a loss) are not counted.
+- incomplete cells (``inc``: too many chromosomes missing to call a loss) are not counted; the
+  gains they show are named, with how many of them show each (``+21 in 2 of them``).
 
 The rule is applied to whole cells, not to each change: a cell with the clone's trisomy and one
 more random loss (``46,XY,+21,-16``) stands on its own line as non-clonal, where a cytogeneticist
@@ -105,6 +106,20 @@ def _lines(cells: Iterable[CellCall]) -> list[CellLine]:
     return sorted(lines, key=lambda line: -line.count)
 
 
+def _gains_seen(karyotypes: list[str]) -> dict[str, int]:
+    """Gains and structural changes in incomplete cells, each with how many cells show it: an
+    incomplete cell cannot say what it lost, but what it has too much of still counts as evidence."""
+    seen: dict[str, int] = {}
+    for karyotype in karyotypes:
+        _, sex, items = _parts(karyotype)
+        gains = {item for item in items if item not in ("inc",) and not item.startswith("-")}
+        if len(sex) > 2:
+            gains.add(sex)  # XXY, XXX, XYY: an extra sex chromosome
+        for gain in sorted(gains):
+            seen[gain] = seen.get(gain, 0) + 1
+    return seen
+
+
 def _nonclonal_note(line: CellLine) -> str:
     cells = f"{line.count} cell{'s' if line.count > 1 else ''}"
     if is_loss_only(line.karyotype):
@@ -153,7 +168,9 @@ def summarize_case(case: str, cells: list[CellCall], constitutional: bool = True
     if counted and len(counted) < CELLS_TO_COUNT:
         notes.append(f"fewer cells than the {CELLS_TO_COUNT} of a routine count")
     if incomplete:
-        notes.append(f"{len(incomplete)} incomplete cell{'s' if len(incomplete) > 1 else ''} not counted")
+        seen = _gains_seen([cell.karyotype for cell in cells if not cell.complete])
+        notes.append(f"{len(incomplete)} incomplete cell{'s' if len(incomplete) > 1 else ''} not counted"
+                     + (f" ({', '.join(f'{gain} in {n}' for gain, n in seen.items())} of them)" if seen else ""))
     review_cells = sum(cell.review > 0 for cell in counted)
     return CaseSummary(case, karyotype, len(counted), reported, nonclonal, incomplete, review_cells, notes)
 

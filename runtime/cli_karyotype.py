@@ -3,6 +3,8 @@
 A CELL is a folder with one metaphase's crops (images at any depth; class folders, if any, are
 ignored for prediction). With `--by-cell DATA`, cells come from a labeled tree grouped by
 case+cell (its manifest, or folders), and the true karyotype is shown next to the call.
+Each case's cells (or, with `--case NAME`, all CELL folders given) are then put together into the
+patient's karyotype with cell counts (``karyo.runtime.case_summary``).
 A crop that cannot be read is reported and left out of its cell; the exit code is 1 then.
 """
 

@@ -97,6 +97,8 @@ def test_incomplete_cells_are_not_counted_and_cells_to_review_are():
     assert summary.karyotype == "46,XY[3]" and summary.counted == 3 and summary.review_cells == 1
     assert summary.incomplete == ["c1", "c2", "c3"]
     assert "3 incomplete cells not counted" in summary.notes
+    gains = summarize_case("P9", cells(("47,XY,+21", 2)) + cells(("43,XY,+21,inc", 2), ("41,XXY,inc", 1), complete=False))
+    assert gains.notes[-1] == "3 incomplete cells not counted (+21 in 2, XXY in 1 of them)"
     line = case_line(summary)
     assert line.startswith("case P9: 46,XY[3]  (3 cells counted, 1 with crops to review)  ")
     none = summarize_case("P10", cells(("41,XX,inc", 2), complete=False))
