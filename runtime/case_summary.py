@@ -15,8 +15,8 @@ checked against the cell lines by eye:
   clonal are written as ISCN writes a chimera, ``chi 46,XX[15]/46,XY[5]`` (more often mixed slides
   than a chimera; the notes say so);
 - with no clonal line at all (one or two cells counted), the line with the most cells stands alone
-  when it is the only one with that many, and the notes say on how few cells it rests; when no two
-  cells agree there is no karyotype to report (``None``), only the cells;
+  when it is the only one with that many, and the notes say on how few cells it rests; when two
+  lines tie for the most cells (two cells that disagree, say) there is no karyotype (``None``);
 - lines below the rule are listed as non-clonal with a note on what they call for (a single gain:
   count more cells before ruling mosaicism out; a single loss: likely lost in spreading);
 - incomplete cells (``inc``: too many chromosomes missing to call a loss) are not counted; the
