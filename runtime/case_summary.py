@@ -16,7 +16,9 @@ checked against the cell lines by eye:
   than a chimera; the notes say so);
 - with no clonal line at all (one or two cells counted), the line with the most cells stands alone
   when it is the only one with that many, and the notes say on how few cells it rests; when two
-  lines tie for the most cells (two cells that disagree, say) there is no karyotype (``None``);
+  lines tie for the most cells (two cells that disagree, say) there is no karyotype (``None``), nor
+  when that line only loses chromosomes another cell of the patient, complete or not, holds two
+  of (a lone 45,XY,-21 beside cells with two 21s was lost in spreading);
 - lines below the rule are listed as non-clonal with a note on what they call for (a single gain:
   count more cells before ruling mosaicism out; a single loss: likely lost in spreading);
 - incomplete cells (``inc``: too many chromosomes missing to call a loss) are not counted; the
@@ -29,8 +31,11 @@ would count it in the clone with a random loss. The notes name such cells, so no
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable
+
+from .labels import chromosome_of
 
 NORMAL_KARYOTYPES = ("46,XX", "46,XY")
 GAIN_CLONE_CELLS = 2  # ISCN: a gain or structural change in two cells makes a clone
@@ -46,6 +51,13 @@ class CellCall:
     karyotype: str
     complete: bool
     review: int = 0  # crops flagged for review in this cell
+    copies: dict[str, int] | None = None  # copies of each chromosome seen (autosomes, "X", "Y"), if known
+
+
+def copies_of(labels: Iterable[str | None]) -> dict[str, int]:
+    """Copies of each chromosome among a cell's labels (a structural variant counts as its
+    chromosome; None, a crop that got no chromosome, does not count)."""
+    return dict(Counter(chromosome_of(label) for label in labels if label is not None))
 
 
 @dataclass
@@ -120,6 +132,22 @@ def _gains_seen(karyotypes: list[str]) -> dict[str, int]:
     return seen
 
 
+def _losses_held_elsewhere(line: CellLine, cells: list[CellCall]) -> str:
+    """For a line that only loses chromosomes: the lost ones (e.g. "21s", "sex chromosomes") when
+    another cell of the patient, complete or not, holds two of each. A lone 45,XY,-21 beside cells
+    with two 21s is a chromosome lost in spreading, not the patient's karyotype. Empty otherwise."""
+    if not is_loss_only(line.karyotype):
+        return ""
+    _, sex, items = _parts(line.karyotype)
+    lost = [item[1:] for item in items if item.startswith("-")]
+    others = [cell.copies for cell in cells if cell.name not in line.cells and cell.copies is not None]
+    holds = lambda copies: (all(copies.get(c, 0) >= 2 for c in lost)  # noqa: E731
+                            and (len(sex) >= 2 or copies.get("X", 0) + copies.get("Y", 0) >= 2))
+    if not any(holds(copies) for copies in others):
+        return ""
+    return " and ".join([f"{c}s" for c in lost] + ([] if len(sex) >= 2 else ["sex chromosomes"]))
+
+
 def _nonclonal_note(line: CellLine) -> str:
     cells = f"{line.count} cell{'s' if line.count > 1 else ''}"
     if is_loss_only(line.karyotype):
@@ -143,9 +171,14 @@ def summarize_case(case: str, cells: list[CellCall], constitutional: bool = True
     for line in lines:
         line.clonal = line is normal or line.count >= cells_for_clone(line.karyotype)
     notes: list[str] = []
+    held = ""
     if not any(line.clonal for line in lines) and lines:
         top = lines[0]
-        if len(lines) == 1 or lines[1].count < top.count:
+        held = _losses_held_elsewhere(top, cells)
+        if held:  # said here, so not again among the non-clonal lines
+            notes.append(f"{top.karyotype} in {top.count} cell{'s' if top.count > 1 else ''}, while other cells "
+                         f"hold two {held}: likely lost in spreading")
+        elif len(lines) == 1 or lines[1].count < top.count:
             top.clonal = True
             notes.append(f"{top.karyotype} rests on {top.count} cell{'s' if top.count > 1 else ''}, "
                          f"below the {cells_for_clone(top.karyotype)} of a cell line")
@@ -162,7 +195,8 @@ def summarize_case(case: str, cells: list[CellCall], constitutional: bool = True
         karyotype: str | None = prefix + "/".join(line.iscn() for line in reported)
     else:
         karyotype = None
-    notes += [_nonclonal_note(line) for line in nonclonal if line.karyotype not in NORMAL_KARYOTYPES]
+    notes += [_nonclonal_note(line) for line in nonclonal
+              if line.karyotype not in NORMAL_KARYOTYPES and not (held and line is lines[0])]
     if len(normals) > 1:
         notes.append("cells read both 46,XX and 46,XY: check for a misread sex chromosome, mixed slides or chimerism")
     if counted and len(counted) < CELLS_TO_COUNT:
@@ -227,5 +261,5 @@ def case_line(summary: CaseSummary, truth: CaseSummary | None = None) -> str:
 
 __all__ = [
     "CaseSummary", "CellCall", "CellLine", "GAIN_CLONE_CELLS", "LOSS_CLONE_CELLS", "NORMAL_KARYOTYPES", "case_line",
-    "cells_for_clone", "compare_cases", "is_loss_only", "summarize_case", "summarize_cases",
+    "cells_for_clone", "compare_cases", "copies_of", "is_loss_only", "summarize_case", "summarize_cases",
 ]

@@ -22,7 +22,7 @@ import typer
 
 from .bundle import BundleError
 from .cell_size import sizes_array
-from .case_summary import CaseSummary, CellCall, case_line, summarize_cases
+from .case_summary import CaseSummary, CellCall, case_line, copies_of, summarize_cases
 from .dataset import UNKNOWN, iter_images, read_labeled_folder
 from .karyotype import AssemblyPriors, KaryotypeCall, call_karyotype, check_scheme, karyotype_cell
 from .cli_common import (
@@ -224,10 +224,12 @@ def karyotype(
         truth = call_karyotype(cell.truth) if cell.truth is not None else None
         turned = [p.turned for p in good]
         if cell.case is not None:
+            placed = [None if a.fragment else a.label for a in call.assignments]
             case_calls.append((cell.case, CellCall(cell.name, call.karyotype, call.complete,
-                                                   sum(a.review for a in call.assignments))))
+                                                   sum(a.review for a in call.assignments), copies_of(placed))))
             if truth is not None:
-                case_truths.append((cell.case, CellCall(cell.name, truth.karyotype, truth.complete)))
+                case_truths.append((cell.case, CellCall(cell.name, truth.karyotype, truth.complete,
+                                                        copies=copies_of(cell.truth))))
         entry: dict[str, Any] = {
             "cell": cell.name, "karyotype": call.karyotype, "count": call.count, "complete": call.complete,
             "assignments": assignment_rows(call, turned),

@@ -39,7 +39,7 @@ from .assembly import (  # re-exported: karyo.runtime.karyotype is the public fa
     check_scheme,
 )
 from .cell_size import JOINED_PAIR_MIN_LOG_ODDS, MIN_CELL_CROPS, SizePrior, fragment_mask, relative_sizes
-from .case_summary import CellCall, compare_cases
+from .case_summary import CellCall, compare_cases, copies_of
 from .dataset import UNKNOWN, Sample
 from .labels import AUTOSOMES, STRUCTURAL, LabelScheme, chromosome_of
 
@@ -377,8 +377,10 @@ def evaluate_cells(
         right_assembled += len(rows) - wrong_assembled
         agree_complete += truth.complete == called.complete
         if samples[rows[0]].case != UNKNOWN:
-            case_cells.append((samples[rows[0]].case, CellCall(key, truth.karyotype, truth.complete),
-                               CellCall(key, called.karyotype, called.complete, sum(a.review for a in called.assignments))))
+            case_cells.append((samples[rows[0]].case,
+                               CellCall(key, truth.karyotype, truth.complete, copies=copies_of(truth_labels)),
+                               CellCall(key, called.karyotype, called.complete, sum(a.review for a in called.assignments),
+                                        copies_of(assembled))))
         if truth.complete:
             complete += 1
             complete_exact += truth.karyotype == called.karyotype

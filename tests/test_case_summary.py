@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from karyo.runtime.case_summary import (
-    CellCall, case_line, cells_for_clone, compare_cases, is_loss_only, summarize_case, summarize_cases,
+    CellCall, case_line, cells_for_clone, compare_cases, copies_of, is_loss_only, summarize_case, summarize_cases,
 )
 from karyo.runtime.dataset import UNKNOWN, Sample
 from karyo.runtime.karyotype import evaluate_cells
@@ -78,6 +78,30 @@ def test_with_no_clone_the_line_with_most_cells_stands_and_says_on_how_few():
     tied = summarize_case("P7", cells(("45,XY,-12", 1), ("45,XY,-3", 1)))
     assert tied.karyotype is None and tied.lines == [] and len(tied.nonclonal) == 2
     assert tied.notes[0] == "no line has more cells than every other"
+
+
+def test_a_lone_loss_does_not_stand_when_other_cells_hold_two_of_what_it_lost():
+    """One complete cell missing a 21 beside incomplete cells with two 21s: lost in spreading, so no
+    karyotype rather than 45,XY,-21[1]; with the other cells one 21 short too, the loss stands."""
+    male = copies_of(MALE)
+    lone = CellCall("a", "45,XY,-21", True, copies={**male, "21": 1})
+    two = CellCall("b", "43,XY,inc", False, copies={**male, "3": 1, "7": 1, "21": 2})
+    summary = summarize_case("P11", [lone, two])
+    assert summary.karyotype is None and [line.karyotype for line in summary.nonclonal] == ["45,XY,-21"]
+    assert summary.notes[0] == "45,XY,-21 in 1 cell, while other cells hold two 21s: likely lost in spreading"
+    assert not any("a loss needs" in note for note in summary.notes)  # said once
+    short = CellCall("b", "43,XY,inc", False, copies={**male, "3": 1, "7": 1, "21": 1})
+    assert summarize_case("P11", [lone, short]).karyotype == "45,XY,-21[1]"
+    unknown = CellCall("b", "43,XY,inc", False)  # copies not given: nothing to weigh
+    assert summarize_case("P11", [lone, unknown]).karyotype == "45,XY,-21[1]"
+    turner = CellCall("a", "45,X", True, copies={**male, "Y": 0})
+    xx = CellCall("b", "44,XX,inc", False, copies={**copies_of(FEMALE), "3": 1})
+    assert summarize_case("P12", [turner, xx]).notes[0] == ("45,X in 1 cell, while other cells hold two sex "
+                                                            "chromosomes: likely lost in spreading")
+
+
+def test_copies_count_variants_as_their_chromosome_and_skip_unplaced_crops():
+    assert copies_of(["1", "1", "del(5)(p14)", "5", None, "X"]) == {"1": 2, "5": 2, "X": 1}
 
 
 def test_cells_of_both_sexes_are_named_and_a_tie_gives_no_karyotype():
