@@ -63,6 +63,9 @@ VIABLE_TRISOMIES: tuple[str, ...] = ("13", "18", "21")
 # common findings (the value every release up to the fortieth session used).
 TRISOMY_COSTS: dict[str, float] = {"viable": 8.0, "any": 6.0}
 DEFAULT_TRISOMIES = "viable"
+# The setting of constitutional work (blood, amniotic fluid): a patient's mosaic is written `mos`
+# (``karyo.runtime.case_summary``); under the others the lines stand without it.
+CONSTITUTIONAL_TRISOMIES = "viable"
 SEX_COMPLEMENTS: tuple[str, ...] = ("XX", "XY", "X", "XXY", "XYY", "XXX")
 
 

@@ -33,9 +33,12 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from .labels import chromosome_of
+
+if TYPE_CHECKING:  # karyotype imports this module: the type only
+    from .karyotype import KaryotypeCall
 
 NORMAL_KARYOTYPES = ("46,XX", "46,XY")
 GAIN_CLONE_CELLS = 2  # ISCN: a gain or structural change in two cells makes a clone
@@ -52,6 +55,13 @@ class CellCall:
     complete: bool
     review: int = 0  # crops flagged for review in this cell
     copies: dict[str, int] | None = None  # copies of each chromosome seen (autosomes, "X", "Y"), if known
+
+    @classmethod
+    def of(cls, name: str, call: KaryotypeCall, labels: Iterable[str | None] | None = None) -> CellCall:
+        """A cell's call as the summary needs it; `labels` for a call made from labels alone (the
+        truth's), else the chromosomes its crops were placed as (a fragment placed as none)."""
+        placed = [None if a.fragment else a.label for a in call.assignments] if labels is None else labels
+        return cls(name, call.karyotype, call.complete, sum(a.review for a in call.assignments), copies_of(placed))
 
 
 def copies_of(labels: Iterable[str | None]) -> dict[str, int]:

@@ -22,9 +22,9 @@ import typer
 
 from .bundle import BundleError
 from .cell_size import sizes_array
-from .case_summary import CaseSummary, CellCall, case_line, copies_of, summarize_cases
+from .case_summary import CaseSummary, CellCall, case_line, summarize_cases
 from .dataset import UNKNOWN, iter_images, read_labeled_folder
-from .karyotype import AssemblyPriors, KaryotypeCall, call_karyotype, check_scheme, karyotype_cell
+from .karyotype import CONSTITUTIONAL_TRISOMIES, AssemblyPriors, KaryotypeCall, call_karyotype, check_scheme, karyotype_cell
 from .cli_common import (
     DEFAULT_TRISOMY_CHOICE, ORIENTATION_HELP, TRISOMIES_HELP, OrientationChoice, PrecisionChoice, ProviderChoice,
     TrisomyChoice, orientation_value, provider_line, stderr_progress,
@@ -224,12 +224,9 @@ def karyotype(
         truth = call_karyotype(cell.truth) if cell.truth is not None else None
         turned = [p.turned for p in good]
         if cell.case is not None:
-            placed = [None if a.fragment else a.label for a in call.assignments]
-            case_calls.append((cell.case, CellCall(cell.name, call.karyotype, call.complete,
-                                                   sum(a.review for a in call.assignments), copies_of(placed))))
+            case_calls.append((cell.case, CellCall.of(cell.name, call)))
             if truth is not None:
-                case_truths.append((cell.case, CellCall(cell.name, truth.karyotype, truth.complete,
-                                                        copies=copies_of(cell.truth))))
+                case_truths.append((cell.case, CellCall.of(cell.name, truth, cell.truth)))
         entry: dict[str, Any] = {
             "cell": cell.name, "karyotype": call.karyotype, "count": call.count, "complete": call.complete,
             "assignments": assignment_rows(call, turned),
@@ -249,7 +246,7 @@ def karyotype(
         results.append(entry)
         if not as_json:
             say(_plain_line(cell, call, truth, len(errors), sum(turned)))
-    constitutional = trisomies.value == "viable"  # constitutional priors: a mosaic is written mos
+    constitutional = trisomies.value == CONSTITUTIONAL_TRISOMIES
     summaries = summarize_cases(case_calls, constitutional)
     truths = {t.case: t for t in summarize_cases(case_truths, constitutional)}
     if not as_json:

@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .assembly import DEFAULT_TRISOMIES, AssemblyPriors
+from .assembly import CONSTITUTIONAL_TRISOMIES, DEFAULT_TRISOMIES, AssemblyPriors
 from .bundle import PRECISIONS, Bundle, load_bundle
 from .cell_size import SizePrior, sizes_array
 from .classifier import choose_auto_precision
@@ -187,7 +187,7 @@ def evaluate_bundle(
         extra["orientation_hints"] = _orientation_hints(kept, probs[primary], sessions[primary], bundle.spec)
     return EvaluationResult(
         cells=_cell_metrics(kept, probs, reports, bundle.labels, measured, bundle.size_prior, priors,
-                            constitutional=trisomies == "viable"),  # constitutional priors: a mosaic is written mos
+                            constitutional=trisomies == CONSTITUTIONAL_TRISOMIES),
         sizes=measured,
         bundle=bundle.path,
         labels=bundle.labels,

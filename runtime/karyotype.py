@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from .assembly import (  # re-exported: karyo.runtime.karyotype is the public face of assembly too
+    CONSTITUTIONAL_TRISOMIES,
     DEFAULT_TRISOMIES,
     SEX_COMPLEMENTS,
     TRISOMY_COSTS,
@@ -39,7 +40,7 @@ from .assembly import (  # re-exported: karyo.runtime.karyotype is the public fa
     check_scheme,
 )
 from .cell_size import JOINED_PAIR_MIN_LOG_ODDS, MIN_CELL_CROPS, SizePrior, fragment_mask, relative_sizes
-from .case_summary import CellCall, compare_cases, copies_of
+from .case_summary import CellCall, compare_cases
 from .dataset import UNKNOWN, Sample
 from .labels import AUTOSOMES, STRUCTURAL, LabelScheme, chromosome_of
 
@@ -368,7 +369,8 @@ def evaluate_cells(
         wrong_top1 = sum(t != p for t, p in zip(truth_labels, top1))
         wrong = [t != p for t, p in zip(truth_labels, assembled)]
         wrong_assembled = sum(wrong)
-        flagged += sum(a.review for a in called.assignments)
+        cell_call = CellCall.of(key, called)
+        flagged += cell_call.review
         cell_wrong_flagged = sum(a.review and w for a, w in zip(called.assignments, wrong))
         wrong_flagged += cell_wrong_flagged
         alternative_right += sum(a.review and w and a.alternative == t
@@ -377,10 +379,7 @@ def evaluate_cells(
         right_assembled += len(rows) - wrong_assembled
         agree_complete += truth.complete == called.complete
         if samples[rows[0]].case != UNKNOWN:
-            case_cells.append((samples[rows[0]].case,
-                               CellCall(key, truth.karyotype, truth.complete, copies=copies_of(truth_labels)),
-                               CellCall(key, called.karyotype, called.complete, sum(a.review for a in called.assignments),
-                                        copies_of(assembled))))
+            case_cells.append((samples[rows[0]].case, CellCall.of(key, truth, truth_labels), cell_call))
         if truth.complete:
             complete += 1
             complete_exact += truth.karyotype == called.karyotype
@@ -422,7 +421,7 @@ def evaluate_cells(
 
 __all__ = [
     "AssemblyPriors", "Assembly", "CropAssignment", "KaryotypeCall", "SEX_COMPLEMENTS", "TRISOMY_COSTS", "DEFAULT_TRISOMIES",
-    "VIABLE_TRISOMIES",
+    "CONSTITUTIONAL_TRISOMIES", "VIABLE_TRISOMIES",
     "CellReadings", "assemble_cell", "call_cell", "call_karyotype", "check_scheme", "evaluate_cells", "karyotype_cell",
     "read_cells", "FULL_CELL",
 ]
