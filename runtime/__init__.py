@@ -19,6 +19,8 @@ _LAZY = {
     "ProviderError": "session",
     "evaluate_bundle": "evaluate",
     "EvaluationResult": "evaluate",
+    "Karyotyper": "karyotyper",
+    "CellResult": "karyotyper",
 }
 
 
@@ -35,9 +37,11 @@ def __getattr__(name: str):
 __all__ = [
     "Bundle",
     "BundleError",
+    "CellResult",
     "Classifier",
     "EvaluationResult",
     "ImageError",
+    "Karyotyper",
     "LabelScheme",
     "Manifest",
     "Prediction",

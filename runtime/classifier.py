@@ -264,17 +264,27 @@ class Classifier:
         return self._predict(items, lambda path: prepare_path(path, self.spec), top_k, batch_size, progress)
 
     def predict_cell(
-        self, paths: Sequence[str | Path], top_k: int = 3, batch_size: int | None = None,
+        self, crops: Sequence[str | Path | np.ndarray], top_k: int = 3, batch_size: int | None = None,
+        names: Sequence[str | None] | None = None,
     ) -> tuple[list[Prediction], str | None]:
-        """One cell's crops, as `predict_paths` reads them, and (read p arm up) the hint that they seem
-        not to stand p arm up (``orientation.orientation_hint``), else None.
+        """One cell's crops (files, or decoded arrays a scanner application cut out itself; mixed is
+        fine), each read as `predict_paths` or `predict_images` reads it, and (read p arm up) the hint
+        that they seem not to stand p arm up (``orientation.orientation_hint``), else None.
+        `names` (default: a file's path, None for an array) become the predictions' `path`.
 
         The check turns the tensors this read has just made, so an unsure cell costs a second pass
         of the network and no second decode; `orientation_hint` on its own reads the files again.
         One cell's tensors are kept for it (46 crops of 96x32: about half a megabyte)."""
         kept: list[np.ndarray] = []
-        items = [(str(p), Path(p)) for p in paths]
-        predictions = self._predict(items, lambda path: prepare_path(path, self.spec), top_k, batch_size, keep=kept)
+        if names is not None and len(names) != len(crops):
+            raise ValueError(f"{len(names)} names for {len(crops)} crops")
+        given = names if names is not None else [None if isinstance(c, np.ndarray) else str(c) for c in crops]
+        items = [(name, crop if isinstance(crop, np.ndarray) else Path(crop)) for name, crop in zip(given, crops)]
+
+        def prepare(crop: Path | np.ndarray) -> tuple[np.ndarray, ChromosomeSize | None]:
+            return prepare_array(crop, self.spec) if isinstance(crop, np.ndarray) else prepare_path(crop, self.spec)
+
+        predictions = self._predict(items, prepare, top_k, batch_size, keep=kept)
         if self.orientation != "p-arm-up" or not kept:
             return predictions, None
         size = batch_size or self.batch_size
@@ -321,7 +331,8 @@ class Classifier:
             errors: dict[int, str] = {}
             for offset, (prepared, error) in enumerate(self._map(prepare_one, chunk)):
                 if prepared is None:  # prepare_one returns a message exactly when it has no tensor
-                    errors[offset] = str(error)
+                    # an unnamed in-memory crop is named by its place in the call, so the error can be traced
+                    errors[offset] = str(error) if chunk[offset][0] is not None else f"image {start + offset}: {error}"
                 else:
                     tensors.append(prepared[0])
                     measured[offset] = prepared[1]

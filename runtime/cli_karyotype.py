@@ -17,19 +17,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, List, Optional
 
-import numpy as np
 import typer
 
 from .bundle import BundleError
-from .cell_size import sizes_array
 from .case_summary import CaseSummary, CellCall, case_line, summarize_cases
 from .dataset import UNKNOWN, iter_images, read_labeled_folder
-from .karyotype import CONSTITUTIONAL_TRISOMIES, AssemblyPriors, KaryotypeCall, call_karyotype, check_scheme, karyotype_cell
+from .karyotype import CONSTITUTIONAL_TRISOMIES, AssemblyPriors, KaryotypeCall, call_karyotype
 from .cli_common import (
     DEFAULT_TRISOMY_CHOICE, ORIENTATION_HELP, TRISOMIES_HELP, OrientationChoice, PrecisionChoice, ProviderChoice,
     TrisomyChoice, orientation_value, provider_line, stderr_progress,
 )
-from .preprocess import ImageError, PreprocessSpec
 
 
 @dataclass
@@ -41,11 +38,13 @@ class CellInput:
     case: str | None = None  # the patient, for the case summary (None: no summary)
 
 
-def load_classifier(bundle: Path, precision: str, provider: str, orientation: str | None = None) -> Any:
+def load_karyotyper(bundle: Path, precision: str, provider: str, orientation: str | None, trisomies: str,
+                    priors: AssemblyPriors) -> Any:
     """The one place this command opens a model; imported here so `karyo --help` does not load ONNX Runtime."""
-    from .classifier import Classifier
+    from .karyotyper import Karyotyper
 
-    return Classifier(bundle, precision=precision, provider=provider, orientation=orientation)
+    return Karyotyper(bundle, precision=precision, provider=provider, orientation=orientation, trisomies=trisomies,
+                      priors=priors)
 
 
 def _cells_from_folders(folders: list[Path], case: str | None = None) -> list[CellInput]:
@@ -89,20 +88,6 @@ def _karyogram_targets(target: Path, cells: list[CellInput]) -> list[Path]:
             name, k = f"{base}_{k}", k + 1
         names.append(name)
     return [target / f"{name}.png" for name in names]
-
-
-def assignment_rows(call: KaryotypeCall, turned: list[bool] | None = None) -> list[dict[str, Any]]:
-    """The JSON view of a call's crops; `swap_with` names the other crop by its path, as the user knows it.
-
-    `turned` (per crop, in the cell's order) says which crops stood upside down under `--orientation
-    any` (their read turned half a circle was the clearer), so a reviewer who opens the crop file
-    knows it lies the other way up from the karyogram."""
-    return [
-        {"path": a.path, "label": a.label, "probability": a.probability, "review": a.review, "fragment": a.fragment,
-         "swap_with": None if a.swap_with is None else call.assignments[a.swap_with].path,
-         "alternative": a.alternative, "joined": a.joined, "turned": bool(turned[a.index]) if turned is not None else False}
-        for a in call.assignments
-    ]
 
 
 def possible_swaps(call: KaryotypeCall) -> list[str]:
@@ -175,8 +160,12 @@ def karyotype(
         else:
             inputs = _cells_from_folders(list(cells), case)
         targets = _karyogram_targets(karyogram, inputs) if karyogram is not None else []
-        classifier = load_classifier(bundle, precision.value, provider.value, orientation_value(orientation))
-        check_scheme(classifier.labels)  # a binary bundle has no karyotype to assemble: say so before classifying
+        priors = AssemblyPriors.for_trisomies(trisomies.value, review_margin=review_margin,
+                                              review_swap_odds=review_swap_odds, review_recount_odds=review_recount_odds)
+        # a binary bundle has no karyotype to assemble: refused here, before any crop is classified
+        karyotyper = load_karyotyper(bundle, precision.value, provider.value, orientation_value(orientation),
+                                     trisomies.value, priors)
+        classifier = karyotyper.classifier
         if getattr(classifier, "warning", None):
             typer.echo(f"warning: {classifier.warning}", err=True)
         if not as_json:
@@ -187,9 +176,6 @@ def karyotype(
 
     total = sum(len(cell.paths) for cell in inputs)
     progress = None if as_json else stderr_progress("  classified")
-    priors = AssemblyPriors.for_trisomies(
-        trisomies.value, review_margin=review_margin, review_swap_odds=review_swap_odds, review_recount_odds=review_recount_odds
-    )
     exit_code = 0
     results: list[dict[str, Any]] = []
     done = 0
@@ -202,50 +188,38 @@ def karyotype(
 
     for number, cell in enumerate(inputs):
         # one cell at a time: the p-arm-up check turns the tensors just made; one cell's are held at a time
-        cell_predictions, hint = classifier.predict_cell(cell.paths)
+        result = karyotyper.read_cell(cell.paths, cell.name)
         done += len(cell.paths)
         if progress is not None:
             progress(done, total)
-        good = [p for p in cell_predictions if p.error is None and p.probs is not None]
-        errors = [{"path": str(p.path), "error": _error_text(p)} for p in cell_predictions
-                  if p.error is not None or p.probs is None]
-        for error in errors:
+        entry = result.to_dict()
+        for error in entry["errors"]:
             say(f"error: {error['error']}", err=True)
-        if errors:
+        if entry["errors"]:
             exit_code = 1
-        if not good:
+        call = result.call
+        if call is None:
             say(f"error: {cell.name}: no readable crops", err=True)
-            results.append({"cell": cell.name, "karyotype": None, "count": 0, "assignments": [], "findings": [],
-                            "errors": errors})
+            results.append(entry)
             continue
-        call = karyotype_cell(np.stack([p.probs for p in good]), classifier.labels, priors,
-                              paths=[str(p.path) for p in good], sizes=sizes_array([p.size for p in good]),
-                              size_prior=classifier.size_prior)
         truth = call_karyotype(cell.truth) if cell.truth is not None else None
-        turned = [p.turned for p in good]
         if cell.case is not None:
             case_calls.append((cell.case, CellCall.of(cell.name, call)))
             if truth is not None:
                 case_truths.append((cell.case, CellCall.of(cell.name, truth, cell.truth)))
-        entry: dict[str, Any] = {
-            "cell": cell.name, "karyotype": call.karyotype, "count": call.count, "complete": call.complete,
-            "assignments": assignment_rows(call, turned),
-            "findings": call.findings, "errors": errors,
-        }
         if truth is not None:
             entry["truth"] = truth.karyotype
-        if hint is not None:  # read p arm up, yet many crops read more clearly turned: say so, change nothing
-            entry["orientation_hint"] = hint
-            say(f"warning: {cell.name}: {hint}", err=True)
+        if result.orientation_hint is not None:  # read p arm up, yet many crops read more clearly turned: say so, change nothing
+            say(f"warning: {cell.name}: {result.orientation_hint}", err=True)
         if targets:
             try:
-                entry["karyogram"] = str(_write_karyogram(targets[number], good, call, classifier.spec))
+                entry["karyogram"] = str(karyotyper.karyogram(result, targets[number]))
             except (OSError, ValueError) as exc:
                 say(f"error: karyogram {targets[number]}: {exc}", err=True)
                 exit_code = 1
         results.append(entry)
         if not as_json:
-            say(_plain_line(cell, call, truth, len(errors), sum(turned)))
+            say(_plain_line(cell, call, truth, len(entry["errors"]), sum(p.turned for p in result.readable)))
     constitutional = trisomies.value == CONSTITUTIONAL_TRISOMIES
     summaries = summarize_cases(case_calls, constitutional)
     truths = {t.case: t for t in summarize_cases(case_truths, constitutional)}
@@ -269,24 +243,3 @@ def _case_entry(summary: CaseSummary, truth: CaseSummary | None) -> dict[str, An
     if truth is not None:
         entry["truth"] = truth.karyotype
     return entry
-
-
-def _error_text(prediction: Any) -> str:
-    message = str(prediction.error or "no probabilities returned")
-    return message if str(prediction.path) in message else f"{prediction.path}: {message}"
-
-
-def _write_karyogram(target: Path, good: list, call: KaryotypeCall, spec: PreprocessSpec) -> Path:
-    from .karyogram import draw_karyogram
-    from .preprocess import focused_crop, load_gray
-
-    crops = []
-    for prediction in good:
-        try:
-            crop = focused_crop(load_gray(prediction.path, spec.max_pixels), spec)
-            # a crop read turned stands in the karyogram as it was read: p arm up, like the others
-            crops.append(np.ascontiguousarray(crop[::-1, ::-1]) if prediction.turned else crop)
-        except ImageError:  # classified a moment ago, so only a file changed underneath us lands here
-            crops.append(None)
-    keep = [i for i, crop in enumerate(crops) if crop is not None]
-    return draw_karyogram([crops[i] for i in keep], [call.assignments[i] for i in keep], target, call.karyotype)

@@ -142,7 +142,7 @@ def karyotype_cell(
     probs: np.ndarray,
     labels: LabelScheme,
     priors: AssemblyPriors | None = None,
-    paths: list[str] | None = None,
+    paths: list[str | None] | None = None,
     full_cell: int = FULL_CELL,
     max_losses: int = 1,
     sizes: np.ndarray | None = None,
@@ -206,7 +206,7 @@ def call_cell(
     labels: LabelScheme,
     priors: AssemblyPriors | None = None,
     fragments: np.ndarray | None = None,
-    paths: list[str] | None = None,
+    paths: list[str | None] | None = None,
     full_cell: int = FULL_CELL,
     max_losses: int = 1,
     relative: np.ndarray | None = None,
@@ -245,7 +245,7 @@ def call_cell(
         label, p = labels.labels[top], float(probs[row, top])
         placed[row] = CropAssignment(int(row), label, p, label, p, review=True, fragment=True)
     if paths is not None:
-        placed = [replace(a, path=str(path)) for a, path in zip(placed, paths)]
+        placed = [replace(a, path=None if path is None else str(path)) for a, path in zip(placed, paths)]
     counted = [placed[row].label for row in whole]
     call = call_karyotype(counted, placed, full_cell=full_cell, max_losses=max_losses)
     one_short = call.complete and _missing_copies(_copies(counted)) == 1
@@ -266,6 +266,21 @@ def call_cell(
             f"(debris, a fragment or a small marker): review"
         )
     return call
+
+
+def assignment_rows(call: KaryotypeCall, turned: list[bool] | None = None) -> list[dict[str, Any]]:
+    """The JSON view of a call's crops; `swap_with` names the other crop by its path, as the user knows it.
+
+    `turned` (per crop, in the cell's order) says which crops stood upside down under `--orientation
+    any` (their read turned half a circle was the clearer), so a reviewer who opens the crop file
+    knows it lies the other way up from the karyogram."""
+    return [
+        {"path": a.path, "label": a.label, "probability": a.probability, "review": a.review, "fragment": a.fragment,
+         "swap_with": None if a.swap_with is None else call.assignments[a.swap_with].path,
+         "alternative": a.alternative, "joined": a.joined, "turned": bool(turned[a.index]) if turned is not None else False}
+        for a in call.assignments
+    ]
+
 
 
 @dataclass
@@ -422,6 +437,6 @@ def evaluate_cells(
 __all__ = [
     "AssemblyPriors", "Assembly", "CropAssignment", "KaryotypeCall", "SEX_COMPLEMENTS", "TRISOMY_COSTS", "DEFAULT_TRISOMIES",
     "CONSTITUTIONAL_TRISOMIES", "VIABLE_TRISOMIES",
-    "CellReadings", "assemble_cell", "call_cell", "call_karyotype", "check_scheme", "evaluate_cells", "karyotype_cell",
+    "CellReadings", "assemble_cell", "assignment_rows", "call_cell", "call_karyotype", "check_scheme", "evaluate_cells", "karyotype_cell",
     "read_cells", "FULL_CELL",
 ]

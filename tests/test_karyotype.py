@@ -226,7 +226,7 @@ def test_a_possible_swap_offers_the_partners_label_not_the_runner_up():
 
 
 def test_json_names_the_swap_partner_by_its_path():
-    from karyo.runtime.cli_karyotype import assignment_rows
+    from karyo.runtime.karyotype import assignment_rows
 
     probs, four, five = near_swap(0.7)
     rows = assignment_rows(karyotype_cell(probs, NORMAL, paths=[f"/cell/{i}.png" for i in range(46)]))
@@ -773,17 +773,17 @@ def test_cli_case_puts_a_patients_cell_folders_together(tiny_bundle, male_cell, 
 def test_cli_calls_cells_under_the_trisomies_the_lab_sees(tiny_bundle, male_cell, monkeypatch):
     """--trisomies reaches the assembly (viable by default: a third 9 costs 8 nats, with any 6) and the
     JSON says which priors the calls were made under."""
-    from karyo.runtime import cli_karyotype
+    from karyo.runtime import karyotyper
     from karyo.runtime.cli import app
 
     seen: list[float] = []
-    real = cli_karyotype.karyotype_cell
+    real = karyotyper.karyotype_cell
 
     def spy(probs, labels, priors=None, **kwargs):
         seen.append(priors.trisomy("9"))
         return real(probs, labels, priors, **kwargs)
 
-    monkeypatch.setattr(cli_karyotype, "karyotype_cell", spy)
+    monkeypatch.setattr(karyotyper, "karyotype_cell", spy)
     for option, name, cost in ((["--trisomies", "any"], "any", 6.0), ([], "viable", 8.0)):
         seen.clear()
         result = CliRunner().invoke(app, ["karyotype", str(tiny_bundle.path), str(male_cell), "--json", "--precision", "fp32", *option])
