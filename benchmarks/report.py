@@ -41,6 +41,11 @@ def report(record: dict[str, Any], args: argparse.Namespace) -> None:
               + (f"; karyotype {cell['karyotype']}" if cell.get("karyotype") else "")
               + (f"; warning: {cell['orientation_hint']}" if cell.get("orientation_hint") else "")
               + (f"; assembly skipped: {cell['assembly_skipped']}" if cell.get("assembly_skipped") else ""))
+        product = cell.get("product")
+        if product:
+            print(f"cell through Karyotyper.read_cell (size prior, decode pool): p50 {product['files_p50_ms']:.1f} ms "
+                  f"from files (goal < 50 ms: {'met' if product['meets_goal'] else 'MISSED'}), "
+                  f"{product['arrays_p50_ms']:.1f} ms from arrays in memory; karyotype {product['karyotype']}")
         either = record.get("cell_any") or {}
         if either.get("end_to_end"):
             print(f"cell, --orientation any: end to end p50 {either['end_to_end']['p50_ms']:.1f} ms "

@@ -193,6 +193,7 @@ def cell_latency(
     if assemble is not None:
         stages["assembly"] = latency_summary(time_calls(lambda: build(probs), iterations, 1, max_seconds), 1)
     end_to_end = latency_summary(time_calls(chain, iterations, 1, max_seconds), 1)
+    product = product_cell_latency(bundle_path, crop_paths, precision, threads, iterations, max_seconds, orientation)
     return {
         "precision": precision,
         "provider": provider,
@@ -208,6 +209,41 @@ def cell_latency(
         "assembly_skipped": None if assemble is not None else (assembly_error or assemble_name),
         "goal_ms": 50.0,
         "meets_goal": end_to_end["p50_ms"] < 50.0,
+        "product": product,
+    }
+
+
+def product_cell_latency(
+    bundle_path: Path,
+    crop_paths: Sequence[Path],
+    precision: str,
+    threads: int | None,
+    iterations: int,
+    max_seconds: float,
+    orientation: str = DEFAULT_ORIENTATION,
+) -> dict[str, Any]:
+    """The same cell through the product's own path, `Karyotyper.read_cell`: from the files (what
+    `karyo karyotype` runs per cell) and from decoded arrays in memory (a scanner application that
+    cut the crops itself, so no file is read). Beside the staged chain above it also measures each
+    crop's size in its cell, weighs in the bundle's size prior and decodes on the classifier's pool."""
+    import cv2
+
+    from karyo.runtime.karyotyper import Karyotyper
+
+    arrays = [image for image in (cv2.imread(str(path), cv2.IMREAD_UNCHANGED) for path in crop_paths) if image is not None]
+    with Karyotyper(bundle_path, precision=precision, provider="cpu", threads=threads, orientation=orientation) as karyotyper:
+        files = latency_summary(time_calls(lambda: karyotyper.read_cell(crop_paths), iterations, 1, max_seconds), 1)
+        in_memory = latency_summary(time_calls(lambda: karyotyper.read_cell(arrays), iterations, 1, max_seconds), 1)
+        cell = karyotyper.read_cell(arrays)
+        workers = karyotyper.classifier.workers
+    return {
+        "files_p50_ms": files["p50_ms"],
+        "arrays_p50_ms": in_memory["p50_ms"],
+        "iterations": files["iterations"],
+        "decode_workers": workers,
+        "karyotype": cell.karyotype,
+        "unreadable": len(cell.errors),
+        "meets_goal": files["p50_ms"] < 50.0,
     }
 
 
