@@ -268,21 +268,6 @@ def call_cell(
     return call
 
 
-def assignment_rows(call: KaryotypeCall, turned: list[bool] | None = None) -> list[dict[str, Any]]:
-    """The JSON view of a call's crops; `swap_with` names the other crop by its path, as the user knows it.
-
-    `turned` (per crop, in the cell's order) says which crops stood upside down under `--orientation
-    any` (their read turned half a circle was the clearer), so a reviewer who opens the crop file
-    knows it lies the other way up from the karyogram."""
-    return [
-        {"path": a.path, "label": a.label, "probability": a.probability, "review": a.review, "fragment": a.fragment,
-         "swap_with": None if a.swap_with is None else call.assignments[a.swap_with].path,
-         "alternative": a.alternative, "joined": a.joined, "turned": bool(turned[a.index]) if turned is not None else False}
-        for a in call.assignments
-    ]
-
-
-
 @dataclass
 class CellReadings:
     """A labeled set's crops read cell by cell as `karyo karyotype` reads them, row for row with the
@@ -437,6 +422,6 @@ def evaluate_cells(
 __all__ = [
     "AssemblyPriors", "Assembly", "CropAssignment", "KaryotypeCall", "SEX_COMPLEMENTS", "TRISOMY_COSTS", "DEFAULT_TRISOMIES",
     "CONSTITUTIONAL_TRISOMIES", "VIABLE_TRISOMIES",
-    "CellReadings", "assemble_cell", "assignment_rows", "call_cell", "call_karyotype", "check_scheme", "evaluate_cells", "karyotype_cell",
+    "CellReadings", "assemble_cell", "call_cell", "call_karyotype", "check_scheme", "evaluate_cells", "karyotype_cell",
     "read_cells", "FULL_CELL",
 ]

@@ -24,7 +24,7 @@ from .assembly import CONSTITUTIONAL_TRISOMIES, DEFAULT_TRISOMIES, TRISOMY_COSTS
 from .bundle import Bundle
 from .case_summary import CaseSummary, CellCall, summarize_case
 from .cell_size import sizes_array
-from .karyotype import KaryotypeCall, assignment_rows, karyotype_cell
+from .karyotype import KaryotypeCall, karyotype_cell
 from .preprocess import focused_crop, load_gray, to_gray
 
 if TYPE_CHECKING:  # onnxruntime loads with the first Karyotyper, not with this module
@@ -89,6 +89,20 @@ def error_text(prediction: Prediction) -> str:
     """An unreadable crop's one line, naming it once."""
     message = str(prediction.error or "no probabilities returned")
     return message if prediction.path is None or str(prediction.path) in message else f"{prediction.path}: {message}"
+
+
+def assignment_rows(call: KaryotypeCall, turned: list[bool] | None = None) -> list[dict[str, Any]]:
+    """The JSON view of a call's crops; `swap_with` names the other crop by its path, as the user knows it.
+
+    `turned` (per crop, in the cell's order) says which crops stood upside down under `--orientation
+    any` (their read turned half a circle was the clearer), so a reviewer who opens the crop file
+    knows it lies the other way up from the karyogram."""
+    return [
+        {"path": a.path, "label": a.label, "probability": a.probability, "review": a.review, "fragment": a.fragment,
+         "swap_with": None if a.swap_with is None else call.assignments[a.swap_with].path,
+         "alternative": a.alternative, "joined": a.joined, "turned": bool(turned[a.index]) if turned is not None else False}
+        for a in call.assignments
+    ]
 
 
 class Karyotyper:
@@ -187,4 +201,4 @@ class Karyotyper:
         self.close()
 
 
-__all__ = ["CellResult", "Karyotyper", "error_text"]
+__all__ = ["CellResult", "Karyotyper", "assignment_rows", "error_text"]

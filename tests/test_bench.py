@@ -261,6 +261,10 @@ def test_run_pieces_on_tiny_bundle(tiny, tmp_path):
     cell = suite.cell_latency(tiny.path, [p for p, _ in crops[:46]], "int8", threads=1, iterations=3, max_seconds=1.0)
     assert cell["crops"] == 46 and cell["precision"] == "int8" and cell["end_to_end"]["p50_ms"] > 0
     assert set(cell["stages_p50_ms"]) >= {"decode_preprocess", "inference"}
+    # the product's own path reads the same cell to the same call, from files and from arrays in memory
+    product = cell["product"]
+    assert (product["karyotype"], product["unreadable"]) == (cell["karyotype"], 0) and cell["karyotype"].startswith("46,")
+    assert product["files_p50_ms"] > 0 and product["arrays_p50_ms"] > 0
     either = suite.cell_latency(tiny.path, [p for p, _ in crops[:46]], "int8", threads=1, iterations=3, max_seconds=1.0,
                                 orientation="any")
     assert cell["orientation"] == "p-arm-up" and either["orientation"] == "any"

@@ -226,7 +226,7 @@ def test_a_possible_swap_offers_the_partners_label_not_the_runner_up():
 
 
 def test_json_names_the_swap_partner_by_its_path():
-    from karyo.runtime.karyotype import assignment_rows
+    from karyo.runtime.karyotyper import assignment_rows
 
     probs, four, five = near_swap(0.7)
     rows = assignment_rows(karyotype_cell(probs, NORMAL, paths=[f"/cell/{i}.png" for i in range(46)]))
