@@ -31,7 +31,8 @@ STAGES = ("image", "size", "assembled")
 def stage_predictions(result: Any, precision: str, size_prior: Any) -> dict[str, np.ndarray]:
     """Per stage the predicted class index of every sample row (-1: no label, or the stage does not
     apply to that row: no cell known, or assembly left it out as a fragment)."""
-    from karyo.runtime.karyotype import check_scheme, read_cells
+    from karyo.runtime.cell_evaluation import read_cells
+    from karyo.runtime.karyotype import check_scheme
 
     probs = result.probs[precision]
     out = {"image": probs.argmax(axis=1)}

@@ -169,6 +169,13 @@ def markdown(rows: list[dict[str, Any]], folds: int) -> str:
     if pooled and pooled["wrong_flagged"] and all("alternative_right" in v for v in reviews):
         lines.append(f"\nOf the {pooled['wrong_flagged']} wrong crops flagged, the label shown with the flag "
                      f"(`alternative`) is the true one for {pooled['alternative_right']}.")
+    reassembled = [v for v in reviews if "crop_accuracy_reassembled" in v]
+    if reassembled and len(reassembled) == len(reviews):
+        exact = sum(v["complete_exact_reassembled"] for v in reassembled)
+        complete = sum(r["complete_cells"] for r in rows if r.get("review"))
+        lines.append(f"\nWith the flagged crops put right and each cell assembled again around them (`karyo karyotype "
+                     f"--relabel`): {spread([v['crop_accuracy_reassembled'] for v in reassembled])}% of crops right, "
+                     f"{exact} of {complete} complete cells exact.")
     return "\n".join(lines) + "\n"
 
 

@@ -123,7 +123,8 @@ def audit_labels(
 ) -> LabelAudit:
     """Audit the labels of `samples` against the model's reading (`probs`, row for row); `turned`
     (row for row) marks the crops read turned half a circle, so a reviewer knows the file lies so."""
-    from .karyotype import check_scheme, read_cells
+    from .cell_evaluation import read_cells
+    from .karyotype import check_scheme
 
     if min_odds < 1.0:
         raise ValueError(f"min_odds {min_odds}: the odds a finding needs are 1 (every dispute) or more, like 20")

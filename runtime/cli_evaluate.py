@@ -55,7 +55,9 @@ def format_report(result: Any) -> str:
                 f"flagged for review: {review['flagged']} crops ({100 * review['flagged_rate']:.1f}%), holding "
                 f"{review['wrong_flagged']} of the {review['wrong_assembled']} wrong after assembly (the label "
                 f"shown with the flag is the true one for {review['alternative_right']}); with those put "
-                f"right {short_float(review['crop_accuracy_after_review'])}"
+                f"right {short_float(review['crop_accuracy_after_review'])}, and each cell assembled again around "
+                f"them (as --relabel does) {short_float(review['crop_accuracy_reassembled'])}, exact karyotype "
+                f"{review['complete_exact_reassembled']}/{c['complete_cells']}"
             )
             if review.get("calls_wrong"):
                 lines.append(f"cells called wrong: {review['calls_wrong']}, of them {review['calls_wrong_flagged']} "

@@ -6,6 +6,8 @@ case+cell (its manifest, or folders), and the true karyotype is shown next to th
 Each case's cells (or, with `--case NAME`, all CELL folders given) are then put together into the
 patient's karyotype with cell counts (``karyo.runtime.case_summary``).
 A crop that cannot be read is reported and left out of its cell; the exit code is 1 then.
+`--relabel CROP=LABEL` sets crops to what a reviewer read them as and assembles their cells again
+around them (``Karyotyper.correct``). The reading and calling itself is ``karyo.runtime.karyotyper``'s.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import typer
 from .bundle import BundleError
 from .case_summary import CaseSummary, CellCall, case_line, summarize_cases
 from .dataset import UNKNOWN, iter_images, read_labeled_folder
+from .labels import parse_label
 from .karyotype import CONSTITUTIONAL_TRISOMIES, AssemblyPriors, KaryotypeCall, call_karyotype
 from .cli_common import (
     DEFAULT_TRISOMY_CHOICE, ORIENTATION_HELP, TRISOMIES_HELP, OrientationChoice, PrecisionChoice, ProviderChoice,
@@ -71,6 +74,23 @@ def _cells_from_tree(data: Path, wanted: list[str]) -> list[CellInput]:
                       case=None if grouped[k][0].case == UNKNOWN else grouped[k][0].case) for k in keys]
 
 
+def _relabels(given: list[str], cells: list[CellInput]) -> dict[int, dict[str, str]]:
+    """`--relabel CROP=LABEL` values as {cell number: {crop as the cell names it: label}}; a crop
+    is matched by its file (any spelling of its path), and one that is no crop of the cells given
+    is refused before anything is classified."""
+    where = {path.resolve(): (number, str(path)) for number, cell in enumerate(cells) for path in cell.paths}
+    relabels: dict[int, dict[str, str]] = defaultdict(dict)
+    for item in given:
+        crop, sep, label = item.rpartition("=")
+        if not sep or not crop or not label:
+            raise ValueError(f"--relabel {item}: write CROP=LABEL, e.g. cell1/07.png=5")
+        found = where.get(Path(crop).resolve())
+        if found is None:
+            raise ValueError(f"--relabel {item}: {crop} is not a crop of the cells given")
+        relabels[found[0]][found[1]] = label
+    return dict(relabels)
+
+
 def _safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "cell"
 
@@ -113,9 +133,11 @@ def other_checks(call: KaryotypeCall) -> list[str]:
             if a.review and a.swap_with is None and a.alternative is not None]
 
 
-def _plain_line(cell: CellInput, call: KaryotypeCall, truth: KaryotypeCall | None, failed: int, turned: int = 0) -> str:
+def _plain_line(cell: CellInput, call: KaryotypeCall, truth: KaryotypeCall | None, failed: int, turned: int = 0,
+                relabelled: int = 0) -> str:
     reviews = sum(a.review for a in call.assignments)
     parts = [f"{call.count} crops"] + ([f"{turned} read turned"] if turned else []) + (
+        [f"{relabelled} relabelled"] if relabelled else []) + (
         [f"{reviews} to review"] if reviews else []) + ([f"{failed} unreadable"] if failed else [])
     line = f"{cell.name}: {call.karyotype}  ({', '.join(parts)})"
     if call.findings:
@@ -148,6 +170,8 @@ def karyotype(
                                               help="Flag a crop when labelling it otherwise, with the karyotype that makes, is at least 1/N as likely (1: off)."),
     orientation: Optional[OrientationChoice] = typer.Option(None, "--orientation", help=ORIENTATION_HELP),
     trisomies: TrisomyChoice = typer.Option(DEFAULT_TRISOMY_CHOICE, "--trisomies", help=TRISOMIES_HELP),
+    relabel: Optional[List[str]] = typer.Option(
+        None, "--relabel", help="CROP=LABEL (repeatable): a crop you labelled on review; its cell is assembled around it."),
 ) -> None:
     """Karyotype call per cell (e.g. 46,XY / 47,XX,+21 / 45,X), with optional karyogram PNGs."""
     try:
@@ -160,12 +184,17 @@ def karyotype(
         else:
             inputs = _cells_from_folders(list(cells), case)
         targets = _karyogram_targets(karyogram, inputs) if karyogram is not None else []
+        relabels = _relabels(relabel or [], inputs)
         priors = AssemblyPriors.for_trisomies(trisomies.value, review_margin=review_margin,
                                               review_swap_odds=review_swap_odds, review_recount_odds=review_recount_odds)
         # a binary bundle has no karyotype to assemble: refused here, before any crop is classified
         karyotyper = load_karyotyper(bundle, precision.value, provider.value, orientation_value(orientation),
                                      trisomies.value, priors)
         classifier = karyotyper.classifier
+        for number, wanted in relabels.items():
+            for crop, label in wanted.items():
+                if parse_label(label) not in classifier.labels:
+                    raise ValueError(f"--relabel {crop}={label}: {label!r} is not a label of scheme {classifier.labels.name}")
         if getattr(classifier, "warning", None):
             typer.echo(f"warning: {classifier.warning}", err=True)
         if not as_json:
@@ -189,6 +218,14 @@ def karyotype(
     for number, cell in enumerate(inputs):
         # one cell at a time: the p-arm-up check turns the tensors just made; one cell's are held at a time
         result = karyotyper.read_cell(cell.paths, cell.name)
+        if number in relabels and result.call is not None:
+            readable = {p.path for p in result.readable}
+            for crop in [c for c in relabels[number] if c not in readable]:
+                say(f"error: --relabel {crop}: the crop could not be read, so it keeps no label", err=True)
+                exit_code = 1
+            wanted = {crop: label for crop, label in relabels[number].items() if crop in readable}
+            if wanted:
+                result = karyotyper.correct(result, wanted)
         done += len(cell.paths)
         if progress is not None:
             progress(done, total)
@@ -219,7 +256,8 @@ def karyotype(
                 exit_code = 1
         results.append(entry)
         if not as_json:
-            say(_plain_line(cell, call, truth, len(entry["errors"]), sum(p.turned for p in result.readable)))
+            say(_plain_line(cell, call, truth, len(entry["errors"]), sum(p.turned for p in result.readable),
+                            len(result.corrections)))
     constitutional = trisomies.value == CONSTITUTIONAL_TRISOMIES
     summaries = summarize_cases(case_calls, constitutional)
     truths = {t.case: t for t in summarize_cases(case_truths, constitutional)}

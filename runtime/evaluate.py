@@ -246,7 +246,8 @@ def _cell_metrics(
     Only crops with a known cell take part (a folder tree without a manifest has none), and only
     schemes that cover all 24 chromosomes can be assembled (not the binary ones).
     """
-    from .karyotype import check_scheme, evaluate_cells
+    from .cell_evaluation import evaluate_cells
+    from .karyotype import check_scheme
 
     try:
         check_scheme(labels)

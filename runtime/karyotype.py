@@ -1,7 +1,7 @@
 """Karyotype call: from one cell's (assembled) labels to an ISCN string and plain-language findings.
 
 The call only counts labels, so the same function turns the *true* labels of a cell into its true
-karyotype; that is what :func:`evaluate_cells` compares against.
+karyotype; that is what ``karyo.runtime.cell_evaluation`` compares against.
 
 Incomplete cells. Real metaphases lose chromosomes in spreading and cutting (the study data has
 cells of 37-46 crops), and a cell missing seven chromosomes is not seven monosomies. The rule:
@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -40,8 +40,6 @@ from .assembly import (  # re-exported: karyo.runtime.karyotype is the public fa
     check_scheme,
 )
 from .cell_size import JOINED_PAIR_MIN_LOG_ODDS, MIN_CELL_CROPS, SizePrior, fragment_mask, relative_sizes
-from .case_summary import CellCall, compare_cases
-from .dataset import UNKNOWN, Sample
 from .labels import AUTOSOMES, STRUCTURAL, LabelScheme, chromosome_of
 
 FULL_CELL = 46
@@ -147,18 +145,43 @@ def karyotype_cell(
     max_losses: int = 1,
     sizes: np.ndarray | None = None,
     size_prior: SizePrior | None = None,
+    pinned: Mapping[int, str] | None = None,
 ) -> KaryotypeCall:
     """Assemble one cell (`probs`: N crops x classes) and call it; `paths` are carried into the assignments.
 
     With `sizes` (N x 2 chromosome length and area, NaN if unmeasured), objects far too small for a
     chromosome of this cell are left out of the count (:func:`call_cell`), and with the bundle's
-    `size_prior` each crop's size relative to this cell is weighed in first (``karyo.runtime.cell_size``)."""
-    probs, fragments, relative = _size_evidence(probs, sizes, ["cell"] * len(probs), size_prior)
+    `size_prior` each crop's size relative to this cell is weighed in first (``karyo.runtime.cell_size``).
+
+    `pinned` (row -> label) are crops a person has labelled on review: each keeps that label
+    whatever its image reads (a speck so labelled is counted), and the rest of the cell is assembled
+    around them, so setting one crop of a swapped 4 and 5 right moves its partner too."""
+    probs, fragments, relative = size_evidence(probs, sizes, ["cell"] * len(probs), size_prior)
+    if pinned:
+        probs, fragments = pin_crops(probs, fragments, labels, pinned)
     return call_cell(probs, labels, priors, fragments, paths, full_cell=full_cell, max_losses=max_losses,
                      relative=relative, size_prior=size_prior)
 
 
-def _size_evidence(
+def pin_crops(probs: np.ndarray, fragments: np.ndarray | None, labels: LabelScheme,
+         pinned: Mapping[int, str]) -> tuple[np.ndarray, np.ndarray | None]:
+    """Certain probabilities for the pinned rows (moving one then costs -ln(prob_floor), 21 nats, more
+    than any count prior), and those rows counted whatever their size."""
+    probs = np.array(probs, dtype=np.float64)
+    fragments = None if fragments is None else np.array(fragments, dtype=bool)
+    for row, label in pinned.items():
+        if not 0 <= row < len(probs):
+            raise ValueError(f"crop {row} pinned, but the cell has {len(probs)} crops")
+        if label not in labels:
+            raise ValueError(f"crop {row} pinned as {label!r}, which is not a label of scheme {labels.name}")
+        probs[row] = 0.0
+        probs[row, labels.index(label)] = 1.0
+        if fragments is not None:
+            fragments[row] = False
+    return probs, fragments
+
+
+def size_evidence(
     probs: np.ndarray, sizes: np.ndarray | None, cells: list[str], size_prior: SizePrior | None
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """Probabilities with each crop's size relative to its cell weighed in (with a prior), which
@@ -268,160 +291,8 @@ def call_cell(
     return call
 
 
-@dataclass
-class CellReadings:
-    """A labeled set's crops read cell by cell as `karyo karyotype` reads them, row for row with the
-    samples: kept apart from the metrics so a study can compare two models crop by crop (which crops
-    a new model puts right, which it breaks), not only by their totals."""
-
-    sized: np.ndarray  # probabilities with each crop's size in its cell weighed in (as given without)
-    fragments: np.ndarray  # rows too small for a whole chromosome (no label after assembly)
-    cells: dict[str, list[int]]  # cell key -> its rows, in sample order
-    calls: dict[str, KaryotypeCall]  # cell key -> its call; assignments in the order of its rows
-
-    def assembled(self, labels: LabelScheme) -> np.ndarray:
-        """Per row the class index assembly gave it, -1 for a fragment (it got no chromosome)."""
-        out = np.full(len(self.sized), -1, dtype=np.int64)
-        for key, rows in self.cells.items():
-            for row, a in zip(rows, self.calls[key].assignments):
-                out[row] = -1 if a.fragment else labels.index(a.label)
-        return out
-
-
-def read_cells(
-    samples: list[Sample],
-    probs: np.ndarray,
-    labels: LabelScheme,
-    priors: AssemblyPriors | None = None,
-    max_losses: int = 1,
-    sizes: np.ndarray | None = None,
-    size_prior: SizePrior | None = None,
-) -> CellReadings:
-    """Weigh in each crop's size relative to its cell, then assemble and call every cell (grouped by
-    `Sample.cell_key`)."""
-    probs = np.asarray(probs)
-    if probs.shape != (len(samples), len(labels)):
-        raise ValueError(f"probabilities must be {len(samples)} x {len(labels)}, got {probs.shape}")
-    sized, fragments, relative = _size_evidence(probs, sizes, [s.cell_key for s in samples], size_prior)
-    if fragments is None:
-        fragments = np.zeros(len(samples), dtype=bool)
-    by_cell: dict[str, list[int]] = defaultdict(list)
-    for index, sample in enumerate(samples):
-        by_cell[sample.cell_key].append(index)
-    calls = {key: call_cell(sized[rows], labels, priors, fragments[rows], max_losses=max_losses,
-                            relative=None if relative is None else relative[rows], size_prior=size_prior)
-             for key, rows in by_cell.items()}
-    return CellReadings(sized, fragments, dict(by_cell), calls)
-
-
-def evaluate_cells(
-    samples: list[Sample],
-    probs: np.ndarray,
-    labels: LabelScheme,
-    priors: AssemblyPriors | None = None,
-    max_losses: int = 1,
-    sizes: np.ndarray | None = None,
-    size_prior: SizePrior | None = None,
-    constitutional: bool = True,
-) -> dict[str, Any]:
-    """Cell-level quality: crop accuracy before/after assembly and exact karyotype calls per cell.
-
-    `crop_accuracy_top1` is the crop classifier alone; with `sizes` and a `size_prior`,
-    `crop_accuracy_size` is top-1 after each crop's size relative to its cell is weighed in, and
-    assembly and the calls start from those probabilities. With `sizes`, crops too small for a
-    whole chromosome are left out of the calls and listed in `fragments`; in
-    `crop_accuracy_assembled` they count as wrong (they got no chromosome).
-
-    `review` measures the flags a reviewer is shown: how many crops are flagged, how many of the
-    crops assembly still gets wrong are among them, for how many of those the label shown beside
-    the flag (`alternative`) is the true one (`alternative_right`: the reviewer only has to
-    confirm the hint), and `crop_accuracy_after_review`, the accuracy once a reviewer has put every
-    flagged crop right (what a lab gets for checking the red boxes). `calls_wrong_flagged` counts
-    the cells called wrong (`calls_wrong`) in which at least one wrong crop is flagged: a wrong
-    call that comes with a box on what makes it wrong, rather than a silent one.
-
-    Truth is the karyotype string the same caller builds from the true labels; "complete" counts
-    the cells whose truth is complete, and `complete_exact_rate` is the share of those called
-    exactly right. `errors` lists every cell whose call differs from its truth.
-
-    `cases` puts each patient's cells together as a lab reports them (``karyo.runtime.case_summary``:
-    one ISCN karyotype with cell counts, the clone rule, ``mos`` for a constitutional mosaic when
-    `constitutional`) and compares the called with the true one; cells of an unknown case take no part.
-    """
-    readings = read_cells(samples, probs, labels, priors, max_losses, sizes, size_prior)
-    probs, sized, by_cell = np.asarray(probs), readings.sized, readings.cells
-    with_size = sizes is not None and size_prior is not None
-    right_top1 = right_size = right_assembled = complete = complete_exact = agree_complete = 0
-    flagged = wrong_flagged = alternative_right = calls_wrong_flagged = 0
-    errors: list[dict[str, Any]] = []
-    abnormal: list[dict[str, Any]] = []  # every cell whose truth is not 46,XX / 46,XY, right or wrong
-    not_counted: list[dict[str, Any]] = []  # crops set aside as too small for a whole chromosome
-    case_cells: list[tuple[str, CellCall, CellCall]] = []  # (case, true cell, called cell) for the case summaries
-    for key, rows in by_cell.items():
-        truth_labels = [samples[i].label for i in rows]
-        truth = call_karyotype(truth_labels, max_losses=max_losses)
-        called = readings.calls[key]
-        top1 = [labels.labels[int(i)] for i in probs[rows].argmax(axis=1)]
-        right_size += sum(t == labels.labels[int(i)] for t, i in zip(truth_labels, sized[rows].argmax(axis=1)))
-        assembled = [None if a.fragment else a.label for a in called.assignments]  # a fragment has no label
-        not_counted += [{"cell": key, "path": str(samples[i].path), "truth": samples[i].label}
-                        for i, a in zip(rows, called.assignments) if a.fragment]
-        wrong_top1 = sum(t != p for t, p in zip(truth_labels, top1))
-        wrong = [t != p for t, p in zip(truth_labels, assembled)]
-        wrong_assembled = sum(wrong)
-        cell_call = CellCall.of(key, called)
-        flagged += cell_call.review
-        cell_wrong_flagged = sum(a.review and w for a, w in zip(called.assignments, wrong))
-        wrong_flagged += cell_wrong_flagged
-        alternative_right += sum(a.review and w and a.alternative == t
-                                 for a, t, w in zip(called.assignments, truth_labels, wrong))
-        right_top1 += len(rows) - wrong_top1
-        right_assembled += len(rows) - wrong_assembled
-        agree_complete += truth.complete == called.complete
-        if samples[rows[0]].case != UNKNOWN:
-            case_cells.append((samples[rows[0]].case, CellCall.of(key, truth, truth_labels), cell_call))
-        if truth.complete:
-            complete += 1
-            complete_exact += truth.karyotype == called.karyotype
-        if truth.karyotype not in ("46,XX", "46,XY"):
-            abnormal.append({"cell": key, "truth": truth.karyotype, "called": called.karyotype,
-                             "right": truth.karyotype == called.karyotype})
-        if truth.karyotype != called.karyotype:
-            calls_wrong_flagged += cell_wrong_flagged > 0
-            errors.append({"cell": key, "truth": truth.karyotype, "called": called.karyotype, "crops": len(rows),
-                           "wrong_top1": wrong_top1, "wrong_assembled": wrong_assembled,
-                           "wrong_flagged": cell_wrong_flagged})
-    n = len(samples)
-    return {
-        "cells": len(by_cell),
-        "crops": n,
-        "crop_accuracy_top1": right_top1 / n if n else 0.0,
-        **({"crop_accuracy_size": right_size / n if n else 0.0} if with_size else {}),
-        "crop_accuracy_assembled": right_assembled / n if n else 0.0,
-        "review": {
-            "flagged": flagged,
-            "flagged_rate": flagged / n if n else 0.0,
-            "wrong_assembled": n - right_assembled,
-            "wrong_flagged": wrong_flagged,
-            "alternative_right": alternative_right,
-            "crop_accuracy_after_review": (right_assembled + wrong_flagged) / n if n else 0.0,
-            "calls_wrong": len(errors),
-            "calls_wrong_flagged": calls_wrong_flagged,
-        },
-        "complete_cells": complete,
-        "complete_exact": complete_exact,
-        "complete_exact_rate": complete_exact / complete if complete else 0.0,
-        "completeness_agreement": agree_complete / len(by_cell) if by_cell else 0.0,
-        "abnormal_cells": sorted(abnormal, key=lambda row: row["cell"]),
-        "fragments": not_counted,
-        "errors": errors,
-        **({"cases": compare_cases(case_cells, constitutional)} if case_cells else {}),
-    }
-
-
 __all__ = [
     "AssemblyPriors", "Assembly", "CropAssignment", "KaryotypeCall", "SEX_COMPLEMENTS", "TRISOMY_COSTS", "DEFAULT_TRISOMIES",
     "CONSTITUTIONAL_TRISOMIES", "VIABLE_TRISOMIES",
-    "CellReadings", "assemble_cell", "call_cell", "call_karyotype", "check_scheme", "evaluate_cells", "karyotype_cell",
-    "read_cells", "FULL_CELL",
+    "assemble_cell", "call_cell", "call_karyotype", "check_scheme", "karyotype_cell", "pin_crops", "size_evidence", "FULL_CELL",
 ]

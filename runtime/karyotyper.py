@@ -14,9 +14,9 @@ Thread-safe like `Classifier`: cells may be read from several worker threads wit
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence, Union
+from typing import TYPE_CHECKING, Any, Mapping, Sequence, Union
 
 import numpy as np
 
@@ -25,6 +25,7 @@ from .bundle import Bundle
 from .case_summary import CaseSummary, CellCall, summarize_case
 from .cell_size import sizes_array
 from .karyotype import KaryotypeCall, karyotype_cell
+from .labels import parse_label
 from .preprocess import focused_crop, load_gray, to_gray
 
 if TYPE_CHECKING:  # onnxruntime loads with the first Karyotyper, not with this module
@@ -40,13 +41,14 @@ class CellResult:
     `predictions` holds every crop given, in order, unreadable ones with their `error`; the call's
     assignments are in the order of the readable ones (`readable`), so `call.assignments[k]` is the
     crop `readable[k]`. `crops` keeps what was given (paths or the caller's arrays, not copies) for
-    drawing the karyogram."""
+    drawing the karyogram. `corrections`: crops a person labelled on review (`Karyotyper.correct`)."""
 
     name: str
     call: KaryotypeCall | None
     predictions: list[Prediction]
     orientation_hint: str | None = None
     crops: list[Crop] = field(default_factory=list, repr=False)
+    corrections: dict[int, str] = field(default_factory=dict)  # assignment index -> the label a person set
 
     @property
     def readable(self) -> list[Prediction]:
@@ -77,7 +79,7 @@ class CellResult:
             return {"cell": self.name, "karyotype": None, "count": 0, "assignments": [], "findings": [], "errors": errors}
         entry: dict[str, Any] = {
             "cell": self.name, "karyotype": self.call.karyotype, "count": self.call.count, "complete": self.call.complete,
-            "assignments": assignment_rows(self.call, [p.turned for p in self.readable]),
+            "assignments": assignment_rows(self.call, [p.turned for p in self.readable], self.corrections),
             "findings": self.call.findings, "errors": errors,
         }
         if self.orientation_hint is not None:
@@ -91,16 +93,18 @@ def error_text(prediction: Prediction) -> str:
     return message if prediction.path is None or str(prediction.path) in message else f"{prediction.path}: {message}"
 
 
-def assignment_rows(call: KaryotypeCall, turned: list[bool] | None = None) -> list[dict[str, Any]]:
+def assignment_rows(call: KaryotypeCall, turned: list[bool] | None = None,
+                    corrected: Mapping[int, str] | None = None) -> list[dict[str, Any]]:
     """The JSON view of a call's crops; `swap_with` names the other crop by its path, as the user knows it.
 
     `turned` (per crop, in the cell's order) says which crops stood upside down under `--orientation
     any` (their read turned half a circle was the clearer), so a reviewer who opens the crop file
-    knows it lies the other way up from the karyogram."""
+    knows it lies the other way up from the karyogram. `corrected`: the crops a person labelled."""
     return [
         {"path": a.path, "label": a.label, "probability": a.probability, "review": a.review, "fragment": a.fragment,
          "swap_with": None if a.swap_with is None else call.assignments[a.swap_with].path,
-         "alternative": a.alternative, "joined": a.joined, "turned": bool(turned[a.index]) if turned is not None else False}
+         "alternative": a.alternative, "joined": a.joined, "turned": bool(turned[a.index]) if turned is not None else False,
+         "corrected": a.index in (corrected or {})}
         for a in call.assignments
     ]
 
@@ -159,10 +163,35 @@ class Karyotyper:
         readable = [p for p in predictions if p.error is None and p.probs is not None]
         if not readable:
             return CellResult(name, None, predictions, None, crops)
-        call = karyotype_cell(np.stack([p.probs for p in readable]), self.classifier.labels, self.priors,
+        return CellResult(name, self._call(readable), predictions, hint, crops)
+
+    def _call(self, readable: list[Prediction], pinned: Mapping[int, str] | None = None) -> KaryotypeCall:
+        """The readable crops' call: their sizes in the cell and the bundle's size prior weighed in."""
+        return karyotype_cell(np.stack([p.probs for p in readable]), self.classifier.labels, self.priors,
                               paths=[p.path for p in readable], sizes=sizes_array([p.size for p in readable]),
-                              size_prior=self.classifier.size_prior)
-        return CellResult(name, call, predictions, hint, crops)
+                              size_prior=self.classifier.size_prior, pinned=pinned)
+
+    def correct(self, cell: CellResult, labels: Mapping[int | str, str]) -> CellResult:
+        """The cell called again with crops a person has labelled on review, the rest of the cell
+        assembled around them: setting one crop of a swapped 4 and 5 right moves its partner, and a
+        speck set to a 13 is counted. Crops are named by their place in `cell.call.assignments` or
+        by name (a file's path); labels as a folder would name them ("23" is X). Earlier
+        corrections of the cell stand unless set again. No crop is read again."""
+        if cell.call is None:
+            raise ValueError(f"{cell.name}: no readable crops to correct")
+        readable = cell.readable
+        by_name = {str(p.path): k for k, p in enumerate(readable) if p.path is not None}
+        scheme = self.classifier.labels
+        corrections = dict(cell.corrections)
+        for crop, given in labels.items():
+            k = int(crop) if isinstance(crop, (int, np.integer)) else by_name.get(str(crop))
+            if k is None or not 0 <= k < len(readable):
+                raise ValueError(f"{cell.name}: no crop {crop!r} among its {len(readable)} readable crops")
+            label = parse_label(str(given))
+            if label is None or label not in scheme:
+                raise ValueError(f"{cell.name}: {given!r} is not a label of scheme {scheme.name}")
+            corrections[k] = label
+        return replace(cell, call=self._call(readable, corrections), corrections=corrections)
 
     def summarize(self, case: str, cells: Sequence[CellResult]) -> CaseSummary:
         """One patient's karyotype from its cells, with cell counts and ISCN's clone rule

@@ -11,7 +11,7 @@ from karyo.runtime.case_summary import (
     CellCall, case_line, cells_for_clone, compare_cases, copies_of, is_loss_only, summarize_case, summarize_cases,
 )
 from karyo.runtime.dataset import UNKNOWN, Sample
-from karyo.runtime.karyotype import evaluate_cells
+from karyo.runtime.cell_evaluation import evaluate_cells
 from karyo.runtime.labels import AUTOSOMES, NORMAL24, scheme
 
 AUTOSOME_PAIRS = [c for c in AUTOSOMES for _ in range(2)]

@@ -18,7 +18,8 @@ from karyo.runtime.cell_size import (
     sizes_array,
 )
 from karyo.runtime.dataset import Sample
-from karyo.runtime.karyotype import evaluate_cells, karyotype_cell
+from karyo.runtime.cell_evaluation import evaluate_cells
+from karyo.runtime.karyotype import karyotype_cell
 from karyo.runtime.labels import LabelScheme, scheme
 from karyo.runtime.preprocess import PreprocessSpec, measure_chromosome, prepare_gray
 from karyo.runtime.tensors import LabeledTensors

@@ -58,3 +58,8 @@ def test_any_is_evaluated_beside_the_default_and_neither_overwrites_the_other(ti
     # train minutes, epochs trained of asked
     assert "| 1/1 | 0.2 (2 of 24) |" in (work / "crossval.md").read_text()
     assert row_given["patients"] == row_either["patients"] == [1, 1]
+    # the line under the table: crops and exact calls once the flagged crops are put right and each cell
+    # assembled again around them (read both ways, nothing here is wrong to begin with)
+    assert row_either["review"]["crop_accuracy_reassembled"] == 1.0 and row_either["review"]["complete_exact_reassembled"] == 1
+    assert "assembled again around them (`karyo karyotype --relabel`): 100.00 +- 0.00% of crops right, 1 of 1 complete" \
+        in (work / "crossval-any.md").read_text()

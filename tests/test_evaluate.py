@@ -89,7 +89,7 @@ def test_line_plot_png(tmp_path):
 def test_cell_figures_when_the_manifest_names_cells(tiny_bundle, tmp_path):
     """With case/cell known, evaluate adds assembly and exact-karyotype figures; without, it adds none."""
     from karyo.runtime.cli_evaluate import format_report
-    from karyo.runtime.karyotype import evaluate_cells
+    from karyo.runtime.cell_evaluation import evaluate_cells
 
     root = tmp_path / "cells"
     written = write_labeled_folder(root, tiny_bundle.labels, per_class=4)
@@ -125,7 +125,7 @@ def test_cells_are_assembled_under_the_trisomies_the_lab_sees(tiny_bundle, tmp_p
 
     from typer.testing import CliRunner
 
-    from karyo.runtime import karyotype
+    from karyo.runtime import cell_evaluation
     from karyo.runtime.cli import app
 
     root = tmp_path / "cells"
@@ -134,13 +134,13 @@ def test_cells_are_assembled_under_the_trisomies_the_lab_sees(tiny_bundle, tmp_p
                                        for i, (p, label) in enumerate(written)]
     (root / "manifest.csv").write_text("\n".join(rows) + "\n")
     seen: list[float] = []
-    real = karyotype.evaluate_cells
+    real = cell_evaluation.evaluate_cells
 
     def spy(samples, probs, labels, priors=None, *args, **kwargs):
         seen.append((priors.trisomy("9"), kwargs["constitutional"]))
         return real(samples, probs, labels, priors, *args, **kwargs)
 
-    monkeypatch.setattr(karyotype, "evaluate_cells", spy)
+    monkeypatch.setattr(cell_evaluation, "evaluate_cells", spy)
     for option, cost in ((["--trisomies", "any"], (6.0, False)), ([], (8.0, True))):  # constitutional: mos
         seen.clear()
         result = CliRunner().invoke(app, ["evaluate", str(tiny_bundle.path), str(root), "--precision", "fp32", "--json", *option])

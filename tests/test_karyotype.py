@@ -16,13 +16,12 @@ from typer.testing import CliRunner
 
 from karyo.runtime.assignment import AssignmentError, solve_assignment
 from karyo.runtime.dataset import Sample
+from karyo.runtime.cell_evaluation import evaluate_cells, read_cells
 from karyo.runtime.karyotype import (
     AssemblyPriors,
     assemble_cell,
     call_karyotype,
-    evaluate_cells,
     karyotype_cell,
-    read_cells,
 )
 from karyo.runtime.labels import AUTOSOMES, NORMAL24, scheme
 
@@ -566,6 +565,7 @@ def test_evaluate_cells_counts_crops_and_exact_calls():
     # the one crop assembly moved is flagged, and it was right
     assert result["review"] == {"flagged": 1, "flagged_rate": pytest.approx(1 / n), "wrong_assembled": 0,
                                 "wrong_flagged": 0, "alternative_right": 0, "crop_accuracy_after_review": 1.0,
+                                "crop_accuracy_reassembled": 1.0, "complete_exact_reassembled": 2,
                                 "calls_wrong": 0, "calls_wrong_flagged": 0}
     # now a cell the assembly cannot fix: a confident wrong label (a 1 read as 21 with p 0.999; moving
     # a true 21 into the 1's slot would cost 10 nats, a loss and a viable trisomy only 7)
@@ -588,6 +588,7 @@ def test_evaluate_cells_counts_the_errors_a_reviewer_is_shown():
     assert result["errors"] == []  # a swap keeps the karyotype right
     assert result["review"] == {"flagged": 2, "flagged_rate": pytest.approx(2 / 46), "wrong_assembled": 2,
                                 "wrong_flagged": 2, "alternative_right": 2, "crop_accuracy_after_review": 1.0,
+                                "crop_accuracy_reassembled": 1.0, "complete_exact_reassembled": 1,
                                 "calls_wrong": 0, "calls_wrong_flagged": 0}
 
 
@@ -601,6 +602,8 @@ def test_evaluate_cells_counts_the_flags_whose_hint_is_the_truth():
     assert result["review"] == {"flagged": 1, "flagged_rate": pytest.approx(1 / 46), "wrong_assembled": 2,
                                 "wrong_flagged": 1, "alternative_right": 0,
                                 "crop_accuracy_after_review": pytest.approx(45 / 46),
+                                # the flagged 4 set right, the cell assembled again: the 5 follows
+                                "crop_accuracy_reassembled": 1.0, "complete_exact_reassembled": 1,
                                 "calls_wrong": 0, "calls_wrong_flagged": 0}
 
 
@@ -803,3 +806,30 @@ def test_cli_refuses_a_binary_bundle_before_classifying(tmp_path, male_cell):
     result = CliRunner().invoke(app, ["karyotype", str(binary.path), str(male_cell)])
     assert result.exit_code == 2
     assert "all 24 chromosomes" in result.stderr and "lacks" in result.stderr
+
+
+def test_a_crop_pinned_on_review_keeps_its_label_and_its_partner_follows():
+    """A person sets the first 4 of a swapped pair right: the 5 read as a 4 moves back by the counts
+    alone, still flagged (placed against its own image's top label) for the person to confirm."""
+    probs, four, five = near_swap(0.7)
+    assert [karyotype_cell(probs, NORMAL).assignments[i].label for i in (four, five)] == ["5", "4"]
+    call = karyotype_cell(probs, NORMAL, pinned={four: "4"})
+    assert (call.assignments[four].label, call.assignments[five].label) == ("4", "5")
+    assert call.karyotype == "46,XY" and not call.assignments[four].review
+    assert call.assignments[five].review and call.assignments[five].alternative == "4"
+    assert call.assignments[five].swap_with is None  # no exchange with a pinned crop is offered
+    assert [i for i, a in enumerate(call.assignments) if a.review] == [five]
+    # a 1 set to 9 by hand: the counts then move the likeliest other crop, a 9, into the empty
+    # place of the 1s (5.3 nats, against 11 for 46,XY,-1,+9), and flag it; pin all three and the
+    # pins hold against the counts
+    nines = [i for i, label in enumerate(MALE) if label == "9"]
+    one = karyotype_cell(confident(MALE), NORMAL, pinned={0: "9"})
+    moved = [i for i, a in enumerate(one.assignments) if a.label != MALE[i]]
+    assert one.karyotype == "46,XY" and one.assignments[0].label == "9" and not one.assignments[0].review
+    assert len(moved) == 2 and moved[1] in nines and one.assignments[moved[1]].label == "1" and one.assignments[moved[1]].review
+    assert karyotype_cell(confident(MALE), NORMAL, pinned={0: "9", **{i: "9" for i in nines}}).karyotype == "46,XY,-1,+9"
+    with pytest.raises(ValueError, match="crop 46 pinned, but the cell has 46 crops"):
+        karyotype_cell(probs, NORMAL, pinned={46: "4"})
+    with pytest.raises(ValueError, match="not a label of scheme normal24"):
+        karyotype_cell(probs, NORMAL, pinned={0: "del(5)(p14)"})
+

@@ -165,3 +165,51 @@ def test_the_readmes_example_runs_as_written(tiny_bundle, tmp_path, monkeypatch)
     exec(compile(code, "README.md", "exec"), namespace)
     assert namespace["cell"].karyotype == "47,XY,+21" and (tmp_path / "P17_3.png").is_file()
     assert namespace["patient"].karyotype == "mos 47,XY,+21[2]/46,XY[1]"
+
+
+def test_a_reviewers_corrections_call_the_cell_again_without_reading_it_again(sized_bundle, tmp_path):
+    """The speck of a 47,XY,+21 cell set to 13 by the reviewer is counted (48,XY,+13,+21); a crop
+    named by its file or by its place; corrections add up; the JSON marks the corrected crops."""
+    from karyo.runtime import Karyotyper
+
+    speck = np.full((40, 20), 250, np.uint8)
+    speck[19:21, 9:12] = 40
+    crops = cell_arrays(MALE + ["21"], seed=3) + [speck]
+    paths = [str(p) for p in write_cell(tmp_path / "cell", crops)]
+    karyotyper = Karyotyper(sized_bundle, precision="fp32", provider="cpu")
+    cell = karyotyper.read_cell(paths, name="cell")
+    assert cell.karyotype == "47,XY,+21" and cell.call.assignments[47].fragment
+    calls = []
+    karyotyper.classifier.predict_cell = lambda *a, **k: calls.append(a)  # correcting must not read crops again
+    fixed = karyotyper.correct(cell, {paths[47]: "13"})
+    assert fixed.karyotype == "48,XY,+13,+21" and calls == [] and fixed.corrections == {47: "13"}
+    assert cell.karyotype == "47,XY,+21" and cell.corrections == {}  # the first reading is left as it was
+    rows = fixed.to_dict()["assignments"]
+    assert [r["corrected"] for r in rows].count(True) == 1 and rows[47]["corrected"] and rows[47]["label"] == "13"
+    assert not rows[47]["fragment"] and not rows[47]["review"]
+    again = karyotyper.correct(fixed, {46: "18"})  # the third 21 was an 18 after all, say
+    assert again.corrections == {47: "13", 46: "18"} and again.karyotype == "48,XY,+13,+18"
+    with pytest.raises(ValueError, match="no crop 'elsewhere.png' among its 48 readable crops"):
+        karyotyper.correct(cell, {"elsewhere.png": "5"})
+    with pytest.raises(ValueError, match="'Z' is not a label of scheme normal24"):
+        karyotyper.correct(cell, {0: "Z"})
+    assert karyotyper.correct(cell, {0: "23"}).call.assignments[0].label == "X"  # as a folder would name it
+
+
+def test_cli_relabel_calls_the_cell_around_what_the_reviewer_set(sized_bundle, tmp_path):
+    from karyo.runtime.cli import app
+
+    speck = np.full((40, 20), 250, np.uint8)
+    speck[19:21, 9:12] = 40
+    paths = write_cell(tmp_path / "cell", cell_arrays(MALE + ["21"], seed=3) + [speck])
+    base = ["karyotype", str(sized_bundle.path), str(tmp_path / "cell"), "--precision", "fp32", "--provider", "cpu"]
+    plain = CliRunner().invoke(app, [*base, "--relabel", f"{paths[47]}=13"])
+    assert plain.exit_code == 0, plain.output
+    assert plain.stdout.startswith(f"{tmp_path / 'cell'}: 48,XY,+13,+21  (48 crops, 1 relabelled")
+    # any spelling of the crop's path (here with a "./" in it); the JSON marks the crop
+    document = json.loads(CliRunner().invoke(app, [*base, "--json", "--relabel", f"{tmp_path}/./cell/47.png=13"]).stdout)
+    assert document["cells"][0]["karyotype"] == "48,XY,+13,+21" and document["cells"][0]["assignments"][47]["corrected"]
+    for value, message in ((f"{tmp_path}/other.png=13", "is not a crop of the cells given"),
+                           (f"{paths[0]}=Z", "'Z' is not a label of scheme normal24"), ("47.png", "write CROP=LABEL")):
+        refused = CliRunner().invoke(app, [*base, "--relabel", value])
+        assert refused.exit_code == 2 and message in refused.stderr and refused.stdout == ""
