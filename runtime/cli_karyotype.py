@@ -191,7 +191,7 @@ def karyotype(
         karyotyper = load_karyotyper(bundle, precision.value, provider.value, orientation_value(orientation),
                                      trisomies.value, priors)
         classifier = karyotyper.classifier
-        for number, wanted in relabels.items():
+        for wanted in relabels.values():
             for crop, label in wanted.items():
                 if parse_label(label) not in classifier.labels:
                     raise ValueError(f"--relabel {crop}={label}: {label!r} is not a label of scheme {classifier.labels.name}")

@@ -164,7 +164,7 @@ def karyotype_cell(
 
 
 def pin_crops(probs: np.ndarray, fragments: np.ndarray | None, labels: LabelScheme,
-         pinned: Mapping[int, str]) -> tuple[np.ndarray, np.ndarray | None]:
+              pinned: Mapping[int, str]) -> tuple[np.ndarray, np.ndarray | None]:
     """Certain probabilities for the pinned rows (moving one then costs -ln(prob_floor), 21 nats, more
     than any count prior), and those rows counted whatever their size."""
     probs = np.array(probs, dtype=np.float64)

@@ -26,7 +26,7 @@ from .case_summary import CaseSummary, CellCall, summarize_case
 from .cell_size import sizes_array
 from .karyotype import KaryotypeCall, karyotype_cell
 from .labels import parse_label
-from .preprocess import focused_crop, load_gray, to_gray
+from .preprocess import ImageError, focused_crop, load_gray, to_gray
 
 if TYPE_CHECKING:  # onnxruntime loads with the first Karyotyper, not with this module
     from .classifier import Classifier, Prediction
@@ -116,8 +116,9 @@ class Karyotyper:
     amniotic fluid (the default), "any" for marrow, tumours and miscarriages; it also decides
     whether a patient's several lines are written as a constitutional mosaic (``mos``). `priors`
     replaces the count priors altogether (review odds included); the other arguments are
-    `Classifier`'s. A bundle without a karyotype (a binary scheme) is refused here, before any crop
-    is read."""
+    `Classifier`'s, and an open `Classifier` may be given instead of a bundle (its precision,
+    provider and orientation then stand). A bundle without a karyotype (a binary scheme) is refused
+    here, before any crop is read."""
 
     def __init__(
         self,
@@ -214,7 +215,7 @@ class Karyotyper:
             try:
                 gray = to_gray(given, spec.max_pixels) if isinstance(given, np.ndarray) else load_gray(given, spec.max_pixels)
                 crop = focused_crop(gray, spec)
-            except ValueError:  # ImageError: read a moment ago, so only a file changed underneath lands here
+            except ImageError:  # read a moment ago, so only a file changed underneath lands here
                 continue
             shown.append(np.ascontiguousarray(crop[::-1, ::-1]) if prediction.turned else crop)
             assignments.append(assignment)
