@@ -52,11 +52,11 @@ class CellResult:
 
     @property
     def readable(self) -> list[Prediction]:
-        return [p for p in self.predictions if p.error is None and p.probs is not None]
+        return [p for p in self.predictions if _readable(p)]
 
     @property
     def errors(self) -> list[Prediction]:
-        return [p for p in self.predictions if p.error is not None or p.probs is None]
+        return [p for p in self.predictions if not _readable(p)]
 
     @property
     def karyotype(self) -> str | None:
@@ -85,6 +85,11 @@ class CellResult:
         if self.orientation_hint is not None:
             entry["orientation_hint"] = self.orientation_hint
         return entry
+
+
+def _readable(prediction: Prediction) -> bool:
+    """Whether a crop was read (the one test for `readable`, `errors` and the call's rows)."""
+    return prediction.error is None and prediction.probs is not None
 
 
 def error_text(prediction: Prediction) -> str:
@@ -161,7 +166,7 @@ class Karyotyper:
         place, `image K`, in errors only, as `Classifier.predict_arrays` names it)."""
         crops = list(crops)
         predictions, hint = self.classifier.predict_cell(crops, names=names)
-        readable = [p for p in predictions if p.error is None and p.probs is not None]
+        readable = [p for p in predictions if _readable(p)]
         if not readable:
             return CellResult(name, None, predictions, None, crops)
         return CellResult(name, self._call(readable), predictions, hint, crops)
@@ -209,7 +214,7 @@ class Karyotyper:
             raise ValueError(f"{cell.name}: no readable crops, no karyogram")
         spec = self.classifier.spec
         shown, assignments = [], []
-        readable = [(k, p) for k, p in enumerate(cell.predictions) if p.error is None and p.probs is not None]
+        readable = [(k, p) for k, p in enumerate(cell.predictions) if _readable(p)]
         for (k, prediction), assignment in zip(readable, cell.call.assignments):
             given = cell.crops[k]
             try:
