@@ -130,7 +130,10 @@ class CropAssignment:
 
     `joined`: the cell reads one chromosome short and this crop's area fits its own chromosome and
     the missing one (`alternative`) together: two chromosomes touching or overlapping may have been
-    cut as one object (``karyo.runtime.karyotype.call_cell``)."""
+    cut as one object (``karyo.runtime.karyotype.call_cell``).
+
+    `corrected`: a person labelled this crop on review (``karyotype_cell(pinned=...)``); its label
+    is theirs, not the network's, and the karyogram and the JSON say so."""
 
     index: int
     label: str
@@ -143,6 +146,7 @@ class CropAssignment:
     swap_with: int | None = None
     alternative: str | None = None
     joined: bool = False
+    corrected: bool = False
 
     @property
     def check_against(self) -> str | None:
@@ -155,7 +159,8 @@ class CropAssignment:
     def to_dict(self) -> dict[str, Any]:
         return {"path": self.path, "label": self.label, "probability": self.probability, "review": self.review,
                 "top_label": self.top_label, "top_probability": self.top_probability, "fragment": self.fragment,
-                "swap_with": self.swap_with, "alternative": self.alternative, "joined": self.joined}
+                "swap_with": self.swap_with, "alternative": self.alternative, "joined": self.joined,
+                "corrected": self.corrected}
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,10 @@ chromosome number under them. All crops share one scale, so a small 21 stays sma
 large 1, which is part of what a cytogeneticist checks. Crops the assembly overrode or was
 unsure about (``review``) get a red box with, under it, the label to weigh against the one given
 (``alternative``, e.g. "5?" under a 4 that may be swapped with a 5): a box alone says where to look,
-not what to look for. Objects too small for a whole chromosome (``fragment``) stand apart at the
-end of the last row, under "not counted". The karyotype call is the title.
+not what to look for. Crops a person has labelled on review (``corrected``) get a blue box instead:
+what stands there is theirs, and whoever signs the cell out sees which crops were set by hand.
+Objects too small for a whole chromosome (``fragment``) stand apart at the end of the last row,
+under "not counted". The karyotype call is the title.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ ROWS: tuple[tuple[str, ...], ...] = (
 )
 NOT_COUNTED = "not counted"  # the group of fragments: objects that fill no chromosome slot
 REVIEW_COLOR = (0, 0, 255)  # BGR red
+CORRECTED_COLOR = (200, 110, 0)  # BGR blue: told apart from red by colour-blind readers too
 TEXT_COLOR = (40, 40, 40)
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 MARGIN = 20
@@ -139,15 +142,18 @@ def layout_karyogram(
 
 
 def legend_lines(assignments: Sequence[CropAssignment]) -> list[str]:
-    """The legend under the karyogram: what the red marks mean, only for marks that are drawn."""
+    """The legend under the karyogram: what the coloured marks mean, only for marks that are drawn."""
+    lines = []
     reviews = sum(a.review for a in assignments)
-    if not reviews:
-        return []
-    lines = [f"red box: {reviews} crop(s) to review (top-1 overridden, a close call, a possible swap, or not counted)"]
+    if reviews:
+        lines.append(f"red box: {reviews} crop(s) to review (top-1 overridden, a close call, a possible swap, or not counted)")
     if any(_hint(a) and not a.joined for a in assignments):
         lines.append('red "5?" under a box: the label to weigh against the one it is placed as')
     if any(_hint(a) and a.joined for a in assignments):
         lines.append('red "+21?" under a box: the crop may hold a 21 as well (two chromosomes cut as one)')
+    corrected = sum(a.corrected for a in assignments)
+    if corrected:
+        lines.append(f"blue box: {corrected} crop(s) labelled on review")
     return lines
 
 
@@ -192,6 +198,9 @@ def render_karyogram(
     for assignment, (x, y, w, h) in zip(assignments, layout.boxes):
         if assignment.label in STRUCTURAL:
             _put_centered(image, assignment.label, x + w // 2, y + h + LABEL_HEIGHT, 0.35, 1, (150, 60, 0))
+    for assignment, (x, y, w, h) in zip(assignments, layout.boxes):
+        if assignment.corrected:
+            cv2.rectangle(image, (x - 2, y - 2), (x + w + 1, y + h + 1), CORRECTED_COLOR, 2)
     reviews = [(a, box) for a, box in zip(assignments, layout.boxes) if a.review]
     for assignment, (x, y, w, h) in reviews:
         cv2.rectangle(image, (x - 2, y - 2), (x + w + 1, y + h + 1), REVIEW_COLOR, 2)
@@ -200,7 +209,8 @@ def render_karyogram(
             _put_centered(image, hint, x + w // 2, y + h + layout.hint_offset, HINT_SIZE, 1, REVIEW_COLOR)
     for k, line in enumerate(layout.legend):
         bottom = layout.height - 9 - LEGEND_HEIGHT * (len(layout.legend) - 1 - k)
-        cv2.putText(image, line, (MARGIN, bottom), FONT, LEGEND_SIZE, REVIEW_COLOR, 1, cv2.LINE_AA)
+        color = CORRECTED_COLOR if line.startswith("blue") else REVIEW_COLOR
+        cv2.putText(image, line, (MARGIN, bottom), FONT, LEGEND_SIZE, color, 1, cv2.LINE_AA)
     return image, layout
 
 

@@ -159,8 +159,11 @@ def karyotype_cell(
     probs, fragments, relative = size_evidence(probs, sizes, ["cell"] * len(probs), size_prior)
     if pinned:
         probs, fragments = pin_crops(probs, fragments, labels, pinned)
-    return call_cell(probs, labels, priors, fragments, paths, full_cell=full_cell, max_losses=max_losses,
+    call = call_cell(probs, labels, priors, fragments, paths, full_cell=full_cell, max_losses=max_losses,
                      relative=relative, size_prior=size_prior)
+    if not pinned:
+        return call
+    return replace(call, assignments=[replace(a, corrected=True) if a.index in pinned else a for a in call.assignments])
 
 
 def pin_crops(probs: np.ndarray, fragments: np.ndarray | None, labels: LabelScheme,

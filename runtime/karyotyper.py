@@ -79,7 +79,7 @@ class CellResult:
             return {"cell": self.name, "karyotype": None, "count": 0, "assignments": [], "findings": [], "errors": errors}
         entry: dict[str, Any] = {
             "cell": self.name, "karyotype": self.call.karyotype, "count": self.call.count, "complete": self.call.complete,
-            "assignments": assignment_rows(self.call, [p.turned for p in self.readable], self.corrections),
+            "assignments": assignment_rows(self.call, [p.turned for p in self.readable]),
             "findings": self.call.findings, "errors": errors,
         }
         if self.orientation_hint is not None:
@@ -98,18 +98,17 @@ def error_text(prediction: Prediction) -> str:
     return message if prediction.path is None or str(prediction.path) in message else f"{prediction.path}: {message}"
 
 
-def assignment_rows(call: KaryotypeCall, turned: list[bool] | None = None,
-                    corrected: Mapping[int, str] | None = None) -> list[dict[str, Any]]:
+def assignment_rows(call: KaryotypeCall, turned: list[bool] | None = None) -> list[dict[str, Any]]:
     """The JSON view of a call's crops; `swap_with` names the other crop by its path, as the user knows it.
 
     `turned` (per crop, in the cell's order) says which crops stood upside down under `--orientation
     any` (their read turned half a circle was the clearer), so a reviewer who opens the crop file
-    knows it lies the other way up from the karyogram. `corrected`: the crops a person labelled."""
+    knows it lies the other way up from the karyogram. `corrected`: a person labelled the crop on review."""
     return [
         {"path": a.path, "label": a.label, "probability": a.probability, "review": a.review, "fragment": a.fragment,
          "swap_with": None if a.swap_with is None else call.assignments[a.swap_with].path,
          "alternative": a.alternative, "joined": a.joined, "turned": bool(turned[a.index]) if turned is not None else False,
-         "corrected": a.index in (corrected or {})}
+         "corrected": a.corrected}
         for a in call.assignments
     ]
 

@@ -104,6 +104,34 @@ def test_review_crops_get_a_red_box_and_others_do_not():
     assert not is_red(plain).any()
 
 
+def is_blue(pixels: np.ndarray) -> np.ndarray:
+    return (pixels[..., 0] > 170) & (pixels[..., 1] > 80) & (pixels[..., 1] < 140) & (pixels[..., 2] < 60)
+
+
+def test_crops_labelled_on_review_get_a_blue_box_and_a_legend_line():
+    crops, assignments = make_cell(MALE, review={40})
+    assignments[6] = replace(assignments[6], corrected=True)  # a 4 a reviewer set
+    image, layout = render_karyogram(crops, assignments, title="46,XY")
+
+    def ring(index: int) -> np.ndarray:
+        x, y, w, h = layout.boxes[index]
+        return np.concatenate([image[y - 2, x - 2 : x + w + 2], image[y + h + 1, x - 2 : x + w + 2],
+                               image[y - 2 : y + h + 2, x - 2], image[y - 2 : y + h + 2, x + w + 1]])
+
+    assert is_blue(ring(6)).mean() > 0.9 and not is_red(ring(6)).any()
+    assert is_red(ring(40)).mean() > 0.9 and not is_blue(ring(40)).any()
+    assert not any(is_blue(ring(k)).any() for k in range(len(assignments)) if k != 6)
+    assert legend_lines(assignments)[-1] == "blue box: 1 crop(s) labelled on review"
+    # the legend's blue line is drawn in blue, under the red one
+    legend = image[-2 * LEGEND_HEIGHT :]
+    blue_rows, red_rows = np.flatnonzero(is_blue(legend).any(axis=1)), np.flatnonzero(is_red(legend).any(axis=1))
+    assert blue_rows.size and red_rows.size and blue_rows.min() > red_rows.max()
+    # with nothing to review, the blue line stands alone
+    alone = [replace(a, review=False) for a in assignments]
+    assert legend_lines(alone) == ["blue box: 1 crop(s) labelled on review"]
+    assert not is_blue(render_karyogram(crops, make_cell(MALE)[1])[0]).any()
+
+
 def test_a_review_hint_names_the_alternative_under_its_box_only():
     crops, assignments = make_cell(MALE, review={6, 8})
     four, five = 6, 8  # the first 4 and the first 5, read as each other's label

@@ -819,6 +819,8 @@ def test_a_crop_pinned_on_review_keeps_its_label_and_its_partner_follows():
     assert call.assignments[five].review and call.assignments[five].alternative == "4"
     assert call.assignments[five].swap_with is None  # no exchange with a pinned crop is offered
     assert [i for i, a in enumerate(call.assignments) if a.review] == [five]
+    assert [i for i, a in enumerate(call.assignments) if a.corrected] == [four]  # the partner moved; no one set it
+    assert not any(a.corrected for a in karyotype_cell(probs, NORMAL).assignments)
     # a 1 set to 9 by hand: the counts then move the likeliest other crop, a 9, into the empty
     # place of the 1s (5.3 nats, against 11 for 46,XY,-1,+9), and flag it; pin all three and the
     # pins hold against the counts

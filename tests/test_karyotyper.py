@@ -187,6 +187,12 @@ def test_a_reviewers_corrections_call_the_cell_again_without_reading_it_again(si
     rows = fixed.to_dict()["assignments"]
     assert [r["corrected"] for r in rows].count(True) == 1 and rows[47]["corrected"] and rows[47]["label"] == "13"
     assert not rows[47]["fragment"] and not rows[47]["review"]
+    # the karyogram boxes the crop the reviewer set in blue, under "not counted" no longer
+    def blue_pixels(result) -> int:
+        image = cv2.imread(str(karyotyper.karyogram(result, tmp_path / "cell.png")))
+        return int(((image[..., 0] > 170) & (image[..., 1] > 80) & (image[..., 1] < 140) & (image[..., 2] < 60)).sum())
+
+    assert blue_pixels(fixed) > 100 and blue_pixels(cell) == 0
     again = karyotyper.correct(fixed, {46: "18"})  # the third 21 was an 18 after all, say
     assert again.corrections == {47: "13", 46: "18"} and again.karyotype == "48,XY,+13,+18"
     with pytest.raises(ValueError, match="no crop 'elsewhere.png' among its 48 readable crops"):
