@@ -19,6 +19,7 @@ from .cli_info import info as _info; app.command("info")(_info)  # noqa: E402, E
 from .cli_bench import bench as _bench; app.command("bench")(_bench)  # noqa: E402, E702
 from .cli_karyotype import karyotype as _karyotype; app.command("karyotype")(_karyotype)  # noqa: E402, E702
 from .cli_audit import audit as _audit; app.command("audit")(_audit)  # noqa: E402, E702
+from .cli_watch import watch as _watch; app.command("watch")(_watch)  # noqa: E402, E702
 
 
 def main() -> None:

@@ -133,13 +133,14 @@ def other_checks(call: KaryotypeCall) -> list[str]:
             if a.review and a.swap_with is None and a.alternative is not None]
 
 
-def _plain_line(cell: CellInput, call: KaryotypeCall, truth: KaryotypeCall | None, failed: int, turned: int = 0,
-                relabelled: int = 0) -> str:
+def cell_line(name: str, call: KaryotypeCall, truth: KaryotypeCall | None = None, failed: int = 0, turned: int = 0,
+              relabelled: int = 0) -> str:
+    """One plain line per cell: the call, how many crops and what to look at (`karyo watch` prints it too)."""
     reviews = sum(a.review for a in call.assignments)
     parts = [f"{call.count} crops"] + ([f"{turned} read turned"] if turned else []) + (
         [f"{relabelled} relabelled"] if relabelled else []) + (
         [f"{reviews} to review"] if reviews else []) + ([f"{failed} unreadable"] if failed else [])
-    line = f"{cell.name}: {call.karyotype}  ({', '.join(parts)})"
+    line = f"{name}: {call.karyotype}  ({', '.join(parts)})"
     if call.findings:
         line += "  " + "; ".join(call.findings)
     swaps = possible_swaps(call)
@@ -256,8 +257,8 @@ def karyotype(
                 exit_code = 1
         results.append(entry)
         if not as_json:
-            say(_plain_line(cell, call, truth, len(entry["errors"]), sum(p.turned for p in result.readable),
-                            len(result.corrections)))
+            say(cell_line(cell.name, call, truth, len(entry["errors"]), sum(p.turned for p in result.readable),
+                          len(result.corrections)))
     constitutional = trisomies.value == CONSTITUTIONAL_TRISOMIES
     summaries = summarize_cases(case_calls, constitutional)
     truths = {t.case: t for t in summarize_cases(case_truths, constitutional)}

@@ -244,7 +244,7 @@ def test_plain_output_names_the_pair_that_may_be_swapped():
 
 
 def test_plain_output_names_what_to_check_each_other_flagged_crop_against():
-    from karyo.runtime.cli_karyotype import CellInput, _plain_line, other_checks, possible_swaps
+    from karyo.runtime.cli_karyotype import cell_line, other_checks, possible_swaps
 
     probs = confident(FEMALE)
     second_two = [i for i, label in enumerate(FEMALE) if label == "2"][1]
@@ -254,7 +254,7 @@ def test_plain_output_names_what_to_check_each_other_flagged_crop_against():
     call = karyotype_cell(probs, NORMAL)
     assert other_checks(call) == ["2 (1?)", "7 (6?)"]  # in crop order
     assert possible_swaps(call) == []
-    line = _plain_line(CellInput("cell1", []), call, None, 0)
+    line = cell_line("cell1", call)
     assert line == "cell1: 46,XX  (46 crops, 2 to review)  check: 2 (1?), 7 (6?)"
     swapped, four, five = near_swap(0.7)  # swaps are named as pairs, not again as checks
     assert other_checks(karyotype_cell(swapped, NORMAL)) == []
