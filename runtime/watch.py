@@ -63,7 +63,7 @@ class CellFolder:
     case: str | None  # the folder above it under the inbox ("P17"), None for a folder at the top
     crops: tuple[Path, ...]
     newest: float  # the latest modification time of the folder and its crops (seconds since the epoch)
-    signature: str  # of the crops' names, sizes and modification times
+    signature: str  # of the crops' (and the relabel file's) names, sizes and modification times
 
 
 def _is_image(name: str) -> bool:
