@@ -176,6 +176,11 @@ def markdown(rows: list[dict[str, Any]], folds: int) -> str:
         lines.append(f"\nWith the flagged crops put right and each cell assembled again around them (`karyo karyotype "
                      f"--relabel`): {spread([v['crop_accuracy_reassembled'] for v in reassembled])}% of crops right, "
                      f"{exact} of {complete} complete cells exact.")
+        if all("crop_accuracy_rechecked" in v for v in reassembled):
+            lines.append(f"With what the corrected cells flag anew checked too, until nothing new is flagged "
+                         f"({sum(v['flagged_again'] for v in reassembled)} crops more): "
+                         f"{spread([v['crop_accuracy_rechecked'] for v in reassembled])}% of crops right, "
+                         f"{sum(v['complete_exact_rechecked'] for v in reassembled)} of {complete} complete cells exact.")
     return "\n".join(lines) + "\n"
 
 

@@ -68,17 +68,30 @@ def read_cells(
     return CellReadings(sized, fragments, dict(by_cell), calls, relative)
 
 
-def _reassembled(readings: CellReadings, key: str, truth: list[str], labels: LabelScheme, priors: AssemblyPriors | None,
-                 max_losses: int, size_prior: SizePrior | None) -> KaryotypeCall:
+def _reviewed(readings: CellReadings, key: str, truth: list[str], labels: LabelScheme, priors: AssemblyPriors | None,
+              max_losses: int, size_prior: SizePrior | None) -> tuple[KaryotypeCall, KaryotypeCall, int]:
     """A cell's call once a reviewer has set every flagged crop to its true label and the cell is
-    assembled again around them (``Karyotyper.correct``); the call itself when nothing is flagged."""
+    assembled again around them (``Karyotyper.correct``); then once they have also set right what
+    each corrected call flags anew, until nothing new is flagged; and how many crops those later
+    looks took. The call itself where nothing is flagged."""
     called, rows = readings.calls[key], readings.cells[key]
-    pins = {j: t for j, (a, t) in enumerate(zip(called.assignments, truth)) if a.review and t in labels}
-    if not pins:
-        return called
-    probs, fragments = pin_crops(readings.sized[rows], readings.fragments[rows], labels, pins)
     relative = None if readings.relative is None else readings.relative[rows]
-    return call_cell(probs, labels, priors, fragments, max_losses=max_losses, relative=relative, size_prior=size_prior)
+    pins: dict[int, str] = {}
+    first, call, again = None, called, 0
+    while True:
+        new = {j: t for j, (a, t) in enumerate(zip(call.assignments, truth)) if a.review and j not in pins and t in labels}
+        if not new:  # each look pins at least one more crop, so this ends
+            return first or called, call, again
+        again += len(new) if first is not None else 0
+        pins.update(new)
+        probs, fragments = pin_crops(readings.sized[rows], readings.fragments[rows], labels, pins)
+        call = call_cell(probs, labels, priors, fragments, max_losses=max_losses, relative=relative, size_prior=size_prior)
+        first = first or call
+
+
+def _right(truth: list[str], call: KaryotypeCall) -> int:
+    """Crops placed as their true label (a fragment is placed as none)."""
+    return sum(t == (None if a.fragment else a.label) for t, a in zip(truth, call.assignments))
 
 
 def evaluate_cells(
@@ -106,7 +119,10 @@ def evaluate_cells(
     flagged crop right (what a lab gets for checking the red boxes). `crop_accuracy_reassembled`
     and `complete_exact_reassembled` go one step further, as `karyo karyotype --relabel` does: the
     flagged crops pinned to their true labels and each cell assembled again around them, so an
-    unflagged crop that only sat wrong for the counts' sake moves too. `calls_wrong_flagged` counts
+    unflagged crop that only sat wrong for the counts' sake moves too; the corrected calls may flag
+    crops anew (what moved), and `flagged_again`, `crop_accuracy_rechecked` and
+    `complete_exact_rechecked` are for a reviewer who looks at those too, round after round, until
+    nothing new is flagged. `calls_wrong_flagged` counts
     the cells called wrong (`calls_wrong`) in which at least one wrong crop is flagged: a wrong
     call that comes with a box on what makes it wrong, rather than a silent one.
 
@@ -123,6 +139,7 @@ def evaluate_cells(
     with_size = sizes is not None and size_prior is not None
     right_top1 = right_size = right_assembled = complete = complete_exact = agree_complete = 0
     flagged = wrong_flagged = alternative_right = calls_wrong_flagged = right_reassembled = exact_reassembled = 0
+    flagged_again = right_rechecked = exact_rechecked = 0
     errors: list[dict[str, Any]] = []
     abnormal: list[dict[str, Any]] = []  # every cell whose truth is not 46,XX / 46,XY, right or wrong
     not_counted: list[dict[str, Any]] = []  # crops set aside as too small for a whole chromosome
@@ -150,12 +167,15 @@ def evaluate_cells(
         agree_complete += truth.complete == called.complete
         if samples[rows[0]].case != UNKNOWN:
             case_cells.append((samples[rows[0]].case, CellCall.of(key, truth, truth_labels), cell_call))
-        reviewed = _reassembled(readings, key, truth_labels, labels, priors, max_losses, size_prior)
-        right_reassembled += sum(t == (None if a.fragment else a.label) for t, a in zip(truth_labels, reviewed.assignments))
+        reviewed, rechecked, again = _reviewed(readings, key, truth_labels, labels, priors, max_losses, size_prior)
+        right_reassembled += _right(truth_labels, reviewed)
+        right_rechecked += _right(truth_labels, rechecked)
+        flagged_again += again
         if truth.complete:
             complete += 1
             complete_exact += truth.karyotype == called.karyotype
             exact_reassembled += truth.karyotype == reviewed.karyotype
+            exact_rechecked += truth.karyotype == rechecked.karyotype
         if truth.karyotype not in ("46,XX", "46,XY"):
             abnormal.append({"cell": key, "truth": truth.karyotype, "called": called.karyotype,
                              "right": truth.karyotype == called.karyotype})
@@ -180,6 +200,9 @@ def evaluate_cells(
             "crop_accuracy_after_review": (right_assembled + wrong_flagged) / n if n else 0.0,
             "crop_accuracy_reassembled": right_reassembled / n if n else 0.0,
             "complete_exact_reassembled": exact_reassembled,
+            "flagged_again": flagged_again,
+            "crop_accuracy_rechecked": right_rechecked / n if n else 0.0,
+            "complete_exact_rechecked": exact_rechecked,
             "calls_wrong": len(errors),
             "calls_wrong_flagged": calls_wrong_flagged,
         },

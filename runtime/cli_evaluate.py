@@ -59,6 +59,10 @@ def format_report(result: Any) -> str:
                 f"them (as --relabel does) {short_float(review['crop_accuracy_reassembled'])}, exact karyotype "
                 f"{review['complete_exact_reassembled']}/{c['complete_cells']}"
             )
+            if review.get("flagged_again"):
+                lines.append(f"flagged anew once corrected: {review['flagged_again']} crops; with those checked too, "
+                             f"until nothing new is flagged, {short_float(review['crop_accuracy_rechecked'])}, exact "
+                             f"karyotype {review['complete_exact_rechecked']}/{c['complete_cells']}")
             if review.get("calls_wrong"):
                 lines.append(f"cells called wrong: {review['calls_wrong']}, of them {review['calls_wrong_flagged']} "
                              "with a wrong crop flagged")

@@ -63,3 +63,6 @@ def test_any_is_evaluated_beside_the_default_and_neither_overwrites_the_other(ti
     assert row_either["review"]["crop_accuracy_reassembled"] == 1.0 and row_either["review"]["complete_exact_reassembled"] == 1
     assert "assembled again around them (`karyo karyotype --relabel`): 100.00 +- 0.00% of crops right, 1 of 1 complete" \
         in (work / "crossval-any.md").read_text()
+    assert row_either["review"]["flagged_again"] == 0 and row_either["review"]["crop_accuracy_rechecked"] == 1.0
+    assert "until nothing new is flagged (0 crops more): 100.00 +- 0.00% of crops right, 1 of 1 complete" \
+        in (work / "crossval-any.md").read_text()

@@ -566,6 +566,7 @@ def test_evaluate_cells_counts_crops_and_exact_calls():
     assert result["review"] == {"flagged": 1, "flagged_rate": pytest.approx(1 / n), "wrong_assembled": 0,
                                 "wrong_flagged": 0, "alternative_right": 0, "crop_accuracy_after_review": 1.0,
                                 "crop_accuracy_reassembled": 1.0, "complete_exact_reassembled": 2,
+                                "flagged_again": 0, "crop_accuracy_rechecked": 1.0, "complete_exact_rechecked": 2,
                                 "calls_wrong": 0, "calls_wrong_flagged": 0}
     # now a cell the assembly cannot fix: a confident wrong label (a 1 read as 21 with p 0.999; moving
     # a true 21 into the 1's slot would cost 10 nats, a loss and a viable trisomy only 7)
@@ -589,6 +590,7 @@ def test_evaluate_cells_counts_the_errors_a_reviewer_is_shown():
     assert result["review"] == {"flagged": 2, "flagged_rate": pytest.approx(2 / 46), "wrong_assembled": 2,
                                 "wrong_flagged": 2, "alternative_right": 2, "crop_accuracy_after_review": 1.0,
                                 "crop_accuracy_reassembled": 1.0, "complete_exact_reassembled": 1,
+                                "flagged_again": 0, "crop_accuracy_rechecked": 1.0, "complete_exact_rechecked": 1,
                                 "calls_wrong": 0, "calls_wrong_flagged": 0}
 
 
@@ -602,9 +604,36 @@ def test_evaluate_cells_counts_the_flags_whose_hint_is_the_truth():
     assert result["review"] == {"flagged": 1, "flagged_rate": pytest.approx(1 / 46), "wrong_assembled": 2,
                                 "wrong_flagged": 1, "alternative_right": 0,
                                 "crop_accuracy_after_review": pytest.approx(45 / 46),
-                                # the flagged 4 set right, the cell assembled again: the 5 follows
+                                # the flagged 4 set right, the cell assembled again: the 5 follows, and is
+                                # flagged anew (placed against its own image's read), right where it stands
                                 "crop_accuracy_reassembled": 1.0, "complete_exact_reassembled": 1,
+                                "flagged_again": 1, "crop_accuracy_rechecked": 1.0, "complete_exact_rechecked": 1,
                                 "calls_wrong": 0, "calls_wrong_flagged": 0}
+
+
+def test_evaluate_cells_follows_a_reviewer_who_checks_what_a_corrected_call_flags_anew():
+    """As in two real cells of the release: a true 2 read as a 3 is flagged (a close call), its
+    partner, a true 3 read clearly as a 2, is not. Pinned, the flagged crop makes three 2s, and the
+    counts move the 2 cheapest to move, a right one, rather than the partner; that move is flagged
+    anew, and set right in a second look, the partner has to go: in a third look it is flagged
+    where it now stands right, and pinned there, nothing new is flagged."""
+    probs = confident(MALE)
+    twos, threes = [i for i, c in enumerate(MALE) if c == "2"], [i for i, c in enumerate(MALE) if c == "3"]
+    a, c = twos  # true 2s: a reads 3 by a little, c reads 2 but 3 is its runner-up
+    b = threes[0]  # a true 3 that reads 2 clearly
+    set_probs(probs, a, NORMAL, c3=0.55, c2=0.40)
+    set_probs(probs, c, NORMAL, c2=0.90, c3=0.08)
+    set_probs(probs, b, NORMAL, c2=0.76, c3=0.005)
+    samples = [Sample(Path(f"A/1/{i}.png"), label, "A", "1") for i, label in enumerate(MALE)]
+    result = evaluate_cells(samples, probs, NORMAL)
+    called = read_cells(samples, probs, NORMAL).calls["A/1"]
+    assert [called.assignments[i].label for i in (a, b, c)] == ["3", "2", "2"]
+    assert [i for i, x in enumerate(called.assignments) if x.review] == [a]
+    review = result["review"]
+    assert (review["wrong_assembled"], review["wrong_flagged"]) == (2, 1)
+    assert review["crop_accuracy_reassembled"] == pytest.approx(44 / 46)  # a right now, b still wrong, c moved
+    assert review["flagged_again"] == 2 and review["crop_accuracy_rechecked"] == 1.0
+    assert (review["complete_exact_reassembled"], review["complete_exact_rechecked"]) == (1, 1)
 
 
 def test_read_cells_gives_each_row_its_assembled_label_in_sample_order():
