@@ -59,9 +59,18 @@ class CellCall:
     @classmethod
     def of(cls, name: str, call: KaryotypeCall, labels: Iterable[str | None] | None = None) -> CellCall:
         """A cell's call as the summary needs it; `labels` for a call made from labels alone (the
-        truth's), else the chromosomes its crops were placed as (a fragment placed as none)."""
-        placed = [None if a.fragment else a.label for a in call.assignments] if labels is None else labels
-        return cls(name, call.karyotype, call.complete, sum(a.review for a in call.assignments), copies_of(placed))
+        truth's), else the chromosomes its crops were placed as."""
+        if labels is not None:
+            return cls(name, call.karyotype, call.complete, sum(a.review for a in call.assignments), copies_of(labels))
+        return cls.placed(name, call.karyotype, call.complete, [(a.label, a.fragment, a.review) for a in call.assignments])
+
+    @classmethod
+    def placed(cls, name: str, karyotype: str, complete: bool, crops: Iterable[tuple[str, bool, bool]]) -> CellCall:
+        """From each crop's (label, fragment, review), as a call's assignments or its JSON rows hold
+        them: a fragment is placed as no chromosome."""
+        crops = list(crops)
+        return cls(name, karyotype, complete, sum(bool(review) for _, _, review in crops),
+                   copies_of(None if fragment else label for label, fragment, _ in crops))
 
 
 def copies_of(labels: Iterable[str | None]) -> dict[str, int]:

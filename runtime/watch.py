@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from .bundle import atomic_write_text, sha256_file
-from .case_summary import CaseSummary, CellCall, copies_of, summarize_case
+from .case_summary import CaseSummary, CellCall, summarize_case
 from .labels import parse_label
 from .preprocess import IMAGE_SUFFIXES
 
@@ -144,9 +144,8 @@ def cell_call_of(entry: dict[str, Any]) -> CellCall | None:
     """A called cell's part in its patient's summary, from its JSON (None: nothing was called)."""
     if entry.get("karyotype") is None:
         return None
-    rows = entry["assignments"]
-    return CellCall(entry["cell"], entry["karyotype"], entry["complete"], sum(bool(r["review"]) for r in rows),
-                    copies_of(None if r["fragment"] else r["label"] for r in rows))
+    return CellCall.placed(entry["cell"], entry["karyotype"], entry["complete"],
+                           [(r["label"], r["fragment"], r["review"]) for r in entry["assignments"]])
 
 
 @dataclass
