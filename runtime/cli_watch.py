@@ -5,6 +5,7 @@ One line per cell on stdout as `karyo karyotype` prints it, and the patient's ka
 each of their cells; errors on stderr, one line each, and the watcher goes on. `--once` calls what is
 ready and stops (exit 1 when a crop or a cell failed), for a scheduled task instead of a service.
 A service manager stops it with SIGTERM: the cell being called is finished and written first.
+The list of patients (OUT/index.html) is written when it starts, so there is a page to open at once.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from .cli_common import (
 from .cli_karyotype import cell_line
 from .karyotype import AssemblyPriors
 from .karyotyper import error_text
+from .review_pages import INDEX_PAGE
 from .watch import DEFAULT_SETTLE_S, CellWatcher, WatchEvent
 
 
@@ -50,7 +52,7 @@ def event_lines(event: WatchEvent) -> list[tuple[str, bool]]:
 def watch(
     bundle: Path = typer.Argument(..., help="Bundle folder (normal24 or seed32 labels)."),
     inbox: Path = typer.Argument(..., help="Where the scanner writes cells: INBOX/PATIENT/CELL/*.png (or INBOX/CELL/*.png)."),
-    out: Path = typer.Option(..., "--out", help="Results: OUT/<cell>/karyotype.json and karyogram.png, OUT/<patient>/case.json."),
+    out: Path = typer.Option(..., "--out", help="Results: OUT/<cell>/karyotype.json and karyogram.png, OUT/<patient>/case.json and case.html, OUT/index.html."),
     settle: float = typer.Option(DEFAULT_SETTLE_S, "--settle", min=0.0,
                                  help="Seconds a cell must stay unchanged before it is called."),
     ready_file: Optional[str] = typer.Option(None, "--ready-file",
@@ -75,6 +77,7 @@ def watch(
                             priors=AssemblyPriors.for_trisomies(trisomies.value))
     watcher = CellWatcher(karyotyper, inbox, out, settle_s=settle, ready_file=ready_file, karyograms=karyograms)
     out.mkdir(parents=True, exist_ok=True)
+    watcher.write_pages()
     classifier = karyotyper.classifier
     if getattr(classifier, "warning", None):
         typer.echo(f"warning: {classifier.warning}", err=True)
@@ -84,6 +87,7 @@ def watch(
     when = f"once {ready_file} is in it" if ready_file else f"once nothing in it has changed for {settle:g} s"
     typer.echo(f"{inbox}: {len(present)} cells, {done} already called in {out}; a cell is called {when}"
                + ("" if once else "; Ctrl-C stops"), err=True)
+    typer.echo(f"patients, newest first: {(out / INDEX_PAGE).absolute().as_uri()}", err=True)
     failures = called = 0
     stop = threading.Event()  # set by SIGTERM: the cell in hand is finished, then the watcher stops
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -26,6 +26,9 @@ or stop because one cell failed. So:
   (``Karyotyper.correct``): the results and the patient's karyotype follow the reviewer, and the
   karyogram boxes the crops they set in blue. A line that names no crop or no label is an error in
   the cell's results; the other lines stand.
+- For people: OUT/<patient>/case.html, the patient's karyotype with every cell's call, crops to
+  check and karyogram, and OUT/index.html (with OUT/cases.csv) listing the patients, newest first
+  (``karyo.runtime.review_pages``); rewritten with the patient's case.json.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from .bundle import atomic_write_text, sha256_file
 from .case_summary import CaseSummary, CellCall, summarize_case
 from .labels import parse_label
 from .preprocess import IMAGE_SUFFIXES
+from .review_pages import CASE_PAGE, PatientIndex, write_case_page
 
 if TYPE_CHECKING:  # the watcher is handed an open Karyotyper; onnxruntime loads with that
     from .karyotyper import CellResult, Karyotyper
@@ -178,6 +182,20 @@ class CellWatcher:
         self._failed: dict[str, str] = {}  # cell key -> the signature that could not be written
         bundle = Path(karyotyper.classifier.bundle.path).absolute()  # which model made each call, as loaded
         self._bundle = {"bundle": str(bundle), "bundle_manifest_sha256": sha256_file(bundle / "manifest.json")}
+        self.index = PatientIndex(self.out, CASE_RESULT, CELL_RESULT)
+
+    def write_pages(self) -> list[Path]:
+        """The list of patients, and the page of each patient that has none yet (results from before
+        pages were written): what the reviewer opens when the watcher starts."""
+        written = []
+        for case in sorted(self.index.rows):
+            if not (self.out / case / CASE_PAGE).is_file():
+                try:
+                    document = json.loads((self.out / case / CASE_RESULT).read_text())
+                except (OSError, ValueError):  # gone or torn since the list was read: its next cell writes it
+                    continue
+                written.append(write_case_page(self.out, document, self._case_entries(case)))
+        return written + self.index.write()
 
     def cells(self) -> list[CellFolder]:
         return scan_inbox(self.inbox, self.out)
@@ -211,9 +229,12 @@ class CellWatcher:
             result, problems = self._relabel(cell, result)
             written, entry = self._write_cell(cell, result, problems)
             summary = None
-            if cell.case is not None and entry["karyotype"] is not None:
-                summary, case_file = self._write_case(cell.case)
-                written.append(case_file)
+            if cell.case is not None:
+                case_summary, case_files = self._write_case(cell.case)
+                written += case_files
+                summary = case_summary if entry["karyotype"] is not None else None
+            else:
+                written += self.index.update_loose(entry)
         except Exception as exc:  # noqa: BLE001 - one cell's failure must not stop the watcher
             self._failed[cell.key] = cell.signature
             return WatchEvent(cell, "failed", error=f"{cell.key}: {type(exc).__name__}: {exc}")
@@ -256,21 +277,29 @@ class CellWatcher:
         written.append(atomic_write_text(folder / CELL_RESULT, json.dumps(entry, indent=2) + "\n"))
         return written, entry
 
-    def _write_case(self, case: str) -> tuple[CaseSummary, Path]:
-        """The patient's karyotype from the results of every cell of theirs on disk."""
-        calls, names = [], []
+    def _case_entries(self, case: str) -> list[dict[str, Any]]:
+        """The results of every cell of the patient on disk, in path order."""
+        entries = []
         for path in sorted((self.out / case).glob(f"*/{CELL_RESULT}")):
             try:
                 entry = json.loads(path.read_text())
             except (OSError, ValueError):
                 continue
-            call = cell_call_of(entry) if entry.get("case") == case else None
-            if call is not None:
-                calls.append(call)
-                names.append(entry["cell"])
+            if isinstance(entry, dict) and entry.get("case") == case:
+                entries.append(entry)
+        return entries
+
+    def _write_case(self, case: str) -> tuple[CaseSummary, list[Path]]:
+        """The patient's karyotype from the results of every cell of theirs on disk, its page, the list."""
+        entries = self._case_entries(case)
+        called = [(entry["cell"], cell_call_of(entry)) for entry in entries]
+        calls = [call for _, call in called if call is not None]
         summary = summarize_case(case, calls, self.karyotyper.constitutional)
-        document = {**summary.to_dict(), "cells_called": names, "updated_at": _now_iso()}
-        return summary, atomic_write_text(self.out / case / CASE_RESULT, json.dumps(document, indent=2) + "\n")
+        document = {**summary.to_dict(), "cells_called": [name for name, call in called if call is not None],
+                    "updated_at": _now_iso()}
+        written = [atomic_write_text(self.out / case / CASE_RESULT, json.dumps(document, indent=2) + "\n"),
+                   write_case_page(self.out, document, entries)]
+        return summary, written + self.index.update(document)
 
 
 def _now_iso() -> str:

@@ -156,6 +156,8 @@ def test_cli_once_prints_a_line_per_cell_and_exits_by_what_failed(sized_bundle, 
     assert first.stdout == karyotype.stdout.replace(f"{inbox / 'P1' / 'c1'}: ", "P1/c1: ")
     assert first.stdout.splitlines()[1].startswith("case P1: 47,XY,+21[1]  (1 cell counted")
     assert "1 cells, 0 already called" in first.stderr
+    assert f"patients, newest first: {(out / 'index.html').absolute().as_uri()}" in first.stderr
+    assert (out / "P1" / "case.html").is_file() and "47,XY,+21[1]" in (out / "index.html").read_text()
     written = json.loads((out / "P1" / "c1" / CELL_RESULT).read_text())
     assert written["assignments"][0]["path"] == str(inbox / "P1" / "c1" / "00.png")
     assert written["source"]["folder"] == str(inbox / "P1" / "c1")
