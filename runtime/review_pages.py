@@ -30,7 +30,8 @@ from .bundle import atomic_write_text
 CASE_PAGE = "case.html"
 INDEX_PAGE = "index.html"
 CASES_CSV = "cases.csv"
-CASE_COLUMNS = ("case", "karyotype", "cells_called", "counted", "review_cells", "incomplete", "notes", "updated_at", "page")
+CASE_COLUMNS = ("case", "karyotype", "cells_called", "counted", "nonclonal_cells", "review_cells", "incomplete", "notes",
+                "updated_at", "page")
 INDEX_REFRESH_S = 30  # the list is left open beside the scanner; it shows new patients without a click
 
 _STYLE = """body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}
@@ -143,27 +144,31 @@ def case_row(case_doc: dict[str, Any]) -> dict[str, Any]:
     """A patient's row in the list (and in cases.csv), from its case.json."""
     return {"case": case_doc["case"], "karyotype": case_doc.get("karyotype") or "",
             "cells_called": len(case_doc.get("cells_called", [])), "counted": case_doc.get("counted", 0),
+            "nonclonal_cells": sum(len(line.get("cells", [])) for line in case_doc.get("nonclonal", [])),
             "review_cells": case_doc.get("review_cells", 0), "incomplete": len(case_doc.get("incomplete", [])),
             "notes": "; ".join(case_doc.get("notes", [])), "updated_at": case_doc.get("updated_at", ""),
             "page": f"{case_doc['case']}/{CASE_PAGE}"}
 
 
 def _needs_a_look(row: dict[str, Any]) -> bool:
-    """No karyotype, an abnormal or mosaic one, or crops to review: the rows a lab reads first."""
+    """No karyotype, an abnormal or mosaic one, counted cells outside it (a lone trisomic cell beside
+    a normal line: count more cells), or crops to review: the rows a lab reads first."""
     karyotype = row["karyotype"]
     normal = karyotype.split("[")[0] in ("46,XX", "46,XY") and "/" not in karyotype
-    return not normal or bool(row["review_cells"])
+    return not normal or bool(row["nonclonal_cells"]) or bool(row["review_cells"])
 
 
 def index_page(rows: list[dict[str, Any]], loose: list[dict[str, Any]] | None = None) -> str:
     ordered = sorted(rows, key=lambda r: (r["updated_at"], r["case"]), reverse=True)
-    table = _table(("patient", "karyotype", "cells called", "counted", "with crops to review", "incomplete", "notes",
-                    "updated"),
+    table = _table(("patient", "karyotype", "cells called", "counted", "outside the karyotype", "with crops to review",
+                    "incomplete", "notes", "updated"),
                    [([f'<a href="{_href(r["page"])}">{escape(r["case"])}</a>', escape(r["karyotype"] or "no karyotype"),
-                      str(r["cells_called"]), str(r["counted"]), str(r["review_cells"]), str(r["incomplete"]),
+                      str(r["cells_called"]), str(r["counted"]), str(r["nonclonal_cells"]), str(r["review_cells"]),
+                      str(r["incomplete"]),
                       escape(r["notes"]), escape(r["updated_at"])], _needs_a_look(r)) for r in ordered])
     body = ["<h1>Patients called</h1>",
-            f"<p>{len(rows)} patients, newest first; shaded: no karyotype, not 46,XX or 46,XY, or crops to review. "
+            f"<p>{len(rows)} patients, newest first; shaded: no karyotype, not 46,XX or 46,XY, counted cells "
+            "outside the karyotype (non-clonal), or crops to review. "
             f"This page reloads every {INDEX_REFRESH_S} s.</p>", table]
     if loose:
         cells = sorted(loose, key=lambda r: (r["called_at"], r["cell"]), reverse=True)

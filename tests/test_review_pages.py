@@ -85,15 +85,17 @@ def test_a_case_page_names_what_to_check_and_where_a_correction_goes(tmp_path):
 
 
 def test_the_patient_list_shades_what_a_lab_reads_first():
-    rows = [{"case": name, "karyotype": karyotype, "cells_called": 2, "counted": 2, "review_cells": review,
-             "incomplete": 0, "notes": "", "updated_at": f"2026-11-25T10:0{k}:00+00:00", "page": f"{name}/{CASE_PAGE}"}
-            for k, (name, karyotype, review) in enumerate([("A", "46,XX[2]", 0), ("B", "46,XY[2]", 1),
-                                                           ("C", "mos 47,XY,+21[2]/46,XY[3]", 0), ("D", "", 0)])]
+    rows = [{"case": name, "karyotype": karyotype, "cells_called": 2, "counted": 2, "nonclonal_cells": nonclonal,
+             "review_cells": review, "incomplete": 0, "notes": "", "updated_at": f"2026-11-25T10:0{k}:00+00:00",
+             "page": f"{name}/{CASE_PAGE}"}
+            for k, (name, karyotype, nonclonal, review) in enumerate(
+                [("A", "46,XX[2]", 0, 0), ("B", "46,XY[2]", 0, 1), ("C", "mos 47,XY,+21[2]/46,XY[3]", 0, 0), ("D", "", 0, 0),
+                 ("E", "46,XY[1]", 1, 0)])]
     page = index_page(rows)
-    order = [page.index(f">{name}</a>") for name in "DCBA"]
+    order = [page.index(f">{name}</a>") for name in "EDCBA"]
     assert order == sorted(order)  # newest first
-    shaded = {name: f'<tr class=look><td><a href="{name}/case.html">{name}</a>' in page for name in "ABCD"}
-    assert shaded == {"A": False, "B": True, "C": True, "D": True}
+    shaded = {name: f'<tr class=look><td><a href="{name}/case.html">{name}</a>' in page for name in "ABCDE"}
+    assert shaded == {"A": False, "B": True, "C": True, "D": True, "E": True}
     assert "no karyotype" in page and 'http-equiv="refresh"' in page
 
 
@@ -114,10 +116,10 @@ def test_the_watcher_keeps_the_pages_and_the_list_with_its_results_across_restar
     assert "<h2>cell c1: 46,XY</h2>" in page and "<h2>cell c2: 47,XY,+21</h2>" in page
     assert broken_links(out / "P1" / CASE_PAGE) == [] and broken_links(out / INDEX_PAGE) == []
     rows = list(csv.DictReader((out / CASES_CSV).open()))
-    assert [(r["case"], r["karyotype"], r["cells_called"], r["counted"]) for r in rows] == [
-        ("P1", "46,XY[1]", "2", "2")]
+    assert [(r["case"], r["karyotype"], r["cells_called"], r["counted"], r["nonclonal_cells"]) for r in rows] == [
+        ("P1", "46,XY[1]", "2", "2", "1")]
     index = (out / INDEX_PAGE).read_text()
-    assert ">P1</a>" in index and "<h2>Cells with no patient folder</h2>" in index and "<td>lone</td><td>46,XY</td>" in index
+    assert '<tr class=look><td><a href="P1/case.html">P1</a>' in index and "<h2>Cells with no patient folder</h2>" in index and "<td>lone</td><td>46,XY</td>" in index
     # a reviewer's relabel: the page follows the new call
     (inbox / "P1" / "c2" / RELABEL_FILE).write_text("46.png=13\n")
     age(inbox / "P1" / "c2", 10)
