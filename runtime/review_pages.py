@@ -71,6 +71,13 @@ def _flagged(entry: dict[str, Any]) -> list[dict[str, Any]]:
     return [row for row in entry.get("assignments", []) if row.get("review")]
 
 
+def _placed(row: dict[str, Any]) -> str:
+    """Where the cell's call put a crop: a fragment (too small for a whole chromosome) is not counted."""
+    if row.get("fragment"):
+        return f"not counted (reads {escape(row['label'])})"
+    return escape(row["label"])
+
+
 def _cell_summary(entry: dict[str, Any]) -> str:
     """The cell's crops in words, as the plain line of `karyo karyotype` counts them."""
     rows = entry.get("assignments", [])
@@ -99,9 +106,8 @@ def cell_section(entry: dict[str, Any], case_folder: Path, out: Path) -> str:
         lines.append(f'<p class="error">{escape(str(error.get("error", error)))}</p>')
     flagged = _flagged(entry)
     if flagged:
-        rows = [([escape(_crop(r["path"])), escape(r["label"]), f"{r['probability']:.2f}",
-                  escape(r.get("alternative") or ""), escape(_crop(r["swap_with"]) if r.get("swap_with") else "")], True)
-                for r in flagged]
+        rows = [([escape(_crop(r["path"])), _placed(r), f"{r['probability']:.2f}", escape(r.get("alternative") or ""),
+                  escape(_crop(r["swap_with"]) if r.get("swap_with") else "")], True) for r in flagged]
         lines.append(_table(("crop", "placed as", "probability of that", "written under its box", "exchange with"), rows))
         source = entry.get("source", {}).get("folder")
         if source:  # no line filled in for the reviewer: most flagged crops are placed right (module docstring)
@@ -127,9 +133,8 @@ def case_page(case_doc: dict[str, Any], entries: list[dict[str, Any]], case_fold
             f"review; updated {escape(str(case_doc.get('updated_at', '')))}.</p>"]
     if case_doc.get("notes"):
         body.append("<ul>" + "".join(f"<li>{escape(n)}</li>" for n in case_doc["notes"]) + "</ul>")
-    rows = [([f'<a href="#{_anchor(e["cell"])}">{escape(os.path.relpath(out / e["cell"], case_folder))}</a>', escape(e.get("karyotype") or "no call"),
-              escape(_cell_summary(e))], bool(_flagged(e) or e.get("errors") or e.get("karyotype") is None))
-            for e in entries]
+    rows = [([f'<a href="#{_anchor(e["cell"])}">{escape(os.path.relpath(out / e["cell"], case_folder))}</a>',
+              escape(e.get("karyotype") or "no call"), escape(_cell_summary(e))], _cell_needs_a_look(e)) for e in entries]
     body.append(_table(("cell", "call", "crops"), rows))
     body += [cell_section(entry, case_folder, out) for entry in entries]
     return _page(f"{case}: {case_doc.get('karyotype') or 'no karyotype'}", body)
@@ -174,7 +179,8 @@ def index_page(rows: list[dict[str, Any]], loose: list[dict[str, Any]] | None = 
         cells = sorted(loose, key=lambda r: (r["called_at"], r["cell"]), reverse=True)
         body += ["<h2>Cells with no patient folder</h2>",
                  _table(("cell", "call", "crops", "called", "karyogram"),
-                        [([escape(r["cell"]), escape(r["karyotype"] or "no call"), escape(r["crops"]),
+                        [([f'<a href="{_href(r["cell"] + "/karyotype.json")}">{escape(r["cell"])}</a>',
+                           escape(r["karyotype"] or "no call"), escape(r["crops"]),
                            escape(r["called_at"]),
                            f'<a href="{_href(r["cell"] + "/" + r["karyogram"])}">karyogram</a>' if r["karyogram"] else ""],
                           r["look"]) for r in cells])]
@@ -194,7 +200,12 @@ def loose_row(entry: dict[str, Any]) -> dict[str, Any]:
     """A cell with no patient folder above it (INBOX/CELL/*.png), listed on its own."""
     return {"cell": entry["cell"], "karyotype": entry.get("karyotype") or "", "crops": _cell_summary(entry),
             "called_at": entry.get("called_at", ""), "karyogram": entry.get("karyogram"),
-            "look": bool(_flagged(entry) or entry.get("errors") or entry.get("karyotype") is None)}
+            "look": _cell_needs_a_look(entry)}
+
+
+def _cell_needs_a_look(entry: dict[str, Any]) -> bool:
+    """Crops to review, crops that could not be used, or no call at all."""
+    return bool(_flagged(entry) or entry.get("errors") or entry.get("karyotype") is None)
 
 
 class PatientIndex:

@@ -62,7 +62,8 @@ def test_a_case_page_names_what_to_check_and_where_a_correction_goes(tmp_path):
                                     swap_with=f"{source}/09.png"),
                                _row(f"{source}/09.png", "5", 0.38, review=True, alternative="4",
                                     swap_with=f"{source}/05.png"),
-                               _row(f"{source}/11.png", "13", 1.0, corrected=True)]}
+                               _row(f"{source}/11.png", "13", 1.0, corrected=True),
+                               _row(f"{source}/12.png", "21", 0.62, review=True, fragment=True)]}
     unread = {"cell": f"{case}/c2", "karyotype": None, "count": 0, "assignments": [], "findings": [],
               "errors": [{"path": "/scanner/c2/00.png", "error": "/scanner/c2/00.png: cannot decode"}], "case": case}
     document = {"case": case, "karyotype": "46,XY[1]", "counted": 1, "review_cells": 1,
@@ -77,7 +78,8 @@ def test_a_case_page_names_what_to_check_and_where_a_correction_goes(tmp_path):
     assert f"<code>05.png=LABEL</code>, one crop a line, into <code>{'/scanner/P&lt;7&gt;&amp;Q/c1/' + RELABEL_FILE}</code>" in page
     assert "05.png=5" not in page and "09.png=4" not in page
     assert "46 crops" not in page  # counted from the rows the JSON holds, not made up
-    assert "<td>4 crops, 1 relabelled, 2 to review</td>" in page
+    assert "<td>12.png</td><td>not counted (reads 21)</td><td>0.62</td>" in page  # a speck placed as no chromosome
+    assert "<td>5 crops, 1 relabelled, 3 to review</td>" in page
     assert '<img src="c1/karyogram.png?v=abababababab"' in page and "<h2>cell c1: 46,XY</h2>" in page
     # a cell with nothing readable: shaded in the table, its error on the page, no picture
     assert '<tr class=look><td><a href="#cell-P%3C7%3E%26Q%2Fc2">c2</a></td><td>no call</td>' in page
@@ -119,7 +121,9 @@ def test_the_watcher_keeps_the_pages_and_the_list_with_its_results_across_restar
     assert [(r["case"], r["karyotype"], r["cells_called"], r["counted"], r["nonclonal_cells"]) for r in rows] == [
         ("P1", "46,XY[1]", "2", "2", "1")]
     index = (out / INDEX_PAGE).read_text()
-    assert '<tr class=look><td><a href="P1/case.html">P1</a>' in index and "<h2>Cells with no patient folder</h2>" in index and "<td>lone</td><td>46,XY</td>" in index
+    assert '<tr class=look><td><a href="P1/case.html">P1</a>' in index  # a lone 47,XY,+21 beside the normal line
+    assert '<h2>Cells with no patient folder</h2>' in index
+    assert '<td><a href="lone/karyotype.json">lone</a></td><td>46,XY</td>' in index
     # a reviewer's relabel: the page follows the new call
     (inbox / "P1" / "c2" / RELABEL_FILE).write_text("46.png=13\n")
     age(inbox / "P1" / "c2", 10)
@@ -133,4 +137,4 @@ def test_the_watcher_keeps_the_pages_and_the_list_with_its_results_across_restar
     assert sorted(again.index.rows) == ["P1"] and sorted(again.index.loose) == ["lone"]
     assert out / "P1" / CASE_PAGE in again.write_pages() and again.poll() == []
     assert "<h2>cell c2: 47,XY,+13</h2>" in (out / "P1" / CASE_PAGE).read_text()
-    assert ">P1</a>" in (out / INDEX_PAGE).read_text() and "<td>lone</td>" in (out / INDEX_PAGE).read_text()
+    assert ">P1</a>" in (out / INDEX_PAGE).read_text() and ">lone</a>" in (out / INDEX_PAGE).read_text()
