@@ -9,7 +9,9 @@ unsure about (``review``) get a red box with, under it, the label to weigh again
 not what to look for. Crops a person has labelled on review (``corrected``) get a blue box instead:
 what stands there is theirs, and whoever signs the cell out sees which crops were set by hand.
 Objects too small for a whole chromosome (``fragment``) stand apart at the end of the last row,
-under "not counted". The karyotype call is the title.
+under "not counted". The karyotype call is the title; under it, the cell's name (its patient and
+cell as the scanner exported them, or the folder it was read from), since a karyogram copied into a
+report or onto a slide must still say whose it is.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ TEXT_COLOR = (40, 40, 40)
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 MARGIN = 20
 TITLE_HEIGHT = 50
+SUBTITLE_HEIGHT = 22  # the cell's name under the title, when given
+SUBTITLE_SIZE = 0.5
 LABEL_HEIGHT = 26
 VARIANT_HEIGHT = 16
 LEGEND_HEIGHT = 26
@@ -83,9 +87,11 @@ def layout_karyogram(
     tile_height: int = 120,
     title: str = "",
     legend: Sequence[str] | None = None,
+    subtitle: str = "",
 ) -> KaryogramLayout:
     """Place crops of the given (height, width) sizes; pure geometry, so tests can check positions.
-    `legend`: lines saying what the red marks mean, when not the review's (``legend_lines``)."""
+    `legend`: lines saying what the red marks mean, when not the review's (``legend_lines``);
+    `subtitle`: the cell's name, on a line of its own under the title."""
     if len(sizes) != len(assignments):
         raise ValueError(f"{len(sizes)} crops for {len(assignments)} assignments")
     tallest = max((h for h, _ in sizes), default=1)
@@ -112,13 +118,14 @@ def layout_karyogram(
         return max(content, 2 * typical_width + CROP_GAP, 30, label_width)
 
     row_widths = [sum(group_width(c) for c in row) + GROUP_GAP * (len(row) - 1) for row in rows]
-    title_width = cv2.getTextSize(title, FONT, 0.8, 2)[0][0] if title else 0
+    title_width = max(cv2.getTextSize(title, FONT, 0.8, 2)[0][0] if title else 0,
+                      cv2.getTextSize(subtitle, FONT, SUBTITLE_SIZE, 1)[0][0] if subtitle else 0)
     legend = legend_lines(assignments) if legend is None else list(legend)
     legend_width = max((cv2.getTextSize(line, FONT, LEGEND_SIZE, 1)[0][0] for line in legend), default=0)
     width = max(max(row_widths), title_width, legend_width) + 2 * MARGIN
     boxes: list[tuple[int, int, int, int]] = [(0, 0, 0, 0)] * len(sizes)
     centers: dict[str, tuple[int, int]] = {}
-    y = TITLE_HEIGHT
+    y = title_band(subtitle)
     for row, row_width in zip(rows, row_widths):
         row_height = max([scaled[p][0] for c in row for p in members[c]] or [tile_height // 2])
         baseline = y + row_height
@@ -139,6 +146,11 @@ def layout_karyogram(
     height = y + LEGEND_HEIGHT * max(1, len(legend))
     hint_offset = LABEL_HEIGHT + (VARIANT_HEIGHT if has_variants else 0) if has_hints else None
     return KaryogramLayout(int(width), int(height), scale, boxes, centers, hint_offset, tuple(legend))
+
+
+def title_band(subtitle: str = "") -> int:
+    """Height above the first row: the title, and the cell's name under it when there is one."""
+    return TITLE_HEIGHT + (SUBTITLE_HEIGHT if subtitle else 0)
 
 
 def legend_lines(assignments: Sequence[CropAssignment]) -> list[str]:
@@ -181,13 +193,16 @@ def render_karyogram(
     title: str = "",
     tile_height: int = 120,
     legend: Sequence[str] | None = None,
+    subtitle: str = "",
 ) -> tuple[np.ndarray, KaryogramLayout]:
     """The karyogram as a BGR uint8 image, plus the layout it was drawn with."""
     grays = [_display_gray(c) for c in crops]
-    layout = layout_karyogram([g.shape[:2] for g in grays], assignments, tile_height, title, legend)
+    layout = layout_karyogram([g.shape[:2] for g in grays], assignments, tile_height, title, legend, subtitle)
     image = np.full((layout.height, layout.width, 3), 255, dtype=np.uint8)
     if title:
         _put_centered(image, title, layout.width // 2, 12, 0.8, 2)
+    if subtitle:
+        _put_centered(image, subtitle, layout.width // 2, TITLE_HEIGHT - 8, SUBTITLE_SIZE, 1)
     for gray, (x, y, w, h) in zip(grays, layout.boxes):
         interpolation = cv2.INTER_AREA if h < gray.shape[0] else cv2.INTER_LINEAR
         tile = cv2.resize(gray, (w, h), interpolation=interpolation)
@@ -221,9 +236,10 @@ def draw_karyogram(
     title: str = "",
     tile_height: int = 120,
     legend: Sequence[str] | None = None,
+    subtitle: str = "",
 ) -> Path:
     """Write the karyogram PNG of one cell (crops and assignments in the same order) atomically."""
-    image, _ = render_karyogram(crops, assignments, title, tile_height, legend)
+    image, _ = render_karyogram(crops, assignments, title, tile_height, legend, subtitle)
     path = Path(path)
     write_png(image, path)
     return path

@@ -206,7 +206,8 @@ class Karyotyper:
 
     def karyogram(self, cell: CellResult, path: str | Path) -> Path:
         """Draw the cell's karyogram PNG (atomically): crops in their pairs, those to review boxed in
-        red with what to check them against; a crop read turned stands p arm up like the others."""
+        red with what to check them against; a crop read turned stands p arm up like the others; the
+        call as title and the cell's name under it."""
         from .karyogram import draw_karyogram
 
         if cell.call is None:
@@ -223,7 +224,7 @@ class Karyotyper:
                 continue
             shown.append(np.ascontiguousarray(crop[::-1, ::-1]) if prediction.turned else crop)
             assignments.append(assignment)
-        return draw_karyogram(shown, assignments, path, cell.call.karyotype)
+        return draw_karyogram(shown, assignments, path, cell.call.karyotype, subtitle=cell.name)
 
     def close(self) -> None:
         self.classifier.close()

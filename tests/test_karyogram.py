@@ -14,6 +14,7 @@ from karyo.runtime.karyogram import (
     MARGIN,
     NOT_COUNTED,
     ROWS,
+    SUBTITLE_HEIGHT,
     TITLE_HEIGHT,
     draw_karyogram,
     layout_karyogram,
@@ -91,6 +92,22 @@ def test_png_has_tiles_where_the_layout_says(tmp_path):
     assert image[y : y + h, right_of_1 + 4 : left_of_2 - 4].min() > 240
     # title band carries text
     assert image[:TITLE_HEIGHT].min() < 100
+
+
+def test_the_cells_name_stands_under_the_call_and_the_rows_make_room_for_it():
+    crops, assignments = make_cell(MALE)
+    plain, plain_layout = render_karyogram(crops, assignments, title="46,XY")
+    named, layout = render_karyogram(crops, assignments, title="46,XY", subtitle="P17/cell3")
+    # every crop moved down by the name's line, nothing else: same width, same columns
+    assert layout.height == plain_layout.height + SUBTITLE_HEIGHT and layout.width == plain_layout.width
+    assert [(x, y - SUBTITLE_HEIGHT, w, h) for x, y, w, h in layout.boxes] == plain_layout.boxes
+    band = named[TITLE_HEIGHT - 8 : TITLE_HEIGHT + SUBTITLE_HEIGHT - 8, MARGIN:-MARGIN]
+    assert (band < 100).sum() > 50 and plain[TITLE_HEIGHT - 8 : TITLE_HEIGHT, MARGIN:-MARGIN].min() > 240
+    np.testing.assert_array_equal(named[layout.boxes[0][1]:], plain[plain_layout.boxes[0][1]:])
+    # a name wider than the rows widens the picture rather than running off it
+    long_name = "/data/scanner/exports/2026-11-25/laboratory-of-cytogenetics/patient-000417-ABC/slide-03/metaphase-0012"
+    _, wide = render_karyogram(crops, assignments, title="46,XY", subtitle=long_name)
+    assert wide.width == cv2.getTextSize(long_name, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)[0][0] + 2 * MARGIN > layout.width
 
 
 def test_review_crops_get_a_red_box_and_others_do_not():

@@ -74,6 +74,9 @@ def test_arrays_are_called_as_the_command_line_calls_their_files(sized_bundle, t
     assert cell.call.assignments[-1].fragment and "too small for a whole chromosome" in cell.call.findings[-1]
     assert cell.to_dict() == {k: v for k, v in cli_cell.items() if k != "karyogram"}
     np.testing.assert_array_equal(cv2.imread(str(drawn)), cv2.imread(str(tmp_path / "cli.png")))
+    from karyo.runtime.karyogram import TITLE_HEIGHT
+
+    assert cv2.imread(str(drawn))[TITLE_HEIGHT - 8 : TITLE_HEIGHT].min() < 100  # the cell's name under the call
     # the size prior was weighed in: without it the same crops read with other probabilities
     plain = Karyotyper(sized_bundle, precision="int8", provider="cpu")
     plain.classifier.bundle.manifest.cell_size = None
