@@ -122,6 +122,8 @@ def evaluate(
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads per inference (default: KARYO_THREADS, else all cores)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
     confusion: Optional[Path] = typer.Option(None, "--confusion", help="Also draw the confusion matrix to this PNG."),
+    errors: Optional[Path] = typer.Option(None, "--errors", help="Also draw the crops called wrong to this PNG, by true "
+                                          "and called label (after assembly where cells are known); a CSV beside it lists them."),
     orientation: Optional[OrientationChoice] = typer.Option(None, "--orientation", help=ORIENTATION_HELP),
     trisomies: TrisomyChoice = typer.Option(DEFAULT_TRISOMY_CHOICE, "--trisomies", help=TRISOMIES_HELP + " (Cell figures only.)"),
 ) -> None:
@@ -148,10 +150,20 @@ def evaluate(
         report = result.reports[result.primary]
         title = f"{Path(bundle).name} {result.primary}: accuracy {report['accuracy']:.1%} (n={report['n']})"
         confusion_matrix_png(report["confusion_matrix"], report["labels"], confusion, title=title)
+    gallery = None
+    if errors is not None:
+        from .bundle import load_bundle
+        from .error_gallery import write_error_gallery
+
+        gallery = write_error_gallery(result, load_bundle(bundle), errors)
     if as_json:
         sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")
     else:
         typer.echo(format_report(result))
         if confusion is not None:
             typer.echo(f"confusion matrix: {confusion}")
+    if gallery is not None:
+        picture, listing, wrong, drawn = gallery
+        typer.echo(f"crops called wrong: {len(wrong)}, {drawn} drawn in {picture}, all listed in {listing}",
+                   err=as_json)
     raise typer.Exit(EXIT_SOME_FAILED if result.unreadable else EXIT_OK)

@@ -161,7 +161,10 @@ def test_karyotype_reads_an_upside_down_cell_with_any_and_says_which_crops_it_tu
     call(upright, "any", "--karyogram", str(tmp_path / "upright.png"))
     drawn, reference = (cv2.imread(str(tmp_path / name), cv2.IMREAD_GRAYSCALE) for name in ("turned.png", "upright.png"))
     assert drawn.shape == reference.shape
-    assert np.abs(drawn.astype(int) - reference.astype(int)).max() <= 2
+    from karyo.runtime.karyogram import title_band
+
+    below = title_band(str(cell))  # under the call and the cell's name, which differs: the folders do
+    assert np.abs(drawn[below:].astype(int) - reference[below:].astype(int)).max() <= 2
 
 
 def test_a_bundle_trained_either_way_up_is_read_both_ways_unless_told_otherwise(tmp_path):
