@@ -53,7 +53,7 @@ class WrongCrop:
 def wrong_crops(result: EvaluationResult, bundle: Bundle, precision: str | None = None) -> list[WrongCrop]:
     """Every crop of the evaluation called wrong at `precision` (default: the headline one), as the
     JSON counts it: assembled with the same size prior and count priors for crops in known cells."""
-    from .assembly import AssemblyPriors
+    from .assembly import DEFAULT_TRISOMIES, AssemblyPriors
     from .cell_evaluation import read_cells
     from .karyotype import check_scheme
 
@@ -74,7 +74,7 @@ def wrong_crops(result: EvaluationResult, bundle: Bundle, precision: str | None 
             out.append(WrongCrop(str(sample.path), None, sample.label, labels.labels[top], float(probs[row, top]), False,
                                  bool(turned[row])))
     if celled:
-        priors = AssemblyPriors.for_trisomies(str(result.extra.get("trisomies", "viable")))
+        priors = AssemblyPriors.for_trisomies(str(result.extra.get("trisomies", DEFAULT_TRISOMIES)))
         sizes = None if result.sizes is None else result.sizes[celled]
         readings = read_cells([result.samples[i] for i in celled], probs[celled], labels, priors, sizes=sizes,
                               size_prior=bundle.size_prior)
