@@ -4,7 +4,9 @@ it is whole, its results written where a LIMS or a person picks them up (``karyo
 One line per cell on stdout as `karyo karyotype` prints it, and the patient's karyotype so far after
 each of their cells; errors on stderr, one line each, and the watcher goes on. `--once` calls what is
 ready and stops (exit 1 when a crop or a cell failed), for a scheduled task instead of a service.
-A service manager stops it with SIGTERM: the cell being called is finished and written first.
+A service manager stops it with SIGTERM, a person or a Windows service wrapper with Ctrl-C: the cell
+being called is finished and written first (a second Ctrl-C stops at once; nothing is torn, since
+every file is written whole or not at all, and a cell left unwritten is called at the next start).
 The list of patients (OUT/index.html) is written when it starts, so there is a page to open at once.
 """
 
@@ -89,8 +91,17 @@ def watch(
                + ("" if once else "; Ctrl-C stops"), err=True)
     typer.echo(f"patients, newest first: {(out / INDEX_PAGE).absolute().as_uri()}", err=True)
     failures = called = 0
-    stop = threading.Event()  # set by SIGTERM: the cell in hand is finished, then the watcher stops
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop = threading.Event()  # set by SIGTERM or Ctrl-C: the cell in hand is finished, then the watcher stops
+
+    def request_stop(signum: int, _frame: object) -> None:
+        if stop.is_set() and signum == signal.SIGINT:  # Ctrl-C twice: now; an unwritten cell is called next start
+            raise KeyboardInterrupt
+        stop.set()
+        typer.echo("stopping once the cell in hand is written" + (" (Ctrl-C again: now)" if signum == signal.SIGINT else ""),
+                   err=True)
+
+    # Ctrl-C is also how Windows service wrappers (NSSM, say) ask a console program to stop
+    previous = {number: signal.signal(number, request_stop) for number in (signal.SIGTERM, signal.SIGINT)}
     try:
         while not stop.is_set():
             for cell in watcher.ready():
@@ -109,7 +120,8 @@ def watch(
     except KeyboardInterrupt:
         stop.set()
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
     if stop.is_set():
         typer.echo(f"stopped: {called} cells called", err=True)
         return

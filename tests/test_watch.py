@@ -178,8 +178,11 @@ def test_cli_once_prints_a_line_per_cell_and_exits_by_what_failed(sized_bundle, 
         assert refused.exit_code == 2 and message in refused.stderr
 
 
-def test_sigterm_finishes_the_cell_in_hand_then_stops(sized_bundle, tmp_path, monkeypatch):  # noqa: F811
-    """How a service manager stops the watcher: the cell being read is written, the next is left."""
+@pytest.mark.parametrize("signals, written", [(("SIGTERM",), 1), (("SIGINT",), 1), (("SIGINT", "SIGINT"), 0)])
+def test_a_stop_finishes_the_cell_in_hand_then_stops(sized_bundle, tmp_path, monkeypatch, signals, written):  # noqa: F811
+    """How a service manager (SIGTERM), a person or a Windows service wrapper (Ctrl-C) stops the
+    watcher: the cell being read is written, the next is left; Ctrl-C twice stops at once, and the
+    cell in hand is left whole for the next start."""
     import signal
 
     from karyo.runtime.cli import app
@@ -192,18 +195,21 @@ def test_sigterm_finishes_the_cell_in_hand_then_stops(sized_bundle, tmp_path, mo
     read = Karyotyper.read_cell
 
     def read_then_get_stopped(self, crops, name="cell", names=None):
-        os.kill(os.getpid(), signal.SIGTERM)  # arrives while the first cell is in hand
+        for number in signals:  # arrive while the first cell is in hand
+            os.kill(os.getpid(), getattr(signal, number))
         return read(self, crops, name, names)
 
     monkeypatch.setattr(Karyotyper, "read_cell", read_then_get_stopped)
-    before = signal.getsignal(signal.SIGTERM)
+    before = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGINT)}
     result = CliRunner().invoke(app, ["watch", str(sized_bundle.path), str(inbox), "--out", str(out),
                                       "--precision", "int8", "--provider", "cpu", "--interval", "0.1"])
     assert result.exit_code == 0, result.output
-    assert result.stdout.startswith("P1/c1: 46,XY") and "P1/c2" not in result.stdout
-    assert result.stderr.rstrip().endswith("stopped: 1 cells called")
-    assert (out / "P1" / "c1" / CELL_RESULT).is_file() and not (out / "P1" / "c2").exists()
-    assert signal.getsignal(signal.SIGTERM) == before  # the handler is put back
+    assert "stopping once the cell in hand is written" in result.stderr
+    assert result.stderr.rstrip().endswith(f"stopped: {written} cells called") and "P1/c2" not in result.stdout
+    assert result.stdout.startswith("P1/c1: 46,XY") == bool(written)
+    assert (out / "P1" / "c1" / CELL_RESULT).is_file() == bool(written) and not (out / "P1" / "c2").exists()
+    assert not list(out.rglob(".*"))  # nothing half-written left behind
+    assert {number: signal.getsignal(number) for number in before} == before  # the handlers are put back
 
 
 def test_a_relabel_file_calls_the_cell_again_around_what_the_reviewer_set(karyotyper, tmp_path):
