@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from .bundle import atomic_write_text
-from .karyogram import FONT, REVIEW_COLOR, TEXT_COLOR
+from .karyogram import FONT, REVIEW_COLOR, TEXT_COLOR, display_gray
 from .plots import write_png
 from .preprocess import ImageError, focused_crop, load_gray
 
@@ -112,7 +112,8 @@ def _header(crops: list[tuple[WrongCrop, np.ndarray]]) -> str:
 def render_gallery(groups: list[list[tuple[WrongCrop, np.ndarray]]], title: list[str], width: int = CANVAS_WIDTH,
                    tile_height: int = TILE_HEIGHT) -> np.ndarray:
     """The picture: the title's lines, then one block per (true, called) pair (a header line, its
-    crops in a row under it, wrapped when wider than the page), blocks side by side while they fit."""
+    crops, uint8 gray, in a row under it, wrapped when wider than the page), blocks side by side
+    while they fit."""
     tallest = max((image.shape[0] for group in groups for _, image in group), default=1)
     scale = tile_height / tallest
     room = width - 2 * MARGIN
@@ -169,6 +170,7 @@ def write_error_gallery(result: EvaluationResult, bundle: Bundle, path: str | Pa
                 image = focused_crop(load_gray(crop.path, bundle.spec.max_pixels), bundle.spec)
             except ImageError:  # changed since it was read: listed, not drawn
                 continue
+            image = display_gray(image)  # the model's float input range as 8-bit gray, dark on white
             kept.append((crop, np.ascontiguousarray(image[::-1, ::-1]) if crop.turned else image))
             shown.add(id(crop))
         if kept:

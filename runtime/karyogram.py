@@ -65,7 +65,7 @@ class KaryogramLayout:
     legend: tuple[str, ...] = ()  # the lines the canvas was sized for (see legend_lines)
 
 
-def _display_gray(crop: np.ndarray) -> np.ndarray:
+def display_gray(crop: np.ndarray) -> np.ndarray:
     """uint8 gray, dark chromosome on white: crops that come light-on-dark are inverted for display."""
     gray = np.asarray(crop, dtype=np.float32)
     if gray.ndim == 3:
@@ -196,7 +196,7 @@ def render_karyogram(
     subtitle: str = "",
 ) -> tuple[np.ndarray, KaryogramLayout]:
     """The karyogram as a BGR uint8 image, plus the layout it was drawn with."""
-    grays = [_display_gray(c) for c in crops]
+    grays = [display_gray(c) for c in crops]
     layout = layout_karyogram([g.shape[:2] for g in grays], assignments, tile_height, title, legend, subtitle)
     image = np.full((layout.height, layout.width, 3), 255, dtype=np.uint8)
     if title:
