@@ -83,7 +83,7 @@ def write_audit_karyograms(result: EvaluationResult, audit: LabelAudit, spec: Pr
     from .assembly import CropAssignment
     from .karyogram import draw_karyogram
     from .karyotype import call_karyotype
-    from .preprocess import ImageError, focused_crop, load_gray
+    from .preprocess import ImageError, crop_as_read
 
     labels = result.labels
     disputed = {c.path: c for f in audit.findings for c in f.crops}
@@ -100,12 +100,11 @@ def write_audit_karyograms(result: EvaluationResult, audit: LabelAudit, spec: Pr
         for row in rows_of.get(cell, []):
             sample = result.samples[row]
             try:
-                crop = focused_crop(load_gray(sample.path, spec.max_pixels), spec)
+                crops.append(crop_as_read(sample.path, spec, turned is not None and bool(turned[row])))
             except ImageError:  # changed since it was read: the picture goes without it
                 continue
             given, top = labels.index(sample.label), int(np.argmax(probs[row]))
             dispute = disputed.get(str(sample.path))
-            crops.append(np.ascontiguousarray(crop[::-1, ::-1]) if turned is not None and turned[row] else crop)
             assignments.append(CropAssignment(
                 len(assignments), sample.label, float(probs[row, given]), labels.labels[top], float(probs[row, top]),
                 review=dispute is not None, path=str(sample.path),

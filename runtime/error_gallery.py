@@ -26,7 +26,7 @@ import numpy as np
 from .bundle import atomic_write_text
 from .karyogram import FONT, REVIEW_COLOR, TEXT_COLOR, display_gray
 from .plots import write_png
-from .preprocess import ImageError, focused_crop, load_gray
+from .preprocess import ImageError, crop_as_read
 
 if TYPE_CHECKING:
     from .bundle import Bundle
@@ -167,11 +167,10 @@ def write_error_gallery(result: EvaluationResult, bundle: Bundle, path: str | Pa
             if len(shown) >= max_drawn:
                 break
             try:
-                image = focused_crop(load_gray(crop.path, bundle.spec.max_pixels), bundle.spec)
+                image = crop_as_read(crop.path, bundle.spec, crop.turned)
             except ImageError:  # changed since it was read: listed, not drawn
                 continue
-            image = display_gray(image)  # the model's float input range as 8-bit gray, dark on white
-            kept.append((crop, np.ascontiguousarray(image[::-1, ::-1]) if crop.turned else image))
+            kept.append((crop, display_gray(image)))  # the model's float range as 8-bit gray, dark on white
             shown.add(id(crop))
         if kept:
             drawn.append(kept)

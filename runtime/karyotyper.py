@@ -26,7 +26,7 @@ from .case_summary import CaseSummary, CellCall, summarize_case
 from .cell_size import sizes_array
 from .karyotype import KaryotypeCall, karyotype_cell
 from .labels import parse_label
-from .preprocess import ImageError, focused_crop, load_gray, to_gray
+from .preprocess import ImageError, crop_as_read
 
 if TYPE_CHECKING:  # onnxruntime loads with the first Karyotyper, not with this module
     from .classifier import Classifier, Prediction
@@ -216,13 +216,10 @@ class Karyotyper:
         shown, assignments = [], []
         readable = [(k, p) for k, p in enumerate(cell.predictions) if _readable(p)]
         for (k, prediction), assignment in zip(readable, cell.call.assignments):
-            given = cell.crops[k]
             try:
-                gray = to_gray(given, spec.max_pixels) if isinstance(given, np.ndarray) else load_gray(given, spec.max_pixels)
-                crop = focused_crop(gray, spec)
+                shown.append(crop_as_read(cell.crops[k], spec, prediction.turned))
             except ImageError:  # read a moment ago, so only a file changed underneath lands here
                 continue
-            shown.append(np.ascontiguousarray(crop[::-1, ::-1]) if prediction.turned else crop)
             assignments.append(assignment)
         return draw_karyogram(shown, assignments, path, cell.call.karyotype, subtitle=cell.name)
 

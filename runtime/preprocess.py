@@ -280,6 +280,15 @@ def focused_crop(gray: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     return _find_as_specified(gray, background_level(gray), spec).gray
 
 
+def crop_as_read(source: str | Path | np.ndarray, spec: PreprocessSpec, turned: bool = False) -> np.ndarray:
+    """A crop (a file or a decoded array) as the model read it, for a picture: focused as `spec`
+    says, and turned half a circle back when it was read turned, so it stands p arm up. The one
+    path karyograms, audit pictures and the error gallery draw crops through; ImageError as decoding."""
+    gray = to_gray(source, spec.max_pixels) if isinstance(source, np.ndarray) else load_gray(source, spec.max_pixels)
+    crop = focused_crop(gray, spec)
+    return np.ascontiguousarray(crop[::-1, ::-1]) if turned else crop
+
+
 def _find_as_specified(gray: np.ndarray, background: float, spec: PreprocessSpec, stain: bool = False) -> FoundChromosome:
     """`find_chromosome` with the focusing steps `spec` names: the one place a spec field reaches it,
     so the karyogram's picture and the model input cannot drift apart when a step is added."""
