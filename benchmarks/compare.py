@@ -31,20 +31,11 @@ STAGES = ("image", "size", "assembled")
 def stage_predictions(result: Any, precision: str, size_prior: Any) -> dict[str, np.ndarray]:
     """Per stage the predicted class index of every sample row (-1: no label, or the stage does not
     apply to that row: no cell known, or assembly left it out as a fragment)."""
-    from karyo.runtime.cell_evaluation import read_cells
-    from karyo.runtime.karyotype import check_scheme
-
     probs = result.probs[precision]
     out = {"image": probs.argmax(axis=1)}
-    rows = [i for i, s in enumerate(result.samples) if s.has_cell]
-    try:
-        check_scheme(result.labels)
-    except ValueError:  # a binary scheme cannot be assembled into a cell
-        rows = []
-    if not rows:
+    readings, rows = result.readings.get(precision), result.cell_rows  # the cells as the evaluation assembled them
+    if readings is None:  # no cells known, or a binary scheme, which is never assembled
         return out
-    readings = read_cells([result.samples[i] for i in rows], probs[rows], result.labels,
-                          sizes=result.sizes[rows], size_prior=size_prior)
     for stage, values in (("size", readings.sized.argmax(axis=1)), ("assembled", readings.assembled(result.labels))):
         if stage == "size" and size_prior is None:
             continue

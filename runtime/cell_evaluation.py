@@ -103,6 +103,7 @@ def evaluate_cells(
     sizes: np.ndarray | None = None,
     size_prior: SizePrior | None = None,
     constitutional: bool = True,
+    readings: CellReadings | None = None,
 ) -> dict[str, Any]:
     """Cell-level quality: crop accuracy before/after assembly and exact karyotype calls per cell.
 
@@ -133,8 +134,12 @@ def evaluate_cells(
     `cases` puts each patient's cells together as a lab reports them (``karyo.runtime.case_summary``:
     one ISCN karyotype with cell counts, the clone rule, ``mos`` for a constitutional mosaic when
     `constitutional`) and compares the called with the true one; cells of an unknown case take no part.
+
+    `readings`: these samples already read with these arguments (`read_cells`), when the caller
+    keeps them for a later look at the same crops (`karyo evaluate --errors`).
     """
-    readings = read_cells(samples, probs, labels, priors, max_losses, sizes, size_prior)
+    if readings is None:
+        readings = read_cells(samples, probs, labels, priors, max_losses, sizes, size_prior)
     probs, sized, by_cell = np.asarray(probs), readings.sized, readings.cells
     with_size = sizes is not None and size_prior is not None
     right_top1 = right_size = right_assembled = complete = complete_exact = agree_complete = 0

@@ -50,21 +50,14 @@ class WrongCrop:
     turned: bool  # read turned half a circle (drawn so)
 
 
-def wrong_crops(result: EvaluationResult, bundle: Bundle, precision: str | None = None) -> list[WrongCrop]:
+def wrong_crops(result: EvaluationResult, precision: str | None = None) -> list[WrongCrop]:
     """Every crop of the evaluation called wrong at `precision` (default: the headline one), as the
-    JSON counts it: assembled with the same size prior and count priors for crops in known cells."""
-    from .assembly import DEFAULT_TRISOMIES, AssemblyPriors
-    from .cell_evaluation import read_cells
-    from .karyotype import check_scheme
-
+    JSON counts it: for crops in known cells, from the cells as the evaluation assembled them."""
     precision = precision or result.primary
     labels, probs = result.labels, result.probs[precision]
     turned = result.turned.get(precision, np.zeros(len(probs), dtype=bool))
-    celled = [i for i, s in enumerate(result.samples) if s.has_cell]
-    try:
-        check_scheme(labels)
-    except ValueError:  # a binary scheme is never assembled
-        celled = []
+    readings = result.readings.get(precision)
+    celled = result.cell_rows if readings is not None else []  # a binary scheme is never assembled
     out: list[WrongCrop] = []
     in_cell = set(celled)
     for row in (i for i in range(len(probs)) if i not in in_cell):
@@ -73,11 +66,7 @@ def wrong_crops(result: EvaluationResult, bundle: Bundle, precision: str | None 
         if labels.labels[top] != sample.label:
             out.append(WrongCrop(str(sample.path), None, sample.label, labels.labels[top], float(probs[row, top]), False,
                                  bool(turned[row])))
-    if celled:
-        priors = AssemblyPriors.for_trisomies(str(result.extra.get("trisomies", DEFAULT_TRISOMIES)))
-        sizes = None if result.sizes is None else result.sizes[celled]
-        readings = read_cells([result.samples[i] for i in celled], probs[celled], labels, priors, sizes=sizes,
-                              size_prior=bundle.size_prior)
+    if readings is not None:
         for key, rows in readings.cells.items():
             for local, assignment in zip(rows, readings.calls[key].assignments):
                 row = celled[local]
@@ -158,7 +147,7 @@ def write_error_gallery(result: EvaluationResult, bundle: Bundle, path: str | Pa
     returns both paths, the wrong crops and how many were drawn. Written atomically."""
     path = Path(path)
     precision = precision or result.primary
-    crops = wrong_crops(result, bundle, precision)
+    crops = wrong_crops(result, precision)
     drawn: list[list[tuple[WrongCrop, np.ndarray]]] = []
     shown: set[int] = set()
     for group in grouped(crops, result.labels.labels):

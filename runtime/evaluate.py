@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
@@ -26,6 +26,9 @@ from .metrics import TIE_MARGIN, classification_report, drift
 from .orientation import check_orientation, chosen_orientation, half_turn, orientation_hint, read_oriented
 from .preprocess import ImageError, PreprocessSpec, prepare_path
 from .session import create_session, cuda_status, run_probabilities
+
+if TYPE_CHECKING:  # read lazily, as _cell_metrics imports it
+    from .cell_evaluation import CellReadings
 
 BATCH = 64  # the batch calibration uses; keeping it makes the numbers reproduce bit for bit
 _CHUNK = BATCH * 8  # tensors held in memory at once (a multiple of BATCH keeps batch boundaries)
@@ -49,6 +52,8 @@ class EvaluationResult:
     extra: dict[str, Any] = field(default_factory=dict)  # later analyses add their sections here
     sizes: np.ndarray | None = None  # (N, 2) chromosome length and area per row, NaN where unmeasured
     turned: dict[str, np.ndarray] = field(default_factory=dict)  # precision -> (N,) read turned half a circle (`any`)
+    cell_rows: list[int] = field(default_factory=list)  # the rows of `samples` read as cells, in `readings`' order
+    readings: dict[str, CellReadings] = field(default_factory=dict)  # precision -> its cells as assembled for `cells`
 
     @property
     def precisions(self) -> list[str]:
@@ -185,9 +190,12 @@ def evaluate_bundle(
         extra["int8_overflow"] = overflow  # the INT8 figures below are what this CPU computes, not the model
     if orientation == "p-arm-up":
         extra["orientation_hints"] = _orientation_hints(kept, probs[primary], sessions[primary], bundle.spec)
+    cells, cell_rows, readings = _cell_metrics(kept, probs, reports, bundle.labels, measured, bundle.size_prior, priors,
+                                               constitutional=trisomies == CONSTITUTIONAL_TRISOMIES)
     return EvaluationResult(
-        cells=_cell_metrics(kept, probs, reports, bundle.labels, measured, bundle.size_prior, priors,
-                            constitutional=trisomies == CONSTITUTIONAL_TRISOMIES),
+        cells=cells,
+        cell_rows=cell_rows,
+        readings=readings,
         sizes=measured,
         bundle=bundle.path,
         labels=bundle.labels,
@@ -239,29 +247,34 @@ def _orientation_hints(samples: list[Sample], probs: np.ndarray, session: Any, s
 def _cell_metrics(
     samples: list[Sample], probs: dict[str, np.ndarray], reports: dict[str, Any], labels: LabelScheme,
     sizes: np.ndarray, size_prior: SizePrior | None, priors: AssemblyPriors, constitutional: bool = True,
-) -> dict[str, dict[str, Any]]:
+) -> tuple[dict[str, dict[str, Any]], list[int], dict[str, CellReadings]]:
     """Cell-level figures (assembly, exact karyotype calls) when the data says which crops form a cell;
-    with the bundle's size prior, each crop's size relative to its cell is weighed in first.
+    with the bundle's size prior, each crop's size relative to its cell is weighed in first. Also
+    the rows read as cells and, per precision, the cells as assembled: kept, so whatever looks at
+    the same crops later (`karyo evaluate --errors`) sees the calls these figures count.
 
     Only crops with a known cell take part (a folder tree without a manifest has none), and only
     schemes that cover all 24 chromosomes can be assembled (not the binary ones).
     """
-    from .cell_evaluation import evaluate_cells
+    from .cell_evaluation import evaluate_cells, read_cells
     from .karyotype import check_scheme
 
     try:
         check_scheme(labels)
     except ValueError:
-        return {}
+        return {}, [], {}
     rows = [i for i, s in enumerate(samples) if s.has_cell]
     if not rows:
-        return {}
+        return {}, [], {}
     known = [samples[i] for i in rows]
-    return {
+    readings = {name: read_cells(known, probs[name][rows], labels, priors, sizes=sizes[rows], size_prior=size_prior)
+                for name in reports}
+    cells = {
         name: evaluate_cells(known, probs[name][rows], labels, priors, sizes=sizes[rows], size_prior=size_prior,
-                             constitutional=constitutional)
+                             constitutional=constitutional, readings=readings[name])
         for name in reports
     }
+    return cells, rows, readings
 
 
 def _default_primary(available: list[str], provider: str) -> str:
